@@ -1,0 +1,33 @@
+"""Stores behind one protocol; ``open_backend(url)`` picks one by the URL's scheme.
+
+* ``memory://`` — in memory, nothing persists (the reference implementation);
+* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — the default.
+
+Backends are imported lazily so that a client library is only needed when it is used.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError
+from .base import Backend
+
+__all__ = ["Backend", "open_backend"]
+
+
+def open_backend(url: str) -> Backend:
+    """Open the store a URL names, creating it if needed."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from .memory import MemoryBackend
+
+        return MemoryBackend()
+    if scheme == "sqlite":
+        from .sqlite import SQLiteBackend
+
+        path = url[len("sqlite://") :]
+        if not path.startswith("/") or len(path) < 2:
+            raise ConfigError(f"{url!r}: write sqlite:///relative.db or sqlite:////absolute.db")
+        return SQLiteBackend(path[1:])
+    raise ConfigError(f"unknown store {url!r}: use sqlite:///path.db or memory://")

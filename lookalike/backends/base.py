@@ -1,0 +1,108 @@
+"""The Backend protocol: the one seam between the service and a store.
+
+Think of a backend as a dict from filepath to :class:`~lookalike.records.Record`, with
+nearest-neighbour lookup by signature. Every backend passes the same contract suite
+(``tests/backends/test_contract.py``); ``memory`` is the reference it is checked against.
+
+Rules every implementation keeps:
+
+* ``add`` replaces a record with the same filepath atomically; once it returns, the
+  write is durable (for persistent stores) and visible to every later ``search``,
+  ``get``, ``count`` and ``list`` — from any process sharing the store.
+* ``search`` takes the query as one or more signatures (one row per orientation) and
+  scores each stored record by its smallest normalised distance to any row. It returns
+  records with distance strictly below ``max_distance``, best first, ties broken by
+  filepath, at most ``limit`` of them. Distances equal ``signature.distance`` exactly.
+* ``where`` keeps only records whose metadata has every given key equal to the given
+  JSON scalar (strings, numbers, booleans; ``1 == 1.0``, ``True != 1``).
+* ``list`` returns filepaths in insertion order: a replaced record keeps its place, a
+  deleted and re-added one moves to the end. New images never shift earlier pages.
+* Backends never import the service, the HTTP API or the CLI.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import InvalidRequest
+from ..records import Match, Metadata, Record
+
+__all__ = ["Backend", "Filter", "check_filter", "matches_filter"]
+
+Filter = Mapping[str, Any]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A store of signatures keyed by filepath, with exact or approximate search."""
+
+    def add(self, record: Record) -> None:
+        """Insert or replace the record with this filepath."""
+
+    def add_many(self, records: Iterable[Record]) -> int:
+        """Insert or replace many records in few transactions; returns how many."""
+
+    def delete(self, filepath: str) -> bool:
+        """Remove the record; True if it existed."""
+
+    def get(self, filepath: str) -> Record | None:
+        """The stored record, or None."""
+
+    def count(self) -> int:
+        """How many records are stored."""
+
+    def list(self, offset: int = 0, limit: int = 20) -> builtins.list[str]:
+        """Filepaths in insertion order, skipping the first ``offset``."""
+
+    def search(
+        self,
+        queries: npt.NDArray[np.int8],
+        *,
+        limit: int,
+        max_distance: float,
+        where: Filter | None = None,
+    ) -> builtins.list[Match]:
+        """Records nearest to any row of ``queries`` (shape (k, 648)), best first."""
+
+    def close(self) -> None:
+        """Release files and connections; the backend is unusable afterwards."""
+
+
+def check_filter(where: Filter | None) -> dict[str, Any] | None:
+    """Validate a metadata equality filter; raises InvalidRequest if it is malformed."""
+    if where is None:
+        return None
+    if not isinstance(where, Mapping):
+        raise InvalidRequest("filter must be a JSON object of metadata keys and values")
+    for key, value in where.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidRequest("filter keys must be non-empty strings")
+        if not isinstance(value, str | int | float | bool):
+            raise InvalidRequest(f"filter value for {key!r} must be a string, number or boolean")
+    return dict(where)
+
+
+def matches_filter(metadata: Metadata | None, where: Filter) -> bool:
+    """True if ``metadata`` satisfies the equality filter (the reference semantics)."""
+    if not where:
+        return True
+    if not metadata:
+        return False
+    for key, wanted in where.items():
+        if key not in metadata:
+            return False
+        have = metadata[key]
+        if isinstance(wanted, bool) or isinstance(have, bool):
+            if not (isinstance(wanted, bool) and isinstance(have, bool) and have == wanted):
+                return False
+        elif isinstance(wanted, int | float) and isinstance(have, int | float):
+            if have != wanted:
+                return False
+        elif type(have) is not type(wanted) or have != wanted:
+            return False
+    return True

@@ -1,0 +1,126 @@
+"""The reference backend: a dict in memory and a brute-force scan. Nothing persists.
+
+It is the oracle every other backend is tested against, so it favours the obvious over
+the fast: filtering is done record by record with ``base.matches_filter``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import time
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from ..records import Match, Record
+from ..signature import LENGTH
+from .base import Filter, check_filter, matches_filter
+from .scan import SignatureMatrix, top
+
+__all__ = ["MemoryBackend"]
+
+
+class MemoryBackend:
+    """Records in insertion order (a replaced record keeps its place), searched exhaustively."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, Record] = {}
+        self._slots: dict[str, int] = {}
+        self._paths: builtins.list[str | None] = []
+        self._matrix = SignatureMatrix()
+        self._lock = threading.RLock()
+
+    def add(self, record: Record) -> None:
+        self.add_many([record])
+
+    def add_many(self, records: Iterable[Record]) -> int:
+        n = 0
+        with self._lock:
+            for record in records:
+                sig = _checked(record.signature)
+                now = time.time()
+                old = self._records.get(record.filepath)
+                created = old.created if old is not None else now
+                self._records[record.filepath] = Record(
+                    record.filepath, sig, record.metadata, created, now
+                )
+                slot = self._slots.get(record.filepath)
+                if slot is None:
+                    self._slots[record.filepath] = int(self._matrix.append(sig[None, :])[0])
+                    self._paths.append(record.filepath)
+                else:
+                    self._matrix.replace(slot, sig)
+                n += 1
+        return n
+
+    def delete(self, filepath: str) -> bool:
+        with self._lock:
+            if self._records.pop(filepath, None) is None:
+                return False
+            slot = self._slots.pop(filepath)
+            self._matrix.kill(slot)
+            self._paths[slot] = None
+            return True
+
+    def get(self, filepath: str) -> Record | None:
+        with self._lock:
+            return self._records.get(filepath)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def list(self, offset: int = 0, limit: int = 20) -> builtins.list[str]:
+        with self._lock:
+            paths = list(self._records)
+        return paths[offset : offset + limit]
+
+    def search(
+        self,
+        queries: npt.NDArray[np.int8],
+        *,
+        limit: int,
+        max_distance: float,
+        where: Filter | None = None,
+    ) -> builtins.list[Match]:
+        where = check_filter(where)
+        with self._lock:
+            allowed = None
+            if where:
+                allowed = np.array(
+                    [
+                        path is not None and matches_filter(self._records[path].metadata, where)
+                        for path in self._paths
+                    ],
+                    dtype=bool,
+                )
+            hits = self._matrix.search(queries, max_distance, allowed)
+            chosen = top(hits, limit)
+            matches = [
+                Match(
+                    filepath=path,
+                    distance=float(hits.distances[i]),
+                    orientation=int(hits.orientations[i]),
+                    metadata=self._records[path].metadata,
+                )
+                for i in chosen
+                if (path := self._paths[hits.slots[i]]) is not None
+            ]
+        matches.sort(key=lambda m: (m.distance, m.filepath))
+        return matches[:limit]
+
+    def close(self) -> None:
+        with self._lock:
+            self._records.clear()
+            self._slots.clear()
+            self._paths.clear()
+            self._matrix = SignatureMatrix()
+
+
+def _checked(signature: npt.ArrayLike) -> npt.NDArray[np.int8]:
+    sig = np.asarray(signature)
+    if sig.shape != (LENGTH,):
+        raise ValueError(f"a signature has {LENGTH} values, got shape {sig.shape}")
+    return sig.astype(np.int8, copy=True)

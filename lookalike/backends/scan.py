@@ -1,0 +1,169 @@
+"""Exhaustive search over an in-memory matrix of signatures: the exact search path.
+
+All query rows (the 8 orientations) are scored in one pass over the stored rows. The
+products are computed in float32 by BLAS on cache-sized chunks converted from int8;
+every value involved is a small integer, so they are exact, and distances come out
+bit-identical to ``signature.distance``. Memory per stored signature: 648 bytes of int8,
+4 bytes of squared norm and 1 byte of liveness.
+
+This is the seam a faster index slots into: it answers ``(slots, distances, orientations)``
+for a query block, and knows nothing of filepaths or storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ..signature import LENGTH
+
+__all__ = ["Hits", "SignatureMatrix", "top"]
+
+_CHUNK_ROWS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Hits:
+    """Candidate slots within the cutoff, unsorted, with their best distance and orientation."""
+
+    slots: npt.NDArray[np.int64]
+    distances: npt.NDArray[np.float64]
+    orientations: npt.NDArray[np.int64]
+
+
+class SignatureMatrix:
+    """A growable int8 matrix of signatures addressed by slot, with a liveness mask."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._rows = np.zeros((max(capacity, 16), LENGTH), dtype=np.int8)
+        self._norms = np.zeros(len(self._rows), dtype=np.int32)
+        self._alive = np.zeros(len(self._rows), dtype=bool)
+        self._used = 0
+        self._live = 0
+
+    @property
+    def used(self) -> int:
+        """Slots handed out so far, live or dead."""
+        return self._used
+
+    @property
+    def live(self) -> int:
+        return self._live
+
+    @property
+    def alive(self) -> npt.NDArray[np.bool_]:
+        """Read-only view of the liveness of slots ``0 .. used-1``."""
+        view = self._alive[: self._used]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def nbytes(self) -> int:
+        return self._rows.nbytes + self._norms.nbytes + self._alive.nbytes
+
+    def append(self, signatures: npt.NDArray[np.int8]) -> npt.NDArray[np.int64]:
+        """Store signatures (shape (n, 648)) in new slots; returns the slots."""
+        signatures = np.asarray(signatures, dtype=np.int8).reshape(-1, LENGTH)
+        n = len(signatures)
+        self._reserve(self._used + n)
+        slots = np.arange(self._used, self._used + n, dtype=np.int64)
+        self._used += n
+        self._rows[slots] = signatures
+        self._norms[slots] = _squared_norms(signatures)
+        self._alive[slots] = True
+        self._live += n
+        return slots
+
+    def replace(self, slot: int, signature: npt.NDArray[np.int8]) -> None:
+        if not self._alive[slot]:
+            self._live += 1
+        self._rows[slot] = signature
+        self._norms[slot] = _squared_norms(signature.reshape(1, LENGTH))[0]
+        self._alive[slot] = True
+
+    def kill(self, slot: int) -> None:
+        if self._alive[slot]:
+            self._alive[slot] = False
+            self._live -= 1
+
+    def row(self, slot: int) -> npt.NDArray[np.int8]:
+        row: npt.NDArray[np.int8] = self._rows[slot].copy()
+        return row
+
+    def search(
+        self,
+        queries: npt.NDArray[np.int8],
+        max_distance: float,
+        allowed: npt.NDArray[np.bool_] | None = None,
+    ) -> Hits:
+        """Every live (and allowed) slot whose best distance to a query row is < max_distance."""
+        q = np.asarray(queries, dtype=np.int8).reshape(-1, LENGTH)
+        q_float = np.ascontiguousarray(q.T, dtype=np.float32)
+        q_norms = _squared_norms(q).astype(np.float64)
+        q_roots = np.sqrt(q_norms)
+        found: list[tuple[npt.NDArray[np.int64], ...]] = []
+        for start in range(0, self._used, _CHUNK_ROWS):
+            stop = min(start + _CHUNK_ROWS, self._used)
+            live = self._alive[start:stop]
+            if allowed is not None:
+                live = live & allowed[start:stop]
+            if not live.any():
+                continue
+            dots = (self._rows[start:stop].astype(np.float32) @ q_float).astype(np.float64)
+            norms = self._norms[start:stop].astype(np.float64)
+            squared = norms[:, None] + q_norms[None, :] - 2.0 * dots
+            np.maximum(squared, 0.0, out=squared)
+            denominator = np.sqrt(norms)[:, None] + q_roots[None, :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                d = np.sqrt(squared) / denominator
+            d[denominator == 0] = 1.0
+            best = d.argmin(axis=1)
+            best_d = d[np.arange(len(d)), best]
+            keep = np.flatnonzero(live & (best_d < max_distance))
+            if len(keep):
+                found.append((keep + start, best_d[keep], best[keep]))
+        if not found:
+            empty = np.zeros(0, dtype=np.int64)
+            return Hits(empty, np.zeros(0, dtype=np.float64), empty)
+        slots, dists, orients = (np.concatenate(parts) for parts in zip(*found, strict=True))
+        return Hits(slots.astype(np.int64), dists.astype(np.float64), orients.astype(np.int64))
+
+    def compact(self) -> npt.NDArray[np.int64]:
+        """Drop dead slots; returns the old slot of each new slot."""
+        keep = np.flatnonzero(self._alive[: self._used])
+        n = len(keep)
+        rows = np.zeros((max(n * 2, 1024), LENGTH), dtype=np.int8)
+        rows[:n] = self._rows[keep]
+        norms = np.zeros(len(rows), dtype=np.int32)
+        norms[:n] = self._norms[keep]
+        alive = np.zeros(len(rows), dtype=bool)
+        alive[:n] = True
+        self._rows, self._norms, self._alive = rows, norms, alive
+        self._used = self._live = n
+        return keep.astype(np.int64)
+
+    def _reserve(self, needed: int) -> None:
+        if needed <= len(self._rows):
+            return
+        capacity = max(needed, int(len(self._rows) * 1.5))
+        for name in ("_rows", "_norms", "_alive"):
+            old = getattr(self, name)
+            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
+            new[: self._used] = old[: self._used]
+            setattr(self, name, new)
+
+
+def _squared_norms(signatures: npt.NDArray[np.int8]) -> npt.NDArray[np.int32]:
+    wide = signatures.astype(np.int32)
+    result: npt.NDArray[np.int32] = np.einsum("ij,ij->i", wide, wide)
+    return result
+
+
+def top(hits: Hits, limit: int) -> npt.NDArray[np.int64]:
+    """Indices into ``hits`` of the best ``limit`` entries plus any tied with the last one."""
+    if len(hits.distances) <= limit:
+        return np.arange(len(hits.distances), dtype=np.int64)
+    kth = np.partition(hits.distances, limit - 1)[limit - 1]
+    return np.flatnonzero(hits.distances <= kth).astype(np.int64)

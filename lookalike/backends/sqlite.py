@@ -1,0 +1,352 @@
+"""The default store: a SQLite file is the truth, the search state is derived from it.
+
+Rows hold the filepath (unique), the 648-byte signature, metadata as JSON and times.
+Every write transaction takes the next number of a version counter and stamps the rows it
+writes (and a tombstone for each row it deletes) with it. Each process keeps its own
+search state — a ``SignatureMatrix`` plus the row id of every slot — and before each read
+catches up by applying the rows and tombstones newer than the version it has seen. So an
+add that returned in one process is found by the next search in any other, and a restart
+costs one sequential read of the signatures.
+
+Durability: WAL journal with ``synchronous=FULL``, so a write that returned survives a
+crash of the process or the machine.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import BackendUnavailable
+from ..records import Match, Metadata, Record
+from ..signature import LENGTH
+from .base import Filter, check_filter
+from .scan import SignatureMatrix, top
+
+__all__ = ["SQLiteBackend"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    filepath  TEXT NOT NULL UNIQUE,
+    signature BLOB NOT NULL,
+    metadata  TEXT,
+    created   REAL NOT NULL,
+    updated   REAL NOT NULL,
+    version   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_version ON images(version);
+CREATE TABLE IF NOT EXISTS tombstones (
+    id      INTEGER PRIMARY KEY,
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tombstones_version ON tombstones(version);
+CREATE TABLE IF NOT EXISTS lookalike (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO lookalike (key, value) VALUES ('schema', 1), ('version', 0), ('pruned', 0);
+"""
+
+_UPSERT = """
+INSERT INTO images (filepath, signature, metadata, created, updated, version)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (filepath) DO UPDATE SET
+    signature = excluded.signature,
+    metadata = excluded.metadata,
+    updated = excluded.updated,
+    version = excluded.version
+"""
+
+_BATCH = 5000
+_TOMBSTONES_KEPT = 100_000
+
+
+class SQLiteBackend:
+    """A lookalike store in one SQLite file, safe to share between processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            self._transaction(self._create_schema, write=True)
+        except (sqlite3.Error, OSError) as error:
+            raise BackendUnavailable(f"cannot open the SQLite store {self.path}: {error}") from None
+        self._matrix = SignatureMatrix()
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._version = -1
+        self._catch_up()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def add(self, record: Record) -> None:
+        self.add_many([record])
+
+    def add_many(self, records: Iterable[Record]) -> int:
+        total = 0
+        iterator = iter(records)
+        while rows := [_row(record) for record in islice(iterator, _BATCH)]:
+            self._write(partial(self._upsert, rows))
+            total += len(rows)
+        return total
+
+    def delete(self, filepath: str) -> bool:
+        return self._write(lambda version: self._delete(filepath, version))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, filepath: str) -> Record | None:
+        row = self._read(
+            "SELECT filepath, signature, metadata, created, updated FROM images WHERE filepath = ?",
+            (filepath,),
+        )
+        if not row:
+            return None
+        path, blob, metadata, created, updated = row[0]
+        signature = np.frombuffer(blob, dtype=np.int8).copy()
+        return Record(path, signature, _loads(metadata), created, updated)
+
+    def count(self) -> int:
+        with self._lock:
+            self._catch_up()
+            return self._matrix.live
+
+    def list(self, offset: int = 0, limit: int = 20) -> builtins.list[str]:
+        with self._lock:
+            self._catch_up()
+            # Offsets are resolved in memory, so a deep page costs no OFFSET scan in SQLite.
+            ids = self._ids[np.flatnonzero(self._matrix.alive)[offset : offset + limit]]
+        if not len(ids):
+            return []
+        found = dict(self._read_ids("SELECT id, filepath FROM images", ids))
+        return [found[i] for i in ids.tolist() if i in found]
+
+    def search(
+        self,
+        queries: npt.NDArray[np.int8],
+        *,
+        limit: int,
+        max_distance: float,
+        where: Filter | None = None,
+    ) -> builtins.list[Match]:
+        where = check_filter(where)
+        with self._lock:
+            self._catch_up()
+            allowed = self._allowed(where) if where else None
+            hits = self._matrix.search(queries, max_distance, allowed)
+            chosen = top(hits, limit)
+            ids = self._ids[hits.slots[chosen]]
+        rows = {
+            row[0]: row[1:]
+            for row in self._read_ids("SELECT id, filepath, metadata FROM images", ids)
+        }
+        matches = [
+            Match(path, float(hits.distances[i]), int(hits.orientations[i]), _loads(metadata))
+            for i, row_id in zip(chosen.tolist(), ids.tolist(), strict=True)
+            if (found := rows.get(row_id)) is not None
+            for path, metadata in [found]
+        ]
+        matches.sort(key=lambda m: (m.distance, m.filepath))
+        return matches[:limit]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the search state (signatures, norms, liveness, row ids)."""
+        return self._matrix.nbytes + self._ids.nbytes
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+
+    def _upsert(self, rows: builtins.list[tuple[str, bytes, str | None]], version: int) -> None:
+        now = time.time()
+        self._db.executemany(
+            _UPSERT, [(path, blob, meta, now, now, version) for path, blob, meta in rows]
+        )
+
+    def _delete(self, filepath: str, version: int) -> bool:
+        gone = self._db.execute(
+            "DELETE FROM images WHERE filepath = ? RETURNING id", (filepath,)
+        ).fetchall()
+        for (row_id,) in gone:
+            self._db.execute(
+                "INSERT OR REPLACE INTO tombstones (id, version) VALUES (?, ?)", (row_id, version)
+            )
+        if gone and version % 1000 == 0:
+            self._prune_tombstones()
+        return bool(gone)
+
+    def _prune_tombstones(self) -> None:
+        """Keep the newest tombstones; a process older than the rest reloads everything."""
+        (count,) = self._db.execute("SELECT count(*) FROM tombstones").fetchone()
+        if count <= _TOMBSTONES_KEPT:
+            return
+        (cut,) = self._db.execute(
+            "SELECT version FROM tombstones ORDER BY version DESC LIMIT 1 OFFSET ?",
+            (_TOMBSTONES_KEPT // 2,),
+        ).fetchone()
+        self._db.execute("DELETE FROM tombstones WHERE version <= ?", (cut,))
+        self._db.execute("UPDATE lookalike SET value = ? WHERE key = 'pruned'", (cut,))
+
+    def _write(self, body: Callable[[int], T]) -> T:
+        def transaction() -> T:
+            (version,) = self._db.execute(
+                "UPDATE lookalike SET value = value + 1 WHERE key = 'version' RETURNING value"
+            ).fetchone()
+            return body(version)
+
+        with self._lock:
+            return self._transaction(transaction, write=True)
+
+    def _transaction(self, body: Callable[[], T], *, write: bool) -> T:
+        try:
+            self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = body()
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return result
+        except sqlite3.OperationalError as error:
+            raise BackendUnavailable(f"the SQLite store is not available: {error}") from None
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> builtins.list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as error:
+                raise BackendUnavailable(f"the SQLite store is not available: {error}") from None
+
+    def _read_ids(self, select: str, ids: npt.NDArray[np.int64]) -> Iterator[tuple[Any, ...]]:
+        values = ids.tolist()
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            yield from self._read(f"{select} WHERE id IN ({marks})", tuple(chunk))
+
+    def _catch_up(self) -> None:
+        """Bring the search state up to the newest committed version (caller holds the lock)."""
+
+        def changes() -> tuple[int, int, builtins.list[tuple[int, bytes]], builtins.list[int]]:
+            (version,) = self._db.execute(
+                "SELECT value FROM lookalike WHERE key = 'version'"
+            ).fetchone()
+            (pruned,) = self._db.execute(
+                "SELECT value FROM lookalike WHERE key = 'pruned'"
+            ).fetchone()
+            if version == self._version:
+                return version, pruned, [], []
+            since = self._version if self._version >= pruned else -1
+            rows = self._db.execute(
+                "SELECT id, signature FROM images WHERE version > ? ORDER BY id", (since,)
+            ).fetchall()
+            dead = self._db.execute(
+                "SELECT id FROM tombstones WHERE version > ?", (since,)
+            ).fetchall()
+            return version, since, rows, [row_id for (row_id,) in dead]
+
+        with self._lock:
+            version, since, rows, dead = self._transaction(changes, write=False)
+            if version == self._version:
+                return
+            if since < 0:
+                self._matrix = SignatureMatrix(capacity=len(rows))
+                self._ids = np.zeros(0, dtype=np.int64)
+            self._apply(rows, dead)
+            self._version = version
+
+    def _apply(self, rows: builtins.list[tuple[int, bytes]], dead: builtins.list[int]) -> None:
+        for row_id in dead:
+            slot = self._slot(row_id)
+            if slot is not None:
+                self._matrix.kill(slot)
+        if not rows:
+            return self._maybe_compact()
+        ids = np.fromiter((row_id for row_id, _ in rows), dtype=np.int64, count=len(rows))
+        blob = b"".join(signature for _, signature in rows)
+        signatures = np.frombuffer(blob, dtype=np.int8).reshape(len(rows), LENGTH)
+        newest = self._ids[-1] if len(self._ids) else -1
+        fresh = ids > newest
+        for i in np.flatnonzero(~fresh):
+            slot = self._slot(int(ids[i]))
+            if slot is not None:
+                self._matrix.replace(slot, signatures[i])
+        self._matrix.append(signatures[fresh])
+        self._ids = np.concatenate([self._ids, ids[fresh]])
+        self._maybe_compact()
+
+    def _slot(self, row_id: int) -> int | None:
+        slot = int(np.searchsorted(self._ids, row_id))
+        if slot < len(self._ids) and self._ids[slot] == row_id:
+            return slot
+        return None
+
+    def _maybe_compact(self) -> None:
+        dead = self._matrix.used - self._matrix.live
+        if dead > max(1024, self._matrix.live // 4):
+            self._ids = self._ids[self._matrix.compact()]
+
+    def _allowed(self, where: Filter) -> npt.NDArray[np.bool_]:
+        clauses: builtins.list[str] = []
+        params: builtins.list[str | int | float] = []
+        for key, value in where.items():
+            if isinstance(value, bool):
+                clauses.append("j.key = ? AND j.type = ?")
+                params += [key, "true" if value else "false"]
+            elif isinstance(value, int | float):
+                clauses.append("j.key = ? AND j.type IN ('integer', 'real') AND j.value = ?")
+                params += [key, value]
+            else:
+                clauses.append("j.key = ? AND j.type = 'text' AND j.value = ?")
+                params += [key, value]
+        sql = "SELECT id FROM images WHERE " + " AND ".join(
+            f"EXISTS (SELECT 1 FROM json_each(images.metadata) AS j WHERE {clause})"
+            for clause in clauses
+        )
+        ids = np.array([row_id for (row_id,) in self._read(sql, tuple(params))], dtype=np.int64)
+        slots = np.searchsorted(self._ids, ids)
+        valid = slots < len(self._ids)
+        valid[valid] = self._ids[slots[valid]] == ids[valid]
+        allowed = np.zeros(self._matrix.used, dtype=bool)
+        allowed[slots[valid]] = True
+        return allowed
+
+
+def _row(record: Record) -> tuple[str, bytes, str | None]:
+    signature = np.asarray(record.signature)
+    if signature.shape != (LENGTH,):
+        raise ValueError(f"a signature has {LENGTH} values, got shape {signature.shape}")
+    metadata = None if record.metadata is None else json.dumps(record.metadata)
+    return record.filepath, signature.astype(np.int8).tobytes(), metadata
+
+
+def _loads(text: str | None) -> Metadata | None:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,44 @@
+"""Value objects that cross the service/backend seam."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Match", "Metadata", "Record", "score_of"]
+
+Metadata = dict[str, Any]
+
+
+def score_of(distance: float) -> float:
+    """Match's score: 100 × (1 − normalised distance); 100 is identical."""
+    return 100.0 * (1.0 - distance)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Record:
+    """One stored image: its key, its signature (int8[648]) and its metadata."""
+
+    filepath: str
+    signature: npt.NDArray[np.int8]
+    metadata: Metadata | None = None
+    created: float | None = None
+    updated: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One search result. ``orientation`` indexes ``signature.ORIENTATIONS``: the transform
+    of the query image under which it matched this stored image."""
+
+    filepath: str
+    distance: float
+    orientation: int = 0
+    metadata: Metadata | None = field(default=None, compare=False)
+
+    @property
+    def score(self) -> float:
+        return score_of(self.distance)
