@@ -17,7 +17,7 @@ Pure NumPy; no image decoding here (see ``images``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -77,12 +77,7 @@ def grey(rgb: npt.NDArray[np.uint8]) -> FloatArray:
 
 def signature(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
     """The 648-value signature of an 8-bit RGB image (H×W×3) or a float grey image (H×W)."""
-    if image.ndim == 3:
-        g, rows, columns = _grey_and_profiles(image.astype(np.uint8, copy=False))
-    else:
-        g = _as_grey(image.astype(np.float64, copy=False))
-        rows, columns = _profiles(g)
-    return _signature_from_profiles(g, rows, columns)
+    return _signature_from_profiles(*_grey_of(image))
 
 
 def orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
@@ -92,11 +87,7 @@ def orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
     if that transformed image had been stored, so a stored picture that was rotated or
     mirrored is found at distance 0 by one of the rows.
     """
-    g = (
-        grey(image.astype(np.uint8, copy=False))
-        if image.ndim == 3
-        else _as_grey(image.astype(np.float64, copy=False))
-    )
+    g = _grey_of(image)[0]
     out = np.empty((len(_TRANSFORMS), LENGTH), dtype=np.int8)
     for i, (_, transform) in enumerate(_TRANSFORMS):
         t = np.ascontiguousarray(transform(g))
@@ -147,10 +138,19 @@ def words(sig: npt.ArrayLike) -> npt.NDArray[np.int64]:
 # -- the pipeline -------------------------------------------------------------------------
 
 
-def _as_grey(image: FloatArray) -> FloatArray:
-    if image.ndim != 2:
-        raise ValueError(f"expected an H×W grey or H×W×3 RGB array, got shape {image.shape}")
-    return np.ascontiguousarray(image, dtype=np.float64)
+def _grey_of(image: npt.NDArray[np.uint8] | FloatArray) -> tuple[FloatArray, ...]:
+    """Grey image and crop profiles of an 8-bit RGB or float grey image; else ValueError."""
+    if image.size == 0:
+        raise ValueError(f"cannot sign an empty image of shape {image.shape}")
+    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+        return _grey_and_profiles(cast(npt.NDArray[np.uint8], image))
+    if image.ndim == 2 and np.issubdtype(image.dtype, np.floating):
+        g = np.ascontiguousarray(image, dtype=np.float64)
+        return (g, *_profiles(g))
+    raise ValueError(
+        "expected an H×W×3 uint8 RGB image or an H×W float grey image in [0, 1], "
+        f"got {image.dtype} {image.shape}"
+    )
 
 
 def _profiles(g: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -174,15 +174,16 @@ def _grey_and_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArr
     rows = np.empty(height, dtype=np.float64)
     # Row 0 of ``stack`` carries the running column profile into the next stripe.
     stack = np.zeros((_STRIPE_ROWS + 1, width), dtype=np.float64)
-    scaled = np.empty((_STRIPE_ROWS * width, 3), dtype=np.float64)
+    scaled = np.empty((_STRIPE_ROWS, width, 3), dtype=np.float64)
     across = np.empty((_STRIPE_ROWS, max(width - 1, 0)), dtype=np.float64)
     for start in range(0, height, _STRIPE_ROWS):
         stop = min(start + _STRIPE_ROWS, height)
         n = stop - start
-        pixels = rgb[start:stop].reshape(-1, 3)
-        np.multiply(pixels, 1.0 / 255, out=scaled[: n * width], dtype=np.float64)
+        # Same shape as scikit-image's ``rgb @ coeffs``: NumPy picks its kernel by shape
+        # (for one-pixel-wide images it skips BLAS), and the last bits depend on it.
+        np.multiply(rgb[start:stop], 1.0 / 255, out=scaled[:n], dtype=np.float64)
         stripe = g[start:stop]
-        np.matmul(scaled[: n * width], _LUMA, out=stripe.reshape(-1))
+        np.matmul(scaled[:n], _LUMA, out=stripe)
         np.subtract(stripe[:, 1:], stripe[:, :-1], out=across[:n])
         np.abs(across[:n], out=across[:n])
         across[:n].sum(axis=1, out=rows[start:stop])
@@ -196,7 +197,8 @@ def _grey_and_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArr
     return g, rows, stack[0].copy()
 
 
-def _signature_from_profiles(g: FloatArray, rows: FloatArray, columns: FloatArray) -> Signature:
+def _signature_from_profiles(*arrays: FloatArray) -> Signature:
+    g, rows, columns = arrays
     top, bottom = _crop_limits(rows, g.shape[0])
     left, right = _crop_limits(columns, g.shape[1])
     row_points = np.linspace(top, bottom, GRID + 2, dtype=int)[1:-1]

@@ -1,0 +1,372 @@
+"""The Goldberg signature: bit-identical to image-match 1.1.2, and robust where it should be.
+
+The golden vectors in ``golden/signatures.json`` were computed by image-match itself from
+the images in ``golden/images`` (see ``golden/README.md``); they pin signatures, simple
+words and distances exactly. The property tests below use scikit-image's sample photos.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from functools import cache
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image
+from skimage import data
+from skimage.color import rgb2gray
+
+from lookalike import signature as sig
+
+GOLDEN = Path(__file__).parent / "golden"
+IMAGES = GOLDEN / "images"
+VECTORS: dict[str, Any] = json.loads((GOLDEN / "signatures.json").read_text())
+NAMES = sorted(VECTORS["images"])
+
+RGB = npt.NDArray[np.uint8]
+
+
+@cache
+def decoded(name: str) -> RGB:
+    """A golden image decoded exactly as image-match decodes bytes."""
+    with Image.open(BytesIO((IMAGES / name).read_bytes())) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    rgb.flags.writeable = False
+    return rgb
+
+
+def golden_signature(name: str) -> npt.NDArray[np.int8]:
+    return np.array(VECTORS["images"][name]["signature"], dtype=np.int8)
+
+
+# -- golden vectors from image-match ---------------------------------------------------------
+
+
+def test_golden_set_is_complete_and_small() -> None:
+    files = sorted(p.name for p in IMAGES.iterdir() if p.is_file())
+    assert files == NAMES
+    assert len(files) >= 14
+    assert sum((IMAGES / name).stat().st_size for name in files) < 1_500_000
+    assert VECTORS["generator"]["image_match"] == "1.1.2"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_signature_is_image_matchs(name: str) -> None:
+    rgb = decoded(name)
+    assert list(rgb.shape[:2]) == VECTORS["images"][name]["shape"]
+    result = sig.signature(rgb)
+    assert result.dtype == np.int8
+    assert result.shape == (sig.LENGTH,)
+    assert result.tolist() == VECTORS["images"][name]["signature"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_words_are_image_matchs(name: str) -> None:
+    expected = VECTORS["images"][name]["words"]
+    assert len(expected) == sig.WORD_COUNT
+    assert sig.words(golden_signature(name)).tolist() == expected
+    assert sig.words(sig.signature(decoded(name))).tolist() == expected
+
+
+@pytest.mark.parametrize("pair", VECTORS["pairs"], ids=lambda p: f"{p['a']}-{p['b']}")
+def test_distance_is_image_matchs(pair: dict[str, Any]) -> None:
+    a, b = golden_signature(pair["a"]), golden_signature(pair["b"])
+    assert sig.distance(a, b) == pair["distance"]
+    assert (
+        sig.distance(sig.signature(decoded(pair["a"])), sig.signature(decoded(pair["b"])))
+        == (pair["distance"])
+    )
+
+
+@pytest.mark.parametrize("matrix", VECTORS["matrix"], ids=lambda m: m["query"])
+def test_distances_are_image_matchs(matrix: dict[str, Any]) -> None:
+    stored = np.array([golden_signature(name) for name in matrix["stored"]])
+    query = golden_signature(matrix["query"])
+    assert sig.distances(stored, query).tolist() == matrix["distances"]
+    assert [sig.distance(row, query) for row in stored] == matrix["distances"]
+
+
+def test_orientation_names_are_the_golden_ones() -> None:
+    assert tuple(t["name"] for t in VECTORS["orientation_transforms"]) == sig.ORIENTATIONS
+    assert sig.ORIENTATIONS[0] == "identity"
+
+
+@pytest.mark.parametrize("name", sorted(VECTORS["orientations"]))
+def test_orientations_are_image_matchs(name: str) -> None:
+    result = sig.orientations(decoded(name))
+    assert result.dtype == np.int8
+    assert result.shape == (len(sig.ORIENTATIONS), sig.LENGTH)
+    assert result.tolist() == VECTORS["orientations"][name]
+
+
+# -- grey levels ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["astronaut.png", "chelsea_rgba.png", "grey_steps.png", "tall_thin.png", "tiny.png"]
+)
+def test_grey_is_scikit_images_bit_for_bit(name: str) -> None:
+    rgb = decoded(name)
+    expected = rgb2gray(rgb)
+    result = sig.grey(rgb)
+    assert result.dtype == np.float64
+    assert result.shape == expected.shape
+    assert result.tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("name", ["coffee.jpg", "grey_steps.png", "tall_thin.png", "tiny.png"])
+def test_signature_of_grey_equals_signature_of_rgb(name: str) -> None:
+    rgb = decoded(name)
+    assert sig.signature(sig.grey(rgb)).tolist() == sig.signature(rgb).tolist()
+    assert sig.signature(rgb2gray(rgb)).tolist() == sig.signature(rgb).tolist()
+    assert sig.orientations(sig.grey(rgb)).tolist() == sig.orientations(rgb).tolist()
+
+
+# -- properties on photographs ----------------------------------------------------------------
+
+PHOTOS = [
+    "astronaut",
+    "camera",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "coins",
+    "hubble_deep_field",
+    "clock",
+    "immunohistochemistry",
+    "grass",
+]
+
+
+@cache
+def photo(name: str) -> RGB:
+    with Image.fromarray(getattr(data, name)()) as image:
+        rgb = np.asarray(image.convert("RGB"))
+    rgb.flags.writeable = False
+    return rgb
+
+
+@cache
+def photo_signature(name: str) -> npt.NDArray[np.int8]:
+    return sig.signature(photo(name))
+
+
+def resized(rgb: RGB, factor: float) -> RGB:
+    image = Image.fromarray(rgb)
+    size = (round(image.width * factor), round(image.height * factor))
+    return np.asarray(image.resize(size, Image.Resampling.BICUBIC))
+
+
+def jpeg(rgb: RGB, quality: int) -> RGB:
+    buffer = BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=quality)
+    with Image.open(BytesIO(buffer.getvalue())) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_signature_is_648_small_ints(name: str) -> None:
+    result = photo_signature(name)
+    assert result.shape == (648,)
+    assert result.dtype == np.int8
+    assert set(np.unique(result).tolist()) <= {-2, -1, 0, 1, 2}
+    assert sig.distance(result, result) == 0.0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda rgb: resized(rgb, 0.5), id="half-size"),
+        pytest.param(lambda rgb: resized(rgb, 1.5), id="one-and-a-half-size"),
+        pytest.param(lambda rgb: jpeg(rgb, 50), id="jpeg-quality-50"),
+    ],
+)
+@pytest.mark.parametrize("name", PHOTOS)
+def test_copies_are_near(name: str, change: Callable[[RGB], RGB]) -> None:
+    assert sig.distance(photo_signature(name), sig.signature(change(photo(name)))) < 0.2
+
+
+@pytest.mark.parametrize("a, b", list(itertools.combinations(PHOTOS, 2)))
+def test_unrelated_photos_are_far(a: str, b: str) -> None:
+    assert sig.distance(photo_signature(a), photo_signature(b)) > 0.5
+
+
+# The 8 symmetries applied to an H×W×3 image, written independently of signature.py,
+# each with the name of its inverse in ORIENTATIONS.
+SYMMETRIES: dict[str, tuple[Callable[[RGB], RGB], str]] = {
+    "identity": (lambda a: a, "identity"),
+    "rot90": (lambda a: np.rot90(a, 1), "rot270"),
+    "rot180": (lambda a: np.rot90(a, 2), "rot180"),
+    "rot270": (lambda a: np.rot90(a, 3), "rot90"),
+    "mirror": (lambda a: a[:, ::-1], "mirror"),
+    "mirror_rot90": (lambda a: np.rot90(a[:, ::-1], 1), "mirror_rot90"),
+    "mirror_rot180": (lambda a: np.rot90(a[:, ::-1], 2), "mirror_rot180"),
+    "mirror_rot270": (lambda a: np.rot90(a[:, ::-1], 3), "mirror_rot270"),
+}
+
+
+def test_symmetries_and_inverses() -> None:
+    assert tuple(SYMMETRIES) == sig.ORIENTATIONS
+    probe = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    images = {name: t(probe).tobytes() for name, (t, _) in SYMMETRIES.items()}
+    assert len(set(images.values())) == 8
+    for transform, inverse in SYMMETRIES.values():
+        undo = SYMMETRIES[inverse][0]
+        assert np.array_equal(undo(transform(probe)), probe)
+
+
+@pytest.mark.parametrize("transform", list(SYMMETRIES))
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "rocket"])
+def test_every_symmetry_is_found_at_distance_zero(name: str, transform: str) -> None:
+    apply, inverse = SYMMETRIES[transform]
+    original = photo_signature(name)
+    rows = sig.orientations(apply(photo(name)))
+    assert rows[sig.ORIENTATIONS.index(inverse)].tolist() == original.tolist()
+    assert min(sig.distances(rows, original)) == 0.0
+
+
+@pytest.mark.parametrize("name", ["chelsea.jpg", "tall_thin.png", "tiny.png"])
+def test_orientation_rows_are_signatures_of_transformed_images(name: str) -> None:
+    """Row i is what would have been stored for the image turned by ORIENTATIONS[i]."""
+    rgb = decoded(name)
+    rows = sig.orientations(rgb)
+    for i, orientation in enumerate(sig.ORIENTATIONS):
+        transformed = SYMMETRIES[orientation][0](rgb)
+        assert rows[i].tolist() == sig.signature(transformed).tolist(), orientation
+        contiguous = np.ascontiguousarray(transformed)
+        assert rows[i].tolist() == sig.signature(contiguous).tolist(), orientation
+
+
+@pytest.mark.parametrize("name", ["flat.png"])
+def test_featureless_image(name: str) -> None:
+    rgb = decoded(name)
+    zeros = sig.signature(rgb)
+    assert zeros.dtype == np.int8
+    assert zeros.tolist() == [0] * sig.LENGTH
+    assert sig.orientations(rgb).tolist() == [[0] * sig.LENGTH] * 8
+    assert sig.distance(zeros, zeros) == 1.0
+    assert sig.distances(np.zeros((3, sig.LENGTH), dtype=np.int8), zeros).tolist() == [1.0] * 3
+    assert sig.distance(zeros, photo_signature("astronaut")) == 1.0
+    assert sig.words(zeros).tolist() == [sum(3**i for i in range(16))] * sig.WORD_COUNT
+
+
+def test_flat_arrays_of_any_colour_are_featureless() -> None:
+    for colour in [(0, 0, 0), (255, 255, 255), (12, 200, 77)]:
+        rgb = np.full((50, 70, 3), colour, dtype=np.uint8)
+        assert not sig.signature(rgb).any()
+        assert not sig.signature(np.full((50, 70), 0.5)).any()
+
+
+SIGNATURES = hnp.arrays(np.int8, sig.LENGTH, elements=st.integers(-2, 2))
+SPARSE_SIGNATURES = hnp.arrays(
+    np.int8, sig.LENGTH, elements=st.sampled_from([0, 0, 0, 0, 0, 0, 0, -2, -1, 1, 2])
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    stored=st.lists(st.one_of(SIGNATURES, SPARSE_SIGNATURES), min_size=1, max_size=12),
+    query=st.one_of(SIGNATURES, SPARSE_SIGNATURES),
+    zero_rows=st.integers(0, 2),
+)
+def test_distances_equal_distance_row_by_row(
+    stored: list[npt.NDArray[np.int8]], query: npt.NDArray[np.int8], zero_rows: int
+) -> None:
+    matrix = np.array(stored + [np.zeros(sig.LENGTH, dtype=np.int8)] * zero_rows)
+    result = sig.distances(matrix, query)
+    assert result.dtype == np.float64
+    assert result.tolist() == [sig.distance(row, query) for row in matrix]
+    assert sig.distances(matrix, np.zeros(sig.LENGTH, dtype=np.int8)).tolist() == [
+        sig.distance(row, np.zeros(sig.LENGTH)) for row in matrix
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=SIGNATURES, b=SIGNATURES)
+def test_distance_is_symmetric_and_bounded(
+    a: npt.NDArray[np.int8], b: npt.NDArray[np.int8]
+) -> None:
+    d = sig.distance(a, b)
+    assert d == sig.distance(b, a)
+    assert 0.0 <= d <= 1.0
+    assert sig.distance(a, a) == (0.0 if a.any() else 1.0)
+    assert sig.distance(a, -a) == 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(s=SIGNATURES)
+def test_words_read_signs_in_base_3(s: npt.NDArray[np.int8]) -> None:
+    starts = [int(x) for x in np.linspace(0, sig.LENGTH, sig.WORD_COUNT, endpoint=False)]
+    signs = [int(np.sign(v)) for v in s] + [0] * sig.WORD_LENGTH
+    expected = [sum((signs[p + i] + 1) * 3**i for i in range(sig.WORD_LENGTH)) for p in starts]
+    assert sig.words(s).tolist() == expected
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+BAD_SHAPES = {
+    "rgba": np.zeros((20, 20, 4), dtype=np.uint8),
+    "one channel": np.zeros((20, 20, 1), dtype=np.uint8),
+    "vector": np.zeros(20, dtype=np.float64),
+    "scalar": np.zeros((), dtype=np.float64),
+    "4-d": np.zeros((2, 20, 20, 3), dtype=np.uint8),
+}
+BAD_DTYPES = {
+    "float rgb": np.full((20, 20, 3), 0.5, dtype=np.float64),
+    "uint16 rgb": np.full((20, 20, 3), 1000, dtype=np.uint16),
+    "int rgb": np.full((20, 20, 3), -1, dtype=np.int64),
+}
+
+
+@pytest.mark.parametrize("image", BAD_SHAPES.values(), ids=list(BAD_SHAPES))
+def test_bad_shapes_raise_value_error(image: npt.NDArray[Any]) -> None:
+    with pytest.raises(ValueError):
+        sig.signature(image)
+    with pytest.raises(ValueError):
+        sig.orientations(image)
+
+
+@pytest.mark.parametrize("image", BAD_DTYPES.values(), ids=list(BAD_DTYPES))
+def test_rgb_that_is_not_8_bit_raises_value_error(image: npt.NDArray[Any]) -> None:
+    with pytest.raises(ValueError):
+        sig.signature(image)
+    with pytest.raises(ValueError):
+        sig.orientations(image)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [np.zeros((20, 20), dtype=np.float64), *BAD_SHAPES.values(), *BAD_DTYPES.values()],
+    ids=["grey", *BAD_SHAPES, *BAD_DTYPES],
+)
+def test_grey_wants_8_bit_rgb(image: npt.NDArray[Any]) -> None:
+    with pytest.raises(ValueError):
+        sig.grey(image)
+
+
+def test_mismatched_signature_lengths_raise_value_error() -> None:
+    a = np.ones(sig.LENGTH, dtype=np.int8)
+    with pytest.raises(ValueError):
+        sig.distance(a, a[:-1])
+    with pytest.raises(ValueError):
+        sig.distances(np.ones((3, sig.LENGTH), dtype=np.int8), a[:-1])
+
+
+def test_8_bit_grey_array_raises_value_error() -> None:
+    with pytest.raises(ValueError):
+        sig.signature(np.zeros((20, 20), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(0, 20, 3), (20, 0, 3), (0, 0, 3)])
+def test_empty_image_raises_value_error(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError):
+        sig.signature(np.zeros(shape, dtype=np.uint8))
