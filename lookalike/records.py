@@ -31,14 +31,24 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """One search result. ``orientation`` indexes ``signature.ORIENTATIONS``: the transform
-    of the query image under which it matched this stored image."""
+    """One search result. ``orientation`` names the transform of the query image under
+    which it matched (one of ``signature.ORIENTATIONS``, "identity" if not turned)."""
 
     filepath: str
     distance: float
-    orientation: int = 0
+    orientation: str = "identity"
     metadata: Metadata | None = field(default=None, compare=False)
 
     @property
     def score(self) -> float:
         return score_of(self.distance)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result object of the HTTP API and of ``lookalike search --json``."""
+        return {
+            "score": self.score,
+            "filepath": self.filepath,
+            "metadata": self.metadata,
+            "distance": self.distance,
+            "orientation": self.orientation,
+        }

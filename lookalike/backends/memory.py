@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..records import Match, Record
-from ..signature import LENGTH
+from ..signature import LENGTH, ORIENTATIONS
 from .base import Filter, check_filter, matches_filter
 from .scan import SignatureMatrix, top
 
@@ -102,7 +102,7 @@ class MemoryBackend:
                 Match(
                     filepath=path,
                     distance=float(hits.distances[i]),
-                    orientation=int(hits.orientations[i]),
+                    orientation=ORIENTATIONS[hits.orientations[i]],
                     metadata=self._records[path].metadata,
                 )
                 for i in chosen

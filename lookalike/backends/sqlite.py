@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from ..errors import BackendUnavailable
 from ..records import Match, Metadata, Record
-from ..signature import LENGTH
+from ..signature import LENGTH, ORIENTATIONS
 from .base import Filter, check_filter
 from .scan import SignatureMatrix, top
 
@@ -161,7 +161,12 @@ class SQLiteBackend:
             for row in self._read_ids("SELECT id, filepath, metadata FROM images", ids)
         }
         matches = [
-            Match(path, float(hits.distances[i]), int(hits.orientations[i]), _loads(metadata))
+            Match(
+                path,
+                float(hits.distances[i]),
+                ORIENTATIONS[hits.orientations[i]],
+                _loads(metadata),
+            )
             for i, row_id in zip(chosen.tolist(), ids.tolist(), strict=True)
             if (found := rows.get(row_id)) is not None
             for path, metadata in [found]
@@ -235,14 +240,14 @@ class SQLiteBackend:
                 raise
             self._db.execute("COMMIT")
             return result
-        except sqlite3.OperationalError as error:
+        except sqlite3.Error as error:  # locked, closed, corrupt, disk gone
             raise BackendUnavailable(f"the SQLite store is not available: {error}") from None
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> builtins.list[tuple[Any, ...]]:
         with self._lock:
             try:
                 return self._db.execute(sql, params).fetchall()
-            except sqlite3.OperationalError as error:
+            except sqlite3.Error as error:  # locked, closed, corrupt, disk gone
                 raise BackendUnavailable(f"the SQLite store is not available: {error}") from None
 
     def _read_ids(self, select: str, ids: npt.NDArray[np.int64]) -> Iterator[tuple[Any, ...]]:

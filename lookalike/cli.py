@@ -1,0 +1,286 @@
+"""The command line: ``lookalike serve | add | search | compare | delete | count | list``.
+
+Each command translates its arguments for the service and prints the answer. Errors
+become one line on stderr and an exit code, mapped in one place (``EXIT_CODES``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .config import Settings
+from .errors import (
+    BackendUnavailable,
+    ConfigError,
+    FetchError,
+    InvalidImage,
+    InvalidRequest,
+    LookalikeError,
+    NotFound,
+)
+from .service import Lookalike
+
+__all__ = ["EXIT_CODES", "main"]
+
+# Most specific first: the first matching class decides.
+EXIT_CODES: tuple[tuple[type[LookalikeError], int], ...] = (
+    (InvalidRequest, 2),
+    (ConfigError, 2),
+    (NotFound, 3),
+    (InvalidImage, 4),
+    (FetchError, 4),
+    (BackendUnavailable, 5),
+    (LookalikeError, 1),
+)
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".mpo"}
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+        if args.store:
+            settings = settings.replace(backend=args.store)
+        if args.run is None:
+            return _serve(settings, args)
+        with Lookalike(settings) as service:
+            result: int = args.run(service, args)
+            return result
+    except LookalikeError as error:
+        print(f"lookalike: {error}", file=sys.stderr)
+        return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
+    except KeyboardInterrupt:
+        print("lookalike: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `lookalike list | head`
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookalike", description="Reverse image search: have we seen this picture before?"
+    )
+    parser.add_argument(
+        "--store",
+        metavar="URL",
+        help="store URL (default: $LOOKALIKE_BACKEND or sqlite:///data/lookalike.db)",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    add = commands.add_parser("add", help="add image files, folders recursively")
+    add.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    add.add_argument("--workers", type=int, help="processes to decode with (default: one a core)")
+    add.add_argument("--quiet", action="store_true", help="no progress bar")
+    add.set_defaults(run=_add)
+
+    search = commands.add_parser("search", help="find stored images like IMAGE")
+    search.add_argument("image", type=Path, metavar="IMAGE")
+    search.add_argument("--limit", type=int, help="most results to show")
+    search.add_argument("--min-score", type=float, help="hide results scoring below this (0-100)")
+    search.add_argument(
+        "--no-orientations", action="store_true", help="do not try rotated and mirrored copies"
+    )
+    search.add_argument("--filter", type=_json_object, help='metadata equality, e.g. {"a": 1}')
+    search.add_argument("--json", action="store_true", help="print the API's result objects")
+    search.set_defaults(run=_search)
+
+    compare = commands.add_parser("compare", help="score how alike two images are (0-100)")
+    compare.add_argument("first", type=Path, metavar="A")
+    compare.add_argument("second", type=Path, metavar="B")
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(run=_compare)
+
+    delete = commands.add_parser("delete", help="remove the image stored under FILEPATH")
+    delete.add_argument("filepath", metavar="FILEPATH")
+    delete.set_defaults(run=_delete)
+
+    serve = commands.add_parser("serve", help="run the Match-compatible HTTP service")
+    serve.add_argument("--host", help="address to listen on (default: $LOOKALIKE_HOST)")
+    serve.add_argument("--port", type=int, help="port (default: $PORT or 8888)")
+    serve.add_argument("--workers", type=int, help="processes (default: $WORKER_COUNT or 4)")
+    serve.set_defaults(run=None)
+
+    count = commands.add_parser("count", help="how many images are stored")
+    count.set_defaults(run=_count)
+
+    listing = commands.add_parser("list", help="stored filepaths, oldest first")
+    listing.add_argument("--offset", type=int, default=0)
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(run=_list)
+    return parser
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Run uvicorn; each worker process builds its own service from the environment."""
+    import uvicorn
+
+    settings = settings.replace(
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.workers,
+    )
+    # Workers are separate processes: hand them the settings through their environment.
+    os.environ["LOOKALIKE_BACKEND"] = settings.backend
+    with Lookalike(settings):  # fail now, in one line, if the store cannot be opened
+        pass
+    if not settings.api_key and not _is_loopback(settings.host):
+        print(
+            f"lookalike: warning: listening on {settings.host} without LOOKALIKE_API_KEY: "
+            "anyone who can reach this port can add and delete images",
+            file=sys.stderr,
+        )
+    uvicorn.run(
+        "lookalike.api:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,  # the API logs one line per request itself
+        server_header=False,
+    )
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _add(service: Lookalike, args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    files = list(_image_files(args.paths))
+    failed = 0
+    with _progress(len(files), quiet=args.quiet) as bar:
+        for result in service.add_files(((str(p), p) for p in files), workers=args.workers):
+            if result.error is not None:
+                failed += 1
+                bar.write(f"lookalike: failed: {result.filepath}: {result.error}", file=sys.stderr)
+            bar.update(1)
+    elapsed = time.perf_counter() - started
+    added = len(files) - failed
+    rate = added / elapsed if elapsed > 0 else 0.0
+    print(f"added {added} images, {failed} failed, in {elapsed:.1f} s ({rate:.0f} images/s)")
+    return 1 if failed else 0
+
+
+def _image_files(paths: Sequence[Path]) -> Iterator[Path]:
+    """Files named on the command line, and image files found under named folders."""
+    for path in paths:
+        if path.is_dir():
+            for root, dirs, names in os.walk(path):
+                dirs.sort()
+                for name in sorted(names):
+                    if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                        yield Path(root) / name
+        elif path.exists():
+            yield path
+        else:
+            raise InvalidRequest(f"no such file or folder: {path}")
+
+
+def _search(service: Lookalike, args: argparse.Namespace) -> int:
+    matches = service.search(
+        args.image,
+        all_orientations=False if args.no_orientations else None,
+        limit=args.limit,
+        min_score=args.min_score,
+        where=args.filter,
+    )
+    if args.json:
+        _print_json([m.to_json() for m in matches])
+    else:
+        for m in matches:
+            turned = "" if m.orientation == "identity" else f"  ({m.orientation})"
+            print(f"{m.score:6.2f}  {m.filepath}{turned}")
+    return 0
+
+
+def _compare(service: Lookalike, args: argparse.Namespace) -> int:
+    comparison = service.compare(args.first, args.second)
+    if args.json:
+        _print_json({"score": comparison.score, "distance": comparison.distance})
+    else:
+        print(f"{comparison.score:.2f}")
+    return 0
+
+
+def _delete(service: Lookalike, args: argparse.Namespace) -> int:
+    service.delete(args.filepath)
+    return 0
+
+
+def _count(service: Lookalike, args: argparse.Namespace) -> int:
+    print(service.count())
+    return 0
+
+
+def _list(service: Lookalike, args: argparse.Namespace) -> int:
+    for filepath in service.list(args.offset, args.limit):
+        print(filepath)
+    return 0
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+class _Progress:
+    """A tqdm bar on a terminal; on anything else, no bar but the same interface."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self._bar: Any = None
+        if not quiet and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="img", smoothing=0.1)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def write(self, line: str, file: TextIO) -> None:
+        if self._bar is not None:
+            self._bar.write(line, file=file)
+        else:
+            print(line, file=file)
+
+
+def _progress(total: int, *, quiet: bool) -> _Progress:
+    return _Progress(total, quiet)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The command line, run as a user runs it: a real process on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lookalike.cli import EXIT_CODES, main
+
+
+def run(store: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "lookalike", "--store", "sqlite:///" + str(store), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
+
+
+def test_add_folder_search_list_count_delete(store, photo_files, tmp_path, edit):
+    folder = next(iter(photo_files.values())).parent
+    (folder / "nested").mkdir()
+    (folder / "nested" / "copy.png").write_bytes(
+        edit("coins", lambda im: im.resize((200, 150)), quality=95)
+    )
+    (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
+    added = run(store, "add", str(folder), "--workers", "2")
+    assert added.returncode == 0, added.stderr
+    assert f"added {len(photo_files) + 1} images, 0 failed" in added.stdout
+    assert run(store, "count").stdout.strip() == str(len(photo_files) + 1)
+
+    query = tmp_path / "query.jpg"
+    query.write_bytes(edit("chelsea", lambda im: im.transpose(Image.Transpose.ROTATE_180)))
+    found = run(store, "search", str(query), "--json")
+    assert found.returncode == 0, found.stderr
+    results = json.loads(found.stdout)
+    assert results[0]["filepath"] == str(photo_files["chelsea"])
+    assert set(results[0]) >= {"filepath", "score", "metadata", "distance", "orientation"}
+    assert results[0]["orientation"] == "rot180"
+    assert run(store, "search", str(query), "--no-orientations", "--json").stdout.strip() == "[]"
+    table = run(store, "search", str(query)).stdout
+    assert str(photo_files["chelsea"]) in table and "(rot180)" in table
+
+    listed = run(store, "list", "--limit", "100").stdout.split()
+    assert sorted(listed) == sorted(
+        [*map(str, photo_files.values()), str(folder / "nested/copy.png")]
+    )
+    assert run(store, "list", "--offset", "1", "--limit", "2").stdout.split() == listed[1:3]
+
+    assert run(store, "delete", listed[0]).returncode == 0
+    missing = run(store, "delete", listed[0])
+    assert missing.returncode == 3
+    assert missing.stderr.startswith("lookalike: no image is stored under")
+    assert "Traceback" not in missing.stderr
+
+
+def test_a_failed_file_is_reported_skipped_and_fails_the_run(store, photo_files, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    result = run(store, "add", str(broken), *map(str, photo_files.values()))
+    assert result.returncode == 1
+    assert f"added {len(photo_files)} images, 1 failed" in result.stdout
+    assert f"failed: {broken}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert run(store, "count").stdout.strip() == str(len(photo_files))
+
+
+def test_compare_prints_a_score(store, photo_files):
+    same = run(store, "compare", str(photo_files["coffee"]), str(photo_files["coffee"]))
+    assert same.stdout.strip() == "100.00"
+    other = run(store, "compare", str(photo_files["coffee"]), str(photo_files["coins"]), "--json")
+    assert json.loads(other.stdout)["score"] < 55
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["search", "missing.jpg"], 4, "no such file"),
+        (["add", "missing-folder"], 2, "no such file or folder"),
+        (["list", "--offset", "-1"], 2, "offset"),
+        (["search", "x.jpg", "--filter", "[1]"], 2, "must be a JSON object"),
+    ],
+)
+def test_errors_are_one_line_and_an_exit_code(store, tmp_path, args, code, message):
+    result = run(store, *args, cwd=tmp_path)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_store_is_a_configuration_error(tmp_path, capsys):
+    assert main(["--store", "nosuch://x", "count"]) == 2
+    assert "unknown store" in capsys.readouterr().err
+
+
+def test_exit_codes_cover_every_error_class():
+    import lookalike.errors as errors
+
+    kinds = {k for k in vars(errors).values() if isinstance(k, type) and issubclass(k, Exception)}
+    mapped = {kind for kind, _ in EXIT_CODES}
+    assert kinds - {errors.ImageTooLarge} <= mapped

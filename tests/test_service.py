@@ -1,0 +1,142 @@
+"""The service on a real SQLite store: images in, matches out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike import InvalidImage, InvalidRequest, NotFound, Settings, signature
+from lookalike.service import Lookalike
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Lookalike:
+    settings = Settings(backend="sqlite:///" + str(tmp_path / "store.db"))
+    with Lookalike(settings) as service:
+        yield service
+
+
+def test_add_then_search_finds_the_same_picture_with_score_100(service, photo_bytes):
+    service.add("cat.jpg", photo_bytes["chelsea"], {"source": "test"})
+    service.add("coffee.jpg", photo_bytes["coffee"])
+    matches = service.search(photo_bytes["chelsea"])
+    assert [m.filepath for m in matches] == ["cat.jpg"]
+    assert matches[0].score == 100.0
+    assert matches[0].metadata == {"source": "test"}
+    assert matches[0].orientation == "identity"
+
+
+def test_search_finds_edited_copies_and_says_how_they_were_turned(service, photo_bytes, edit):
+    for name, content in photo_bytes.items():
+        service.add(name, content)
+    smaller = edit("rocket", lambda im: im.resize((im.width // 2, im.height // 2)))
+    assert service.search(smaller)[0].filepath == "rocket"
+    turned = edit("astronaut", lambda im: im.transpose(Image.Transpose.ROTATE_90))
+    best = service.search(turned)[0]
+    assert best.filepath == "astronaut"
+    assert best.orientation == "rot270"  # turning the query back by 270° undoes it
+    assert best.score > 90
+    assert service.search(turned, all_orientations=False) == []
+
+
+def test_unrelated_picture_is_not_found(service, photo_bytes):
+    service.add("cat", photo_bytes["chelsea"])
+    assert service.search(photo_bytes["coins"]) == []
+
+
+def test_cutoffs_limit_and_filter(service, photo_bytes, edit):
+    service.add("a", photo_bytes["coffee"], {"shop": "north"})
+    service.add("b", edit("coffee", lambda im: im.resize((300, 200))), {"shop": "south"})
+    assert [m.filepath for m in service.search(photo_bytes["coffee"])] == ["a", "b"]
+    assert [m.filepath for m in service.search(photo_bytes["coffee"], limit=1)] == ["a"]
+    assert [m.filepath for m in service.search(photo_bytes["coffee"], min_score=99.99)] == ["a"]
+    filtered = service.search(photo_bytes["coffee"], where={"shop": "south"})
+    assert [m.filepath for m in filtered] == ["b"]
+    with pytest.raises(InvalidRequest):
+        service.search(photo_bytes["coffee"], limit=0)
+    with pytest.raises(InvalidRequest):
+        service.search(photo_bytes["coffee"], min_score=101)
+
+
+def test_default_cutoff_is_0_45(service, photo_bytes):
+    service.add("cat", photo_bytes["chelsea"])
+    query = photo_bytes["astronaut"]
+    d = signature.distance(service.signature(photo_bytes["chelsea"]), service.signature(query))
+    found = service.search(query, all_orientations=False, max_distance=d + 1e-9)
+    assert [m.filepath for m in found] == ["cat"]
+    assert service.search(query, all_orientations=False, max_distance=d) == []
+    assert (d < 0.45) == bool(service.search(query, all_orientations=False))
+
+
+def test_search_by_stored_filepath(service, photo_bytes):
+    service.add("cat", photo_bytes["chelsea"])
+    assert [m.filepath for m in service.search_stored("cat")] == ["cat"]
+    with pytest.raises(NotFound):
+        service.search_stored("dog")
+
+
+def test_compare_scores_like_match(service, photo_bytes, edit):
+    same = service.compare(photo_bytes["chelsea"], photo_bytes["chelsea"])
+    assert same.score == 100.0
+    other = service.compare(photo_bytes["chelsea"], photo_bytes["coins"])
+    assert other.score < 55
+    mirrored = edit("chelsea", lambda im: im.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
+    assert service.compare(photo_bytes["chelsea"], mirrored).score < 70
+    turned = service.compare(photo_bytes["chelsea"], mirrored, all_orientations=True)
+    assert turned.score > 95 and turned.orientation == "mirror"
+
+
+def test_replace_delete_count_list(service, photo_bytes):
+    service.add("x", photo_bytes["chelsea"])
+    service.add("y", photo_bytes["coins"])
+    service.add("x", photo_bytes["coffee"], {"v": 2})
+    assert service.count() == 2
+    assert service.list() == ["x", "y"]
+    assert service.search(photo_bytes["coffee"])[0].filepath == "x"
+    assert service.search(photo_bytes["chelsea"]) == []
+    service.delete("x")
+    assert service.list() == ["y"]
+    with pytest.raises(NotFound):
+        service.delete("x")
+    with pytest.raises(InvalidRequest):
+        service.list(offset=-1)
+
+
+def test_bad_inputs_raise_the_errors_of_the_tree_and_store_nothing(service, tmp_path):
+    with pytest.raises(InvalidImage):
+        service.add("bad", b"definitely not an image")
+    with pytest.raises(InvalidRequest):
+        service.add("", b"x")
+    with pytest.raises(InvalidRequest):
+        service.add("m", b"x", metadata=["not", "an", "object"])  # type: ignore[arg-type]
+    with pytest.raises(InvalidImage):
+        service.search(tmp_path / "missing.jpg")
+    assert service.count() == 0
+
+
+def test_image_limits_come_from_settings(tmp_path, photo_bytes):
+    settings = Settings(backend="memory://", max_image_bytes=1000)
+    with Lookalike(settings) as small, pytest.raises(InvalidImage, match="limit"):
+        small.add("a", photo_bytes["chelsea"])
+
+
+def test_add_files_signs_in_parallel_and_reports_failures(service, photo_files, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff truncated")
+    files = [(str(p), p) for p in photo_files.values()] + [("broken", broken)]
+    results = list(service.add_files(files, workers=2, batch=2))
+    assert [r.filepath for r in results] == [name for name, _ in files]
+    assert [r.filepath for r in results if r.error] == ["broken"]
+    assert service.count() == len(photo_files)
+    for name, path in photo_files.items():
+        stored = service.get(str(path)).signature
+        assert np.array_equal(stored, service.signature(path)), name
+
+
+def test_add_files_without_workers_gives_the_same_store(service, photo_files):
+    files = [(p.name, p) for p in photo_files.values()]
+    assert all(r.error is None for r in service.add_files(files, workers=1))
+    assert sorted(service.list(limit=100)) == sorted(p.name for p in photo_files.values())
