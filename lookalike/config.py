@@ -19,8 +19,8 @@ __all__ = ["Settings", "setting_variables"]
 DEFAULT_BACKEND = "sqlite:///data/lookalike.db"
 
 
-def _setting(default: Any, help: str, env: str | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "env": env})
+def _setting(default: Any, help: str, env: str | None = None, secret: bool = False) -> Any:
+    return field(default=default, repr=not secret, metadata={"help": help, "env": env})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,21 @@ class Settings:
         False, "Decode large JPEGs at reduced scale: faster, signatures drift slightly"
     )
     ingest_workers: int = _setting(0, "Processes used by `lookalike add`; 0 means one per core")
+    host: str = _setting("127.0.0.1", "Address `lookalike serve` listens on")
+    port: int = _setting(8888, "Port `lookalike serve` listens on", env="PORT")
+    workers: int = _setting(4, "Worker processes of `lookalike serve`", env="WORKER_COUNT")
+    api_key: str = _setting(
+        "", "If set, every endpoint but /ping needs `Authorization: Bearer <key>`"
+    )
+    log_level: str = _setting("info", "Logging level: debug, info, warning or error")
+    allow_private_urls: bool = _setting(
+        False, "Let `url` inputs reach loopback, private, link-local and reserved addresses"
+    )
+    url_allowlist: str = _setting(
+        "", "Comma-separated networks `url` inputs may reach even if private, e.g. 10.1.0.0/16"
+    )
+    fetch_timeout: float = _setting(10.0, "Seconds a `url` input may take to download, in all")
+    fetch_connect_timeout: float = _setting(3.0, "Seconds to connect to a `url` input's server")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -68,6 +83,14 @@ class Settings:
             raise ConfigError("search_limit must be positive")
         if self.ingest_workers < 0:
             raise ConfigError("ingest_workers must be 0 (one per core) or more")
+        if not 0 < self.port < 65536:
+            raise ConfigError("PORT must be between 1 and 65535")
+        if self.workers < 1:
+            raise ConfigError("WORKER_COUNT must be at least 1")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError("LOOKALIKE_LOG_LEVEL must be debug, info, warning or error")
+        if self.fetch_timeout <= 0 or self.fetch_connect_timeout <= 0:
+            raise ConfigError("fetch timeouts must be positive")
         return self
 
 
