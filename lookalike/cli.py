@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     add.set_defaults(run=_add)
 
     search = commands.add_parser("search", help="find stored images like IMAGE")
-    search.add_argument("image", type=Path, metavar="IMAGE")
+    search.add_argument("image", metavar="IMAGE", help="a file or an http(s) URL")
     search.add_argument("--limit", type=int, help="most results to show")
     search.add_argument("--min-score", type=float, help="hide results scoring below this (0-100)")
     search.add_argument(
@@ -97,8 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     search.set_defaults(run=_search)
 
     compare = commands.add_parser("compare", help="score how alike two images are (0-100)")
-    compare.add_argument("first", type=Path, metavar="A")
-    compare.add_argument("second", type=Path, metavar="B")
+    compare.add_argument("first", metavar="A", help="a file or an http(s) URL")
+    compare.add_argument("second", metavar="B", help="a file or an http(s) URL")
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(run=_compare)
 
@@ -205,7 +205,7 @@ def _image_files(paths: Sequence[Path]) -> Iterator[Path]:
 
 def _search(service: Lookalike, args: argparse.Namespace) -> int:
     matches = service.search(
-        args.image,
+        _source(service, args.image),
         all_orientations=False if args.no_orientations else None,
         limit=args.limit,
         min_score=args.min_score,
@@ -220,8 +220,15 @@ def _search(service: Lookalike, args: argparse.Namespace) -> int:
     return 0
 
 
+def _source(service: Lookalike, text: str) -> bytes | Path:
+    """An image named on the command line: a URL is fetched under the service's policy."""
+    if text.startswith(("http://", "https://")):
+        return service.fetch(text)
+    return Path(text)
+
+
 def _compare(service: Lookalike, args: argparse.Namespace) -> int:
-    comparison = service.compare(args.first, args.second)
+    comparison = service.compare(_source(service, args.first), _source(service, args.second))
     if args.json:
         _print_json({"score": comparison.score, "distance": comparison.distance})
     else:

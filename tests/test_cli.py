@@ -113,3 +113,9 @@ def test_exit_codes_cover_every_error_class():
     kinds = {k for k in vars(errors).values() if isinstance(k, type) and issubclass(k, Exception)}
     mapped = {kind for kind, _ in EXIT_CODES}
     assert kinds - {errors.ImageTooLarge} <= mapped
+
+
+def test_search_by_url_obeys_the_address_policy(store, tmp_path):
+    result = run(store, "search", "http://127.0.0.1:9/cat.jpg")
+    assert result.returncode == 4
+    assert "loopback" in result.stderr

@@ -1,0 +1,96 @@
+"""`lookalike serve` as users run it: a real process with 2 workers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import free_port
+
+
+@dataclass
+class Served:
+    url: str
+    pid: int
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    env |= {
+        "LOOKALIKE_BACKEND": "sqlite:///" + str(tmp_path / "store.db"),
+        "LOOKALIKE_LOG_LEVEL": "warning",
+        "WORKER_COUNT": "2",
+        "PORT": str(port),
+    }
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lookalike", "serve"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/ping", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"lookalike serve did not come up:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield Served(url, process.pid)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def test_two_workers_share_one_store(served, photo_bytes, edit):
+    """Each add returns before a search on a new connection: with 2 workers behind one socket,
+    many of these pairs cross from one worker to the other, and every search must see the add."""
+    names = list(photo_bytes)
+    for round_ in range(3):
+        for name in names:
+            filepath = f"{round_}/{name}"
+            with httpx.Client(timeout=30) as writer:
+                added = writer.post(
+                    served.url + "/add",
+                    files={"image": photo_bytes[name]},
+                    data={"filepath": filepath},
+                )
+            assert added.json()["status"] == "ok"
+            with httpx.Client(timeout=30) as reader:
+                found = reader.post(served.url + "/search", files={"image": photo_bytes[name]})
+            assert filepath in [r["filepath"] for r in found.json()["result"]]
+    counts = set()
+    for _ in range(10):
+        with httpx.Client(timeout=30) as client:
+            counts.add(client.get(served.url + "/count").json()["result"][0])
+    assert counts == {3 * len(names)}
+
+
+def test_workers_are_separate_processes(served):
+    children = subprocess.run(
+        ["ps", "-o", "args=", "--ppid", str(served.pid)], capture_output=True, text=True
+    ).stdout.splitlines()
+    workers = [line for line in children if "spawn_main" in line]
+    assert len(workers) == 2, children
