@@ -309,7 +309,11 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
-        response = await _checked(request, call_next, settings, limit)
+        try:
+            response = await _checked(request, call_next, settings, limit)
+        except Exception:
+            log.info("%s %s 500", request.method, request.url.path)
+            raise
         log.info(
             "%s %s %d %.1f ms",
             request.method,

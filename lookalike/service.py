@@ -7,7 +7,6 @@ raises errors from ``errors`` and nothing else.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -22,7 +21,7 @@ import numpy.typing as npt
 
 from . import images, signature
 from .backends import Backend, open_backend
-from .backends.base import Filter, check_filter
+from .backends.base import Filter, check_filepath, check_filter, check_metadata
 from .config import Settings
 from .errors import InvalidRequest, LookalikeError, NotFound
 from .fetch import AddressPolicy
@@ -99,16 +98,17 @@ class Lookalike:
 
     def add(self, filepath: str, source: ImageSource, metadata: Metadata | None = None) -> Record:
         """Store an image under ``filepath``, replacing any image stored under it."""
-        name, meta = _filepath(filepath), _metadata(metadata)  # cheap checks before decoding
+        name, meta = (
+            check_filepath(filepath),
+            check_metadata(metadata),
+        )  # cheap checks before decoding
         record = Record(name, self.signature(source), meta)
         self.backend.add(record)
         return record
 
     def add_many(self, records: Iterable[Record]) -> int:
         """Store precomputed records in batches; returns how many were stored."""
-        return self.backend.add_many(
-            Record(_filepath(r.filepath), r.signature, _metadata(r.metadata)) for r in records
-        )
+        return self.backend.add_many(records)
 
     def add_files(
         self,
@@ -133,19 +133,25 @@ class Lookalike:
         yield from self._store(pending)
 
     def _store(self, signed: list[tuple[str, bytes | str]]) -> Iterator[FileResult]:
+        outcome: list[tuple[str, bytes | str]] = []
+        for name, sig in signed:
+            try:
+                outcome.append((check_filepath(name), sig))
+            except InvalidRequest as error:  # e.g. a file name that is not valid Unicode
+                outcome.append((name, str(error)))
         good = [
             Record(name, np.frombuffer(sig, dtype=np.int8))
-            for name, sig in signed
+            for name, sig in outcome
             if isinstance(sig, bytes)
         ]
         if good:
             self.backend.add_many(good)
-        for name, sig in signed:
+        for name, sig in outcome:
             yield FileResult(name, None if isinstance(sig, bytes) else sig)
 
     def delete(self, filepath: str) -> None:
         """Remove the image stored under ``filepath``; NotFound if there is none."""
-        if not self.backend.delete(_filepath(filepath)):
+        if not self.backend.delete(check_filepath(filepath)):
             raise NotFound(f"no image is stored under {filepath!r}")
 
     # -- reads ----------------------------------------------------------------------------
@@ -220,7 +226,7 @@ class Lookalike:
         return Comparison(float(d[best]), signature.ORIENTATIONS[best])
 
     def get(self, filepath: str) -> Record:
-        record = self.backend.get(_filepath(filepath))
+        record = self.backend.get(check_filepath(filepath))
         if record is None:
             raise NotFound(f"no image is stored under {filepath!r}")
         return record
@@ -283,23 +289,3 @@ def _parallel_map(function: Callable[[T], R], items: Iterator[T], workers: int) 
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
-
-
-def _filepath(filepath: str) -> str:
-    if not isinstance(filepath, str) or not filepath:
-        raise InvalidRequest("filepath must be a non-empty string")
-    if "\x00" in filepath:
-        raise InvalidRequest("filepath must not contain NUL characters")
-    return filepath
-
-
-def _metadata(metadata: Metadata | None) -> Metadata | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict):
-        raise InvalidRequest("metadata must be a JSON object")
-    try:
-        json.dumps(metadata, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise InvalidRequest(f"metadata must be JSON-serialisable: {error}") from None
-    return metadata

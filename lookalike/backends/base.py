@@ -15,6 +15,10 @@ Rules every implementation keeps:
   filepath, at most ``limit`` of them. Distances equal ``signature.distance`` exactly.
 * ``where`` keeps only records whose metadata has every given key equal to the given
   JSON scalar (strings, numbers, booleans; ``1 == 1.0``, ``True != 1``).
+* Metadata is a JSON object stored by value. Strings with NUL characters, NaN and
+  infinities are refused (``check_metadata``): SQL JSON functions cannot compare them.
+* ``add_many`` checks each batch before writing it; if a record is invalid it raises
+  ValueError, and batches written before it stay written.
 * ``list`` returns filepaths in insertion order: a replaced record keeps its place, a
   deleted and re-added one moves to the end. New images never shift earlier pages.
 * Backends never import the service, the HTTP API or the CLI.
@@ -23,6 +27,8 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import builtins
+import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,8 +37,19 @@ import numpy.typing as npt
 
 from ..errors import InvalidRequest
 from ..records import Match, Metadata, Record
+from ..signature import LENGTH, ORIENTATIONS
 
-__all__ = ["Backend", "Filter", "check_filter", "matches_filter"]
+__all__ = [
+    "Backend",
+    "Filter",
+    "check_filepath",
+    "check_filter",
+    "check_metadata",
+    "check_queries",
+    "matches_filter",
+]
+
+_INT64 = (-(2**63), 2**63 - 1)
 
 Filter = Mapping[str, Any]
 
@@ -80,11 +97,68 @@ def check_filter(where: Filter | None) -> dict[str, Any] | None:
     if not isinstance(where, Mapping):
         raise InvalidRequest("filter must be a JSON object of metadata keys and values")
     for key, value in where.items():
-        if not isinstance(key, str) or not key:
-            raise InvalidRequest("filter keys must be non-empty strings")
+        if not isinstance(key, str) or not key or "\x00" in key:
+            raise InvalidRequest("filter keys must be non-empty strings without NUL")
         if not isinstance(value, str | int | float | bool):
             raise InvalidRequest(f"filter value for {key!r} must be a string, number or boolean")
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidRequest(f"filter value for {key!r} must not contain NUL")
+        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+            raise InvalidRequest(f"filter value for {key!r} is beyond 64-bit integers")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRequest(f"filter value for {key!r} must be a finite number")
     return dict(where)
+
+
+def check_filepath(filepath: str) -> str:
+    """A valid filepath: a non-empty string of Unicode text without NUL; else InvalidRequest."""
+    if not isinstance(filepath, str) or not filepath:
+        raise InvalidRequest("filepath must be a non-empty string")
+    if "\x00" in filepath:
+        raise InvalidRequest("filepath must not contain NUL characters")
+    try:
+        filepath.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"filepath is not valid Unicode text: {filepath!r}") from None
+    return filepath
+
+
+def check_metadata(metadata: Metadata | None) -> Metadata | None:
+    """A private copy of valid metadata; InvalidRequest if it is not a storable JSON object."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise InvalidRequest("metadata must be a JSON object")
+    try:
+        text = json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidRequest(
+            f"metadata must be plain JSON without NaN or Infinity: {error}"
+        ) from None
+    copy: Metadata = json.loads(text)
+    if _has_nul(copy):
+        raise InvalidRequest("metadata strings must not contain NUL characters")
+    return copy
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def check_queries(queries: npt.ArrayLike) -> npt.NDArray[np.int8]:
+    """Query signatures as a (k, 648) int8 array, 1 <= k <= 8; ValueError otherwise."""
+    q = np.asarray(queries)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2 or q.shape[1] != LENGTH or not 1 <= q.shape[0] <= len(ORIENTATIONS):
+        raise ValueError(f"queries are 1 to 8 signatures of {LENGTH} values, got {q.shape}")
+    return q.astype(np.int8, copy=False)
 
 
 def matches_filter(metadata: Metadata | None, where: Filter) -> bool:

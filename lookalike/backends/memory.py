@@ -16,7 +16,14 @@ import numpy.typing as npt
 
 from ..records import Match, Record
 from ..signature import LENGTH, ORIENTATIONS
-from .base import Filter, check_filter, matches_filter
+from .base import (
+    Filter,
+    check_filepath,
+    check_filter,
+    check_metadata,
+    check_queries,
+    matches_filter,
+)
 from .scan import SignatureMatrix, top
 
 __all__ = ["MemoryBackend"]
@@ -36,24 +43,23 @@ class MemoryBackend:
         self.add_many([record])
 
     def add_many(self, records: Iterable[Record]) -> int:
-        n = 0
+        checked = [
+            (check_filepath(r.filepath), _checked(r.signature), check_metadata(r.metadata))
+            for r in records
+        ]
         with self._lock:
-            for record in records:
-                sig = _checked(record.signature)
+            for filepath, sig, metadata in checked:
                 now = time.time()
-                old = self._records.get(record.filepath)
+                old = self._records.get(filepath)
                 created = old.created if old is not None else now
-                self._records[record.filepath] = Record(
-                    record.filepath, sig, record.metadata, created, now
-                )
-                slot = self._slots.get(record.filepath)
+                self._records[filepath] = Record(filepath, sig, metadata, created, now)
+                slot = self._slots.get(filepath)
                 if slot is None:
-                    self._slots[record.filepath] = int(self._matrix.append(sig[None, :])[0])
-                    self._paths.append(record.filepath)
+                    self._slots[filepath] = int(self._matrix.append(sig[None, :])[0])
+                    self._paths.append(filepath)
                 else:
                     self._matrix.replace(slot, sig)
-                n += 1
-        return n
+        return len(checked)
 
     def delete(self, filepath: str) -> bool:
         with self._lock:
@@ -86,6 +92,7 @@ class MemoryBackend:
         where: Filter | None = None,
     ) -> builtins.list[Match]:
         where = check_filter(where)
+        queries = check_queries(queries)
         with self._lock:
             allowed = None
             if where:

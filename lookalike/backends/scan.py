@@ -134,7 +134,7 @@ class SignatureMatrix:
         """Drop dead slots; returns the old slot of each new slot."""
         keep = np.flatnonzero(self._alive[: self._used])
         n = len(keep)
-        rows = np.zeros((max(n * 2, 1024), LENGTH), dtype=np.int8)
+        rows = np.zeros((max(n + n // 16, 16), LENGTH), dtype=np.int8)
         rows[:n] = self._rows[keep]
         norms = np.zeros(len(rows), dtype=np.int32)
         norms[:n] = self._norms[keep]
@@ -163,6 +163,8 @@ def _squared_norms(signatures: npt.NDArray[np.int8]) -> npt.NDArray[np.int32]:
 
 def top(hits: Hits, limit: int) -> npt.NDArray[np.int64]:
     """Indices into ``hits`` of the best ``limit`` entries plus any tied with the last one."""
+    if limit <= 0:
+        return np.zeros(0, dtype=np.int64)
     if len(hits.distances) <= limit:
         return np.arange(len(hits.distances), dtype=np.int64)
     kth = np.partition(hits.distances, limit - 1)[limit - 1]

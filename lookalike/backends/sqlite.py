@@ -31,7 +31,7 @@ import numpy.typing as npt
 from ..errors import BackendUnavailable
 from ..records import Match, Metadata, Record
 from ..signature import LENGTH, ORIENTATIONS
-from .base import Filter, check_filter
+from .base import Filter, check_filepath, check_filter, check_metadata, check_queries
 from .scan import SignatureMatrix, top
 
 __all__ = ["SQLiteBackend"]
@@ -150,6 +150,7 @@ class SQLiteBackend:
         where: Filter | None = None,
     ) -> builtins.list[Match]:
         where = check_filter(where)
+        queries = check_queries(queries)
         with self._lock:
             self._catch_up()
             allowed = self._allowed(where) if where else None
@@ -349,8 +350,9 @@ def _row(record: Record) -> tuple[str, bytes, str | None]:
     signature = np.asarray(record.signature)
     if signature.shape != (LENGTH,):
         raise ValueError(f"a signature has {LENGTH} values, got shape {signature.shape}")
-    metadata = None if record.metadata is None else json.dumps(record.metadata)
-    return record.filepath, signature.astype(np.int8).tobytes(), metadata
+    metadata = check_metadata(record.metadata)
+    text = None if metadata is None else json.dumps(metadata, allow_nan=False)
+    return check_filepath(record.filepath), signature.astype(np.int8).tobytes(), text
 
 
 def _loads(text: str | None) -> Metadata | None:

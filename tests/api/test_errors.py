@@ -252,3 +252,22 @@ def test_api_key_guards_everything_but_ping(start_server, photo_bytes):
         "POST", "/add", files={"image": photo_bytes["coins"]}, data={"filepath": "k"}, headers=good
     )
     assert added.status_code == 200
+
+
+def test_one_log_line_per_request_without_secrets(start_server, photo_bytes, caplog):
+    live = start_server(api_key="s3cret-key")
+    caplog.set_level("INFO", logger="lookalike.http")
+    headers = {"Authorization": "Bearer s3cret-key"}
+    live.call(
+        "POST",
+        "/add",
+        files={"image": photo_bytes["coins"]},
+        data={"filepath": "x"},
+        headers=headers,
+    )
+    live.call("GET", "/nope", headers=headers)
+    lines = [r.getMessage() for r in caplog.records if r.name == "lookalike.http"]
+    assert len(lines) == 2
+    assert lines[0].startswith("POST /add 200 ") and lines[0].endswith(" ms")
+    assert lines[1].startswith("GET /nope 404 ")
+    assert not any("s3cret" in line for line in lines)

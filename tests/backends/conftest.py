@@ -1,0 +1,136 @@
+"""Every available store, opened empty for each test.
+
+``STORES`` lists one factory per store: ``factory(tmp_path) -> Backend`` opens a fresh,
+empty store. The contract suite (``test_contract.py``) runs once per entry. To add a
+store that needs a server, append an entry whose marks skip it, visibly, when the server
+is not configured, e.g.::
+
+    pytest.param(open_elasticsearch, id="elasticsearch",
+                 marks=needs_env("LOOKALIKE_TEST_ES_URL", "an Elasticsearch server"))
+
+where ``open_elasticsearch`` opens a fresh index (a unique name per test) and its
+``close`` drops it; a store that needs an optional client library takes
+``marks=needs_module("pymilvus", "milvus")``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib.util
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from lookalike.backends import Backend, open_backend
+from lookalike.backends.base import Filter
+from lookalike.backends.sqlite import SQLiteBackend
+from lookalike.records import Match, Record
+
+StoreFactory = Callable[[Path], Backend]
+
+
+def sqlite_url(path: Path) -> str:
+    """The URL of a SQLite file at an absolute path: ``sqlite:////abs/path.db``."""
+    assert path.is_absolute()
+    return "sqlite:///" + str(path)
+
+
+def needs_env(variable: str, what: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        not os.environ.get(variable), reason=f"set {variable} to test against {what}"
+    )
+
+
+def needs_module(module: str, extra: str) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(
+        importlib.util.find_spec(module) is None,
+        reason=f"install lookalike[{extra}] to test against {module}",
+    )
+
+
+def open_memory(tmp_path: Path) -> Backend:
+    return open_backend("memory://")
+
+
+def open_sqlite(tmp_path: Path) -> Backend:
+    return open_backend(sqlite_url(tmp_path / "store.db"))
+
+
+class TwoConnections:
+    """One SQLite file seen through two backends: writes go to one, reads to the other.
+
+    Running the contract suite on it checks that every write is seen by another
+    connection (which catches up from the file) exactly as by the one that made it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.writer = SQLiteBackend(path)
+        self.reader = SQLiteBackend(path)
+
+    def add(self, record: Record) -> None:
+        self.writer.add(record)
+
+    def add_many(self, records: Iterable[Record]) -> int:
+        return self.writer.add_many(records)
+
+    def delete(self, filepath: str) -> bool:
+        return self.writer.delete(filepath)
+
+    def get(self, filepath: str) -> Record | None:
+        return self.reader.get(filepath)
+
+    def count(self) -> int:
+        return self.reader.count()
+
+    def list(self, offset: int = 0, limit: int = 20) -> builtins.list[str]:
+        return self.reader.list(offset, limit)
+
+    def search(
+        self,
+        queries: npt.NDArray[np.int8],
+        *,
+        limit: int,
+        max_distance: float,
+        where: Filter | None = None,
+    ) -> builtins.list[Match]:
+        return self.reader.search(queries, limit=limit, max_distance=max_distance, where=where)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.reader.close()
+
+
+def open_sqlite_two_connections(tmp_path: Path) -> Backend:
+    return TwoConnections(tmp_path / "shared.db")
+
+
+STORES = [
+    pytest.param(open_memory, id="memory"),
+    pytest.param(open_sqlite, id="sqlite"),
+    pytest.param(open_sqlite_two_connections, id="sqlite-two-connections"),
+]
+
+
+@pytest.fixture(params=STORES)
+def open_store(request: pytest.FixtureRequest) -> StoreFactory:
+    """The factory of one store from ``STORES``."""
+    factory: StoreFactory = request.param
+    return factory
+
+
+@pytest.fixture
+def backend(open_store: StoreFactory, tmp_path: Path) -> Iterator[Backend]:
+    """A fresh, empty store of each kind, closed after the test."""
+    store = open_store(tmp_path)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> np.random.Generator:
+    """A generator seeded by the test's name: reproducible, different per test."""
+    return np.random.default_rng(list(request.node.nodeid.encode()))
