@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import tuning
 from .config import Settings
 from .errors import (
     BackendUnavailable,
@@ -133,6 +134,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     )
     # Workers are separate processes: hand them the settings through their environment.
     os.environ["LOOKALIKE_BACKEND"] = settings.backend
+    tuning.prepare_worker_environment(blas_threads=1 if settings.workers > 1 else None)
+    tuning.tune_this_process()
     with Lookalike(settings):  # fail now, in one line, if the store cannot be opened
         pass
     if not settings.api_key and not _is_loopback(settings.host):
@@ -172,6 +175,8 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def _add(service: Lookalike, args: argparse.Namespace) -> int:
+    tuning.prepare_worker_environment()
+    tuning.tune_this_process()
     started = time.perf_counter()
     files = list(_image_files(args.paths))
     failed = 0

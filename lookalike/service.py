@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -281,7 +282,9 @@ def _parallel_map(function: Callable[[T], R], items: Iterator[T], workers: int) 
     if workers <= 1:
         yield from map(function, items)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: workers start clean (no inherited threads or connections) and
+    # read the environment the caller prepared for them.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         in_flight: deque[Future[R]] = deque()
         for item in items:
             in_flight.append(pool.submit(function, item))
