@@ -34,12 +34,14 @@ class Hits:
 
 
 class SignatureMatrix:
-    """A growable int8 matrix of signatures addressed by slot, with a liveness mask."""
+    """A growable int8 matrix of signatures addressed by slot, with a liveness mask and an
+    integer key per slot (a store's row id; slots appended in key order keep keys sorted)."""
 
     def __init__(self, capacity: int = 1024) -> None:
         self._rows = np.zeros((max(capacity, 16), LENGTH), dtype=np.int8)
         self._norms = np.zeros(len(self._rows), dtype=np.int32)
         self._alive = np.zeros(len(self._rows), dtype=bool)
+        self._keys = np.zeros(len(self._rows), dtype=np.int64)
         self._used = 0
         self._live = 0
 
@@ -60,11 +62,20 @@ class SignatureMatrix:
         return view
 
     @property
-    def nbytes(self) -> int:
-        return self._rows.nbytes + self._norms.nbytes + self._alive.nbytes
+    def keys(self) -> npt.NDArray[np.int64]:
+        """Read-only view of the keys of slots ``0 .. used-1``."""
+        view = self._keys[: self._used]
+        view.flags.writeable = False
+        return view
 
-    def append(self, signatures: npt.NDArray[np.int8]) -> npt.NDArray[np.int64]:
-        """Store signatures (shape (n, 648)) in new slots; returns the slots."""
+    @property
+    def nbytes(self) -> int:
+        return self._rows.nbytes + self._norms.nbytes + self._alive.nbytes + self._keys.nbytes
+
+    def append(
+        self, signatures: npt.NDArray[np.int8], keys: npt.ArrayLike | None = None
+    ) -> npt.NDArray[np.int64]:
+        """Store signatures (shape (n, 648)) in new slots, with their keys; returns the slots."""
         signatures = np.asarray(signatures, dtype=np.int8).reshape(-1, LENGTH)
         n = len(signatures)
         self._reserve(self._used + n)
@@ -73,8 +84,14 @@ class SignatureMatrix:
         self._rows[slots] = signatures
         self._norms[slots] = _squared_norms(signatures)
         self._alive[slots] = True
+        if keys is not None:
+            self._keys[slots] = keys
         self._live += n
         return slots
+
+    def reserve(self, extra: int) -> None:
+        """Make room for ``extra`` more slots now: a big batch gets exactly its size."""
+        self._reserve(self._used + extra)
 
     def replace(self, slot: int, signature: npt.NDArray[np.int8]) -> None:
         if not self._alive[slot]:
@@ -140,7 +157,9 @@ class SignatureMatrix:
         norms[:n] = self._norms[keep]
         alive = np.zeros(len(rows), dtype=bool)
         alive[:n] = True
-        self._rows, self._norms, self._alive = rows, norms, alive
+        keys = np.zeros(len(rows), dtype=np.int64)
+        keys[:n] = self._keys[keep]
+        self._rows, self._norms, self._alive, self._keys = rows, norms, alive, keys
         self._used = self._live = n
         return keep.astype(np.int64)
 
@@ -148,7 +167,7 @@ class SignatureMatrix:
         if needed <= len(self._rows):
             return
         capacity = max(needed, int(len(self._rows) * 1.5))
-        for name in ("_rows", "_norms", "_alive"):
+        for name in ("_rows", "_norms", "_alive", "_keys"):
             old = getattr(self, name)
             new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
             new[: self._used] = old[: self._used]

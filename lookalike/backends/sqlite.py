@@ -93,7 +93,6 @@ class SQLiteBackend:
         except (sqlite3.Error, OSError) as error:
             raise BackendUnavailable(f"cannot open the SQLite store {self.path}: {error}") from None
         self._matrix = SignatureMatrix()
-        self._ids = np.zeros(0, dtype=np.int64)
         self._version = -1
         self._catch_up()
 
@@ -135,7 +134,7 @@ class SQLiteBackend:
         with self._lock:
             self._catch_up()
             # Offsets are resolved in memory, so a deep page costs no OFFSET scan in SQLite.
-            ids = self._ids[np.flatnonzero(self._matrix.alive)[offset : offset + limit]]
+            ids = self._matrix.keys[np.flatnonzero(self._matrix.alive)[offset : offset + limit]]
         if not len(ids):
             return []
         found = dict(self._read_ids("SELECT id, filepath FROM images", ids))
@@ -156,7 +155,7 @@ class SQLiteBackend:
             allowed = self._allowed(where) if where else None
             hits = self._matrix.search(queries, max_distance, allowed)
             chosen = top(hits, limit)
-            ids = self._ids[hits.slots[chosen]]
+            ids = self._matrix.keys[hits.slots[chosen]]
         rows = {
             row[0]: row[1:]
             for row in self._read_ids("SELECT id, filepath, metadata FROM images", ids)
@@ -182,7 +181,7 @@ class SQLiteBackend:
     @property
     def memory_bytes(self) -> int:
         """Bytes held by the search state (signatures, norms, liveness, row ids)."""
-        return self._matrix.nbytes + self._ids.nbytes
+        return self._matrix.nbytes
 
     # -- internals ------------------------------------------------------------------------
 
@@ -259,66 +258,72 @@ class SQLiteBackend:
             yield from self._read(f"{select} WHERE id IN ({marks})", tuple(chunk))
 
     def _catch_up(self) -> None:
-        """Bring the search state up to the newest committed version (caller holds the lock)."""
+        """Bring the search state up to the newest committed version.
 
-        def changes() -> tuple[int, int, builtins.list[tuple[int, bytes]], builtins.list[int]]:
-            (version,) = self._db.execute(
-                "SELECT value FROM lookalike WHERE key = 'version'"
-            ).fetchone()
-            (pruned,) = self._db.execute(
-                "SELECT value FROM lookalike WHERE key = 'pruned'"
-            ).fetchone()
-            if version == self._version:
-                return version, pruned, [], []
-            since = self._version if self._version >= pruned else -1
-            rows = self._db.execute(
-                "SELECT id, signature FROM images WHERE version > ? ORDER BY id", (since,)
-            ).fetchall()
-            dead = self._db.execute(
-                "SELECT id FROM tombstones WHERE version > ?", (since,)
-            ).fetchall()
-            return version, since, rows, [row_id for (row_id,) in dead]
-
+        Rows are read in batches straight into the matrix, so a reload of millions of
+        signatures never holds them all as Python objects. A catch-up that fails half-way
+        leaves a state marked stale, rebuilt in full next time.
+        """
         with self._lock:
-            version, since, rows, dead = self._transaction(changes, write=False)
-            if version == self._version:
-                return
-            if since < 0:
-                self._matrix = SignatureMatrix(capacity=len(rows))
-                self._ids = np.zeros(0, dtype=np.int64)
-            self._apply(rows, dead)
-            self._version = version
+            try:
+                self._transaction(self._catch_up_in_transaction, write=False)
+            except BaseException:
+                self._version = -1
+                raise
 
-    def _apply(self, rows: builtins.list[tuple[int, bytes]], dead: builtins.list[int]) -> None:
-        for row_id in dead:
-            slot = self._slot(row_id)
-            if slot is not None:
-                self._matrix.kill(slot)
-        if not rows:
-            return self._maybe_compact()
+    def _catch_up_in_transaction(self) -> None:
+        (version,) = self._db.execute(
+            "SELECT value FROM lookalike WHERE key = 'version'"
+        ).fetchone()
+        if version == self._version:
+            return
+        (pruned,) = self._db.execute("SELECT value FROM lookalike WHERE key = 'pruned'").fetchone()
+        if self._version < pruned:  # never loaded, or older than the tombstones kept
+            (count,) = self._db.execute("SELECT count(*) FROM images").fetchone()
+            self._matrix = SignatureMatrix(capacity=count)
+            rows = self._db.execute("SELECT id, signature FROM images ORDER BY id")
+        else:
+            dead = self._db.execute("SELECT id FROM tombstones WHERE version > ?", (self._version,))
+            for (row_id,) in dead:
+                if (slot := self._slot(row_id)) is not None:
+                    self._matrix.kill(slot)
+            (changed,) = self._db.execute(
+                "SELECT count(*) FROM images WHERE version > ?", (self._version,)
+            ).fetchone()
+            self._matrix.reserve(changed)
+            # Rows this process has not seen have ids above all it has (ids only grow), so
+            # in id order they can be appended and the keys stay sorted.
+            rows = self._db.execute(
+                "SELECT id, signature FROM images WHERE version > ? ORDER BY id",
+                (self._version,),
+            )
+        while batch := rows.fetchmany(_BATCH):
+            self._apply(batch)
+        self._maybe_compact()
+        self._version = version
+
+    def _apply(self, rows: builtins.list[tuple[int, bytes]]) -> None:
         ids = np.fromiter((row_id for row_id, _ in rows), dtype=np.int64, count=len(rows))
         blob = b"".join(signature for _, signature in rows)
         signatures = np.frombuffer(blob, dtype=np.int8).reshape(len(rows), LENGTH)
-        newest = self._ids[-1] if len(self._ids) else -1
-        fresh = ids > newest
+        keys = self._matrix.keys
+        fresh = ids > (keys[-1] if len(keys) else -1)
         for i in np.flatnonzero(~fresh):
-            slot = self._slot(int(ids[i]))
-            if slot is not None:
+            if (slot := self._slot(int(ids[i]))) is not None:
                 self._matrix.replace(slot, signatures[i])
-        self._matrix.append(signatures[fresh])
-        self._ids = np.concatenate([self._ids, ids[fresh]])
-        self._maybe_compact()
+        self._matrix.append(signatures[fresh], ids[fresh])
 
     def _slot(self, row_id: int) -> int | None:
-        slot = int(np.searchsorted(self._ids, row_id))
-        if slot < len(self._ids) and self._ids[slot] == row_id:
+        keys = self._matrix.keys
+        slot = int(np.searchsorted(keys, row_id))
+        if slot < len(keys) and keys[slot] == row_id:
             return slot
         return None
 
     def _maybe_compact(self) -> None:
         dead = self._matrix.used - self._matrix.live
         if dead > max(1024, self._matrix.live // 4):
-            self._ids = self._ids[self._matrix.compact()]
+            self._matrix.compact()
 
     def _allowed(self, where: Filter) -> npt.NDArray[np.bool_]:
         clauses: builtins.list[str] = []
@@ -338,9 +343,10 @@ class SQLiteBackend:
             for clause in clauses
         )
         ids = np.array([row_id for (row_id,) in self._read(sql, tuple(params))], dtype=np.int64)
-        slots = np.searchsorted(self._ids, ids)
-        valid = slots < len(self._ids)
-        valid[valid] = self._ids[slots[valid]] == ids[valid]
+        keys = self._matrix.keys
+        slots = np.searchsorted(keys, ids)
+        valid = slots < len(keys)
+        valid[valid] = keys[slots[valid]] == ids[valid]
         allowed = np.zeros(self._matrix.used, dtype=bool)
         allowed[slots[valid]] = True
         return allowed

@@ -267,7 +267,7 @@ def test_compact_everything_dead(rng: np.random.Generator) -> None:
 
 def test_nbytes_counts_the_arrays() -> None:
     matrix = SignatureMatrix(capacity=1000)
-    assert matrix.nbytes == 1000 * (LENGTH + 4 + 1)
+    assert matrix.nbytes == 1000 * (LENGTH + 4 + 1 + 8)  # rows, norms, liveness, keys
 
 
 # -- top ---------------------------------------------------------------------------------
