@@ -41,6 +41,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/signature.py
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/http.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

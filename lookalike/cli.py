@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -144,7 +145,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             "anyone who can reach this port can add and delete images",
             file=sys.stderr,
         )
-    uvicorn.run(
+    config = uvicorn.Config(
         "lookalike.api:app_from_environment",
         factory=True,
         host=settings.host,
@@ -154,7 +155,30 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         access_log=False,  # the API logs one line per request itself
         server_header=False,
     )
+    if settings.workers == 1:
+        uvicorn.Server(config).run()
+        return 0
+    from uvicorn.supervisors import Multiprocess
+
+    # uvicorn's own listening socket has protocol 0, which the workers' asyncio takes as
+    # "not TCP" and so leaves Nagle on: every answer then waited ~40 ms for a delayed ACK
+    # (measured by bench/http.py). A socket made with IPPROTO_TCP gets TCP_NODELAY.
+    print(f"lookalike: serving http://{settings.host}:{settings.port}", file=sys.stderr)
+    Multiprocess(config, sockets=[_listen(settings.host, settings.port)]).run()
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _is_loopback(host: str) -> bool:

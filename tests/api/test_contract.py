@@ -219,3 +219,10 @@ def test_openapi_documents_every_endpoint_and_extension(live):
     search_form = json.dumps(paths["/search"])
     for parameter in ("limit", "min_score", "filepath", "filter", "all_orientations"):
         assert parameter in json.dumps(schema["components"]) or parameter in search_form
+
+
+def test_docs_page_is_served(live):
+    page = live.call("GET", "/docs")
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    assert "/openapi.json" in page.text

@@ -1,0 +1,256 @@
+"""HTTP throughput and latency of `lookalike serve`, against the service called in-process.
+
+A real `lookalike serve` with 2 workers on 127.0.0.1 and a fresh SQLite store, preloaded
+with a few hundred photos; 16 client threads then send a mix of /add (25 %) and /search
+(75 %) for a fixed time. Reported: requests/s, p50/p99 per endpoint, errors (must be 0),
+and the per-request overhead of HTTP: the median latency of one client doing the same
+requests one at a time, minus the median of the same calls made on the service directly.
+
+    python bench/http.py            # 60 s of load
+    python bench/http.py --quick    # 10 s
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This script's name shadows the standard library's ``http`` package, which httpx needs:
+# drop the script's folder from the import path and load ``common`` by file instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lookalike import Settings  # noqa: E402
+from lookalike.service import Lookalike  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("common", _HERE / "common.py")
+assert _spec is not None and _spec.loader is not None
+common = importlib.util.module_from_spec(_spec)
+sys.modules["common"] = common
+_spec.loader.exec_module(common)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10 s of load instead of 60 s")
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--preload", type=int, default=500)
+    args = parser.parse_args()
+    seconds = args.seconds or (10.0 if args.quick else 60.0)
+
+    images = _images(80)
+    with tempfile.TemporaryDirectory() as scratch:
+        store = Path(scratch) / "bench.db"
+        _preload(store, images, args.preload)
+        with _server(store, args.workers) as url:
+            sequential_http = _sequential(url, images, 200)
+            load = _load(url, images, seconds, args.clients)
+        in_process = _in_process(store, images, 200)
+
+    overhead = {op: sequential_http[op]["p50"] - in_process[op]["p50"] for op in ("add", "search")}
+    rows = [
+        (
+            op,
+            load["by_op"][op]["n"],
+            load["by_op"][op]["n"] / load["seconds"],
+            load["by_op"][op]["p50"],
+            load["by_op"][op]["p99"],
+            sequential_http[op]["p50"],
+            in_process[op]["p50"],
+            overhead[op],
+        )
+        for op in ("add", "search")
+    ]
+    print(
+        f"{args.clients} clients, {args.workers} workers, {load['seconds']:.0f} s on 127.0.0.1; "
+        f"{load['total'] / load['seconds']:.1f} requests/s; errors: {load['errors']}"
+    )
+    print(
+        common.table(
+            [
+                "op",
+                "requests",
+                "per s",
+                "p50 ms",
+                "p99 ms",
+                "1 client ms",
+                "in-process ms",
+                "HTTP overhead ms",
+            ],
+            rows,
+        )
+    )
+    path = common.write_results(
+        "http",
+        {
+            "seconds": seconds,
+            "clients": args.clients,
+            "workers": args.workers,
+            "preload": args.preload,
+        },
+        {
+            "load": load,
+            "sequential_http": sequential_http,
+            "in_process": in_process,
+            "overhead_ms": overhead,
+        },
+    )
+    print(f"wrote {path}")
+    if load["errors"]:
+        sys.exit(1)
+
+
+def _images(count: int) -> list[bytes]:
+    """640 px JPEGs: scikit-image photos and their random edits, plus 1/f photos."""
+    rng = np.random.default_rng(7)
+    photos = list(common.photos().values())
+    out = []
+    for i in range(count):
+        if i % 4 == 3:
+            image = common.pink_photo(rng, 480, 640)
+        else:
+            image = common.random_edit(photos[i % len(photos)], rng)
+        out.append(common.encode(common.resize_long_side(image, 640), quality=90))
+    return out
+
+
+def _preload(store: Path, images: list[bytes], count: int) -> None:
+    with Lookalike(Settings(backend="sqlite:///" + str(store))) as service:
+        for i in range(count):
+            service.add(f"preload/{i}", images[i % len(images)], {"i": i})
+
+
+class _server:
+    """`lookalike serve` in a subprocess on a free loopback port, stopped on exit."""
+
+    def __init__(self, store: Path, workers: int) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = dict(os.environ)
+        env |= {
+            "LOOKALIKE_BACKEND": "sqlite:///" + str(store),
+            "LOOKALIKE_LOG_LEVEL": "warning",
+            "WORKER_COUNT": str(workers),
+            "PORT": str(self.port),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lookalike", "serve"], env=env, start_new_session=True
+        )
+
+    def __enter__(self) -> str:
+        url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/ping", timeout=1).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError("lookalike serve did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _request(client: httpx.Client, url: str, op: str, image: bytes, name: str) -> bool:
+    if op == "add":
+        response = client.post(url + "/add", files={"image": image}, data={"filepath": name})
+    else:
+        response = client.post(url + "/search", files={"image": image})
+    return response.status_code == 200 and response.json()["status"] == "ok"
+
+
+def _sequential(url: str, images: list[bytes], count: int) -> dict[str, dict[str, float]]:
+    times: dict[str, list[float]] = {"add": [], "search": []}
+    with httpx.Client(timeout=60) as client:
+        for i in range(count):
+            op = "add" if i % 2 else "search"
+            started = time.perf_counter()
+            if not _request(client, url, op, images[i % len(images)], f"seq/{i}"):
+                raise RuntimeError(f"sequential {op} failed")
+            times[op].append((time.perf_counter() - started) * 1000)
+    return {op: common.summary(values) for op, values in times.items()}
+
+
+def _in_process(store: Path, images: list[bytes], count: int) -> dict[str, dict[str, float]]:
+    times: dict[str, list[float]] = {"add": [], "search": []}
+    with Lookalike(Settings(backend="sqlite:///" + str(store))) as service:
+        for i in range(count):
+            op = "add" if i % 2 else "search"
+            image = images[i % len(images)]
+            started = time.perf_counter()
+            if op == "add":
+                service.add(f"direct/{i}", image)
+            else:
+                service.search(image)
+            times[op].append((time.perf_counter() - started) * 1000)
+    return {op: common.summary(values) for op, values in times.items()}
+
+
+def _load(url: str, images: list[bytes], seconds: float, clients: int) -> dict[str, Any]:
+    times: dict[str, list[float]] = {"add": [], "search": []}
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client_loop(index: int) -> None:
+        rng = random.Random(index)
+        with httpx.Client(timeout=60) as client:
+            i = 0
+            while time.monotonic() < stop_at:
+                op = "add" if rng.random() < 0.25 else "search"
+                started = time.perf_counter()
+                try:
+                    good = _request(client, url, op, rng.choice(images), f"load/{index}/{i}")
+                except httpx.HTTPError as error:
+                    good, detail = False, repr(error)
+                else:
+                    detail = "bad status"
+                elapsed = (time.perf_counter() - started) * 1000
+                with lock:
+                    if good:
+                        times[op].append(elapsed)
+                    else:
+                        errors.append(f"{op}: {detail}")
+                i += 1
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    return {
+        "seconds": elapsed,
+        "total": sum(len(v) for v in times.values()),
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "by_op": {op: common.summary(values) for op, values in times.items()},
+    }
+
+
+if __name__ == "__main__":
+    main()

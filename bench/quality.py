@@ -1,0 +1,272 @@
+"""Near-duplicate retrieval quality of the signature, through the service.
+
+The scikit-image photos (those that load without the network) and a bulk of generated
+colour 1/f "photos" are added to a memory store (``Settings(backend="memory://")``).
+Each photo is then edited in everyday ways and searched for with all 8 orientations:
+
+* recall@1: the original is the first result (no cutoff: ``max_distance=1.0``);
+* found: the original is among the results of a default search (cutoff 0.45);
+* the median (and worst) distance from the edited copy to its original.
+
+Then false matches, with images that were never added: each half of the photos is
+stored while the other half (as it is and with every edit) is searched for, then the
+halves swap; and 1/f photos that were not stored are searched for in the full store.
+Reported: the share of those queries that return any match inside the default cutoff.
+
+    python bench/quality.py [--quick] [--distractors 200]
+"""
+
+from __future__ import annotations
+
+import sys
+
+# A script's folder comes first on the import path: move it last, so that the standard
+# library wins over files in bench/ that share its names (bench/http.py shadows `http`).
+sys.path.append(sys.path.pop(0))
+
+import argparse
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+from common import (
+    RGB,
+    Edit,
+    blur,
+    brightness,
+    contrast,
+    crop,
+    encode,
+    grayscale,
+    jpeg,
+    median,
+    mirror,
+    pad,
+    photos,
+    pink_photo,
+    rot90,
+    rotate,
+    scale,
+    squash,
+    table,
+    watermark,
+    write_results,
+)
+
+from lookalike.config import Settings
+from lookalike.service import Lookalike
+
+ORIGINAL = "none (the original)"
+EDITS: dict[str, Edit] = {
+    ORIGINAL: lambda image: image,
+    "resize 50 %": partial(scale, factor=0.5),
+    "JPEG quality 20": partial(jpeg, quality=20),
+    "crop 90 % (centre)": partial(crop, fraction=0.9),
+    "crop 75 % (centre)": partial(crop, fraction=0.75),
+    "squash (aspect 1:0.7)": partial(squash, vertical=0.7),
+    "brightness +30 %": partial(brightness, factor=1.3),
+    "contrast +30 %": partial(contrast, factor=1.3),
+    "blur (Gaussian r=2)": partial(blur, radius=2),
+    "watermark (corner)": watermark,
+    "grayscale": grayscale,
+    "rotate 90°": partial(rot90, quarter_turns=1),
+    "rotate 180°": partial(rot90, quarter_turns=2),
+    "rotate 270°": partial(rot90, quarter_turns=3),
+    "mirror": mirror,
+    "rotate 5°": partial(rotate, degrees=5),
+    "10 % white padding": partial(pad, fraction=0.1, colour=255),
+}
+
+
+def as_query(image: RGB) -> bytes:
+    """Lossless bytes of an edited image (the JPEG edit has already been through JPEG)."""
+    return encode(image, "PNG")
+
+
+def new_service() -> Lookalike:
+    return Lookalike(Settings(backend="memory://"))
+
+
+def retrieval(
+    service: Lookalike, library: dict[str, RGB], cutoff: float
+) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """One row per edit: recall@1, found inside the cutoff, distances to the original."""
+    stored = service.count()
+    rows, results = [], []
+    for edit_name, edit in EDITS.items():
+        first, found, distances = [], [], []
+        for name, image in library.items():
+            query = as_query(edit(image))
+            key = f"photo/{name}"
+            everything = service.search(query, max_distance=1.0, limit=stored)
+            first.append(bool(everything) and everything[0].filepath == key)
+            distances.append(next((m.distance for m in everything if m.filepath == key), 1.0))
+            found.append(any(m.filepath == key for m in service.search(query)))
+        rows.append(
+            [
+                edit_name,
+                f"{np.mean(first):.2f}",
+                f"{np.mean(found):.2f}",
+                f"{median(distances):.3f}",
+                f"{max(distances):.3f}",
+                missed_names([n for n, ok in zip(library, found, strict=True) if not ok]),
+            ]
+        )
+        results.append(
+            {
+                "edit": edit_name,
+                "queries": len(library),
+                "recall_at_1": float(np.mean(first)),
+                f"found_within_{cutoff}": float(np.mean(found)),
+                "median_distance": median(distances),
+                "max_distance": max(distances),
+                "distances": dict(zip(library, distances, strict=True)),
+            }
+        )
+        print(f"  {edit_name}", file=sys.stderr)
+    return rows, results
+
+
+def missed_names(names: list[str], most: int = 4) -> str:
+    return ", ".join(names) if len(names) <= most else f"{len(names)} photos"
+
+
+def nearest(service: Lookalike, query: bytes) -> tuple[str | None, float]:
+    """The closest stored image and its distance ((None, 1.0) if none); a default search
+    returns a match exactly when that distance is below the default cutoff."""
+    matches = service.search(query, max_distance=1.0, limit=1)
+    return (matches[0].filepath, matches[0].distance) if matches else (None, 1.0)
+
+
+def store(
+    library: dict[str, RGB], names: Sequence[str], distractors: dict[str, bytes]
+) -> Lookalike:
+    service = new_service()
+    for name in names:
+        service.add(f"photo/{name}", as_query(library[name]))
+    for key, data in distractors.items():
+        service.add(key, data)
+    return service
+
+
+def false_matches(
+    library: dict[str, RGB], distractors: dict[str, bytes], unstored: list[bytes]
+) -> list[dict[str, Any]]:
+    """Share of never-added images that get any match inside the default cutoff."""
+    names = list(library)
+    halves = (names[0::2], names[1::2])
+    # kind → (query, nearest stored filepath, its distance)
+    outcomes: dict[str, list[tuple[str, str | None, float]]] = {
+        "held-out photos": [],
+        "held-out photos, edited": [],
+        "unstored 1/f photos": [],
+    }
+    for stored_half, held_half in (halves, halves[::-1]):
+        with store(library, stored_half, distractors) as service:
+            for name in held_half:
+                for edit_name, edit in EDITS.items():
+                    kind = "held-out photos" if edit_name == ORIGINAL else "held-out photos, edited"
+                    found = nearest(service, as_query(edit(library[name])))
+                    outcomes[kind].append((f"{name}: {edit_name}", *found))
+    with store(library, names, distractors) as service:
+        for i, query in enumerate(unstored):
+            outcomes["unstored 1/f photos"].append((f"1/f {i}", *nearest(service, query)))
+    cutoff = Settings().max_distance
+    return [
+        {
+            "queries": kind,
+            "n": len(found),
+            "with_match": float(np.mean([d < cutoff for _, _, d in found])),
+            "closest_distance": min(d for _, _, d in found),
+            "median_nearest_distance": median(d for _, _, d in found),
+            "matches": [
+                {"query": q, "matched": path, "distance": d} for q, path, d in found if d < cutoff
+            ],
+        }
+        for kind, found in outcomes.items()
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer distractors")
+    parser.add_argument("--distractors", type=int, help="stored 1/f photos (default 200)")
+    parser.add_argument("--unstored", type=int, help="1/f photos searched, not stored (200)")
+    parser.add_argument("--seed", type=int, default=2025)
+    args = parser.parse_args(argv)
+    n_distractors = args.distractors or (40 if args.quick else 200)
+    n_unstored = args.unstored or (40 if args.quick else 200)
+
+    library = photos()
+    rng = np.random.default_rng(args.seed)
+
+    def pink(count: int) -> list[bytes]:
+        sizes = [(384, 512), (512, 384), (480, 640), (512, 512)]
+        return [
+            encode(pink_photo(rng, *sizes[int(rng.integers(len(sizes)))]), "JPEG", 90)
+            for _ in range(count)
+        ]
+
+    distractors = {f"distractor/{i:04d}.jpg": d for i, d in enumerate(pink(n_distractors))}
+    unstored = pink(n_unstored)
+    settings = Settings()
+    print(f"{len(library)} photos: {', '.join(library)}", file=sys.stderr)
+
+    with store(library, list(library), distractors) as service:
+        print(f"stored {service.count()} images; searching ...", file=sys.stderr)
+        rows, per_edit = retrieval(service, library, settings.max_distance)
+    false = false_matches(library, distractors, unstored)
+
+    print(
+        f"\nnear-duplicate retrieval: {len(library)} scikit-image photos + {n_distractors} "
+        f"stored 1/f distractors, all 8 orientations, default cutoff {settings.max_distance}"
+    )
+    print(
+        table(
+            ["edit", "recall@1", f"found <{settings.max_distance}", "median d", "max d", "missed"],
+            rows,
+        )
+    )
+    print(
+        "\nfalse matches: never-added images with any result inside the default cutoff "
+        f"({settings.max_distance})"
+    )
+    print(
+        table(
+            ["queries", "n", "with a match", "nearest d (min)", "nearest d (median)"],
+            [
+                [
+                    f["queries"],
+                    f["n"],
+                    f"{f['with_match']:.3f}",
+                    f"{f['closest_distance']:.3f}",
+                    f"{f['median_nearest_distance']:.3f}",
+                ]
+                for f in false
+            ],
+        )
+    )
+    for f in false:
+        for m in f["matches"][:5]:
+            print(f"  {f['queries']}: {m['query']} → {m['matched']} at {m['distance']:.3f}")
+        if len(f["matches"]) > 5:
+            print(f"  {f['queries']}: … and {len(f['matches']) - 5} more (see the JSON)")
+    path = write_results(
+        "quality",
+        {
+            "photos": list(library),
+            "distractors": n_distractors,
+            "unstored": n_unstored,
+            "seed": args.seed,
+            "max_distance": settings.max_distance,
+            "edits": list(EDITS),
+        },
+        {"retrieval": per_edit, "false_matches": false},
+    )
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
