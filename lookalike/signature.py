@@ -58,6 +58,8 @@ _BUFFER: Final = 8192  # NumPy's ufunc buffer size, in elements
 _NEIGHBOURS: Final = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
 # The 8 symmetries of the square, applied to the query image. Index 0 is the identity.
+# Each is also (transposed, rows reversed, columns reversed) of the grey image, which is
+# how ``orientations`` computes them without materialising 8 turned copies.
 _TRANSFORMS: Final[tuple[tuple[str, Callable[[FloatArray], FloatArray]], ...]] = (
     ("identity", lambda a: a),
     ("rot90", lambda a: np.rot90(a, 1)),
@@ -67,6 +69,16 @@ _TRANSFORMS: Final[tuple[tuple[str, Callable[[FloatArray], FloatArray]], ...]] =
     ("mirror_rot90", lambda a: np.rot90(np.fliplr(a), 1)),
     ("mirror_rot180", lambda a: np.rot90(np.fliplr(a), 2)),
     ("mirror_rot270", lambda a: np.rot90(np.fliplr(a), 3)),
+)
+_LAYOUTS: Final = (
+    (False, False, False),
+    (True, True, False),
+    (False, True, True),
+    (True, False, True),
+    (False, False, True),
+    (True, False, False),
+    (False, True, False),
+    (True, True, True),
 )
 ORIENTATIONS: Final = tuple(name for name, _ in _TRANSFORMS)
 
@@ -78,7 +90,8 @@ def grey(rgb: npt.NDArray[np.uint8]) -> FloatArray:
 
 def signature(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
     """The 648-value signature of an 8-bit RGB image (H×W×3) or a float grey image (H×W)."""
-    return _signature_from_profiles(*_grey_of(image))
+    g, rows, columns = _grey_of(image)
+    return _signature_from_profiles(g, rows, columns)
 
 
 def orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
@@ -87,12 +100,26 @@ def orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
     Row ``i`` is the signature of ``ORIENTATIONS[i]`` applied to the image, computed as
     if that transformed image had been stored, so a stored picture that was rotated or
     mirrored is found at distance 0 by one of the rows.
+
+    The 8 images are 4 flips of the grey image and of its transpose; the crop profiles of
+    a flip are the profiles of its base read backwards or summed the other way, and its
+    patches are gathered from the base through flipped indices, with the same sums.
     """
     g = _grey_of(image)[0]
-    out = np.empty((len(_TRANSFORMS), LENGTH), dtype=np.int8)
-    for i, (_, transform) in enumerate(_TRANSFORMS):
-        t = np.ascontiguousarray(transform(g))
-        out[i] = _signature_from_profiles(t, *_profiles(t))
+    bases = {False: g, True: np.ascontiguousarray(g.T)}
+    profiles = {transposed: _four_profiles(base) for transposed, base in bases.items()}
+    out = np.empty((len(_LAYOUTS), LENGTH), dtype=np.int8)
+    for i, (transposed, flip_rows, flip_columns) in enumerate(_LAYOUTS):
+        rows, rows_reversed, columns, columns_upward = profiles[transposed]
+        row_profile = rows_reversed if flip_columns else rows
+        column_profile = columns_upward if flip_rows else columns
+        out[i] = _signature_from_profiles(
+            bases[transposed],
+            row_profile[::-1] if flip_rows else row_profile,
+            column_profile[::-1] if flip_columns else column_profile,
+            flip_rows=flip_rows,
+            flip_columns=flip_columns,
+        )
     return out
 
 
@@ -161,6 +188,19 @@ def _profiles(g: FloatArray) -> tuple[FloatArray, FloatArray]:
     return rows, columns
 
 
+def _four_profiles(g: FloatArray) -> tuple[FloatArray, ...]:
+    """Row and column profiles of ``g`` and of its flips: rows summed as-is and reversed,
+    columns summed downward and upward (each as the flipped image's own sum would run)."""
+    across = np.abs(np.diff(g, axis=1))
+    down = np.abs(np.diff(g, axis=0))
+    return (
+        across.sum(axis=1),
+        np.ascontiguousarray(across[:, ::-1]).sum(axis=1),
+        down.sum(axis=0),
+        np.ascontiguousarray(down[::-1]).sum(axis=0),
+    )
+
+
 def _grey_and_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Grey image and both crop profiles in one pass of stripes that stay in cache.
 
@@ -198,13 +238,20 @@ def _grey_and_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArr
     return g, rows, stack[0].copy()
 
 
-def _signature_from_profiles(*arrays: FloatArray) -> Signature:
-    g, rows, columns = arrays
+def _signature_from_profiles(
+    g: FloatArray,
+    rows: FloatArray,
+    columns: FloatArray,
+    *,
+    flip_rows: bool = False,
+    flip_columns: bool = False,
+) -> Signature:
+    """The signature of ``g`` (read with its rows and/or columns reversed) from its profiles."""
     top, bottom = _crop_limits(rows, g.shape[0])
     left, right = _crop_limits(columns, g.shape[1])
     row_points = np.linspace(top, bottom, GRID + 2, dtype=int)[1:-1]
     column_points = np.linspace(left, right, GRID + 2, dtype=int)[1:-1]
-    means = _patch_means(g, row_points, column_points)
+    means = _patch_means(g, row_points, column_points, flip_rows, flip_columns)
     return _quantise(_differences(means))
 
 
@@ -221,9 +268,16 @@ def _crop_limits(profile: FloatArray, size: int) -> tuple[int, int]:
 
 
 def _patch_means(
-    g: FloatArray, row_points: npt.NDArray[np.int_], column_points: npt.NDArray[np.int_]
+    g: FloatArray,
+    row_points: npt.NDArray[np.int_],
+    column_points: npt.NDArray[np.int_],
+    flip_rows: bool = False,
+    flip_columns: bool = False,
 ) -> FloatArray:
-    """Mean grey level of the P×P patch at each grid point, P = max(2, round(min side / 20))."""
+    """Mean grey level of the P×P patch at each grid point, P = max(2, round(min side / 20)).
+
+    Points are in the coordinates of ``g`` with its rows and/or columns reversed.
+    """
     height, width = g.shape
     p = max(2.0, int(0.5 + min(height, width) / 20.0))
     row_spans = [_span(x, p, height) for x in row_points]
@@ -235,14 +289,19 @@ def _patch_means(
         # that is exactly as the pairwise sum of the patch flattened: do all 81 at once.
         r = np.concatenate([np.arange(r0, r1) for r0, r1 in row_spans])
         c = np.concatenate([np.arange(c0, c1) for c0, c1 in column_spans])
+        if flip_rows:
+            r = height - 1 - r
+        if flip_columns:
+            c = width - 1 - c
         block = g.take(r, axis=0).take(c, axis=1)  # the 9×9 patches side by side
         patches = block.reshape(GRID, len(r) // GRID, GRID, len(c) // GRID).transpose(0, 2, 1, 3)
         flat = patches.reshape(GRID * GRID, -1)
         means: FloatArray = (flat.sum(axis=1) / flat.shape[1]).reshape(GRID, GRID)
         return means
+    view = np.ascontiguousarray(g[:: -1 if flip_rows else 1, :: -1 if flip_columns else 1])
     means = np.empty((GRID, GRID), dtype=np.float64)
     for i, (r0, r1) in enumerate(row_spans):
-        band = g[r0:r1]
+        band = view[r0:r1]
         for j, (c0, c1) in enumerate(column_spans):
             # The same reduction np.mean performs, without its per-call overhead.
             patch = band[:, c0:c1]
