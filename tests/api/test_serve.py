@@ -109,3 +109,40 @@ def test_listening_socket_is_made_as_tcp_so_workers_disable_nagle():
         assert sock.get_inheritable()
     finally:
         sock.close()
+
+
+def test_serving_beyond_loopback_without_a_key_warns(tmp_path, capsys, monkeypatch):
+    """Bound to every interface without LOOKALIKE_API_KEY, serve warns before it starts.
+    The port is taken, so it stops right there: no server runs, no traffic is sent."""
+    from lookalike.cli import main
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # serve sets its workers' variables
+    monkeypatch.delenv("LOOKALIKE_API_KEY", raising=False)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        port = taken.getsockname()[1]
+        store = "sqlite:///" + str(tmp_path / "store.db")
+        code = main(
+            [
+                "--store",
+                store,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+            ]
+        )
+        quiet = capsys.readouterr().err
+        assert code == 2 and "cannot listen" in quiet and "warning" not in quiet
+        code = main(
+            ["--store", store, "serve", "--host", "0.0.0.0", "--port", str(port), "--workers", "2"]
+        )
+        loud = capsys.readouterr().err
+        assert "warning: listening on 0.0.0.0 without LOOKALIKE_API_KEY" in loud
+    finally:
+        taken.close()
