@@ -190,6 +190,10 @@ def create_app(service: Lookalike) -> FastAPI:
     async def ping() -> dict[str, Any]:
         return envelope("ping", [])
 
+    @app.get("/stats", summary="What the store holds: size, index, memory of this worker")
+    async def stats() -> dict[str, Any]:
+        return envelope("stats", [await run_in_threadpool(service.stats)])
+
     # Match answers these on GET and POST alike; one route per method keeps OpenAPI ids unique.
     for path, endpoint, summary in (
         ("/count", count, "How many images are stored"),

@@ -1,4 +1,4 @@
-"""The command line: ``lookalike serve | add | search | compare | delete | count | list``.
+"""The command line: ``lookalike serve | add | search | compare | delete | count | list | info``.
 
 Each command translates its arguments for the service and prints the answer. Errors
 become one line on stderr and an exit code, mapped in one place (``EXIT_CODES``).
@@ -116,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
 
     count = commands.add_parser("count", help="how many images are stored")
     count.set_defaults(run=_count)
+
+    info = commands.add_parser("info", help="what the store holds: size, index, memory")
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(run=_info)
 
     listing = commands.add_parser("list", help="stored filepaths, oldest first")
     listing.add_argument("--offset", type=int, default=0)
@@ -272,6 +276,17 @@ def _delete(service: Lookalike, args: argparse.Namespace) -> int:
 
 def _count(service: Lookalike, args: argparse.Namespace) -> int:
     print(service.count())
+    return 0
+
+
+def _info(service: Lookalike, args: argparse.Namespace) -> int:
+    stats = service.stats()
+    if args.json:
+        _print_json(stats)
+    else:
+        width = max(map(len, stats))
+        for key, value in stats.items():
+            print(f"{key.replace('_', ' '):<{width}}  {value}")
     return 0
 
 

@@ -235,6 +235,10 @@ class Lookalike:
     def count(self) -> int:
         return self.backend.count()
 
+    def stats(self) -> dict[str, Any]:
+        """What the store holds and what its search state costs in this process."""
+        return self.backend.stats()
+
     def list(self, offset: int = 0, limit: int = 20) -> list[str]:
         """Stored filepaths in insertion order."""
         if offset < 0:

@@ -119,3 +119,13 @@ def test_search_by_url_obeys_the_address_policy(store, tmp_path):
     result = run(store, "search", "http://127.0.0.1:9/cat.jpg")
     assert result.returncode == 4
     assert "loopback" in result.stderr
+
+
+def test_info_reports_the_store(store, photo_files):
+    run(store, "add", *map(str, photo_files.values()))
+    facts = json.loads(run(store, "info", "--json").stdout)
+    assert facts["backend"] == "sqlite" and facts["count"] == len(photo_files)
+    assert facts["path"] == str(store) and facts["file_bytes"] > 0
+    lines = dict(line.split(None, 1) for line in run(store, "info").stdout.splitlines())
+    assert lines["count"].strip() == str(len(photo_files))
+    assert lines["backend"].strip() == "sqlite"

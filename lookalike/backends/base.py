@@ -86,6 +86,10 @@ class Backend(Protocol):
     ) -> builtins.list[Match]:
         """Records nearest to any row of ``queries`` (shape (k, 648)), best first."""
 
+    def stats(self) -> dict[str, Any]:
+        """Facts for operators: at least ``backend``, ``count``, ``index`` and
+        ``memory_bytes`` (of the search state in this process)."""
+
     def close(self) -> None:
         """Release files and connections; the backend is unusable afterwards."""
 

@@ -10,6 +10,7 @@ import builtins
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -117,6 +118,15 @@ class MemoryBackend:
             ]
         matches.sort(key=lambda m: (m.distance, m.filepath))
         return matches[:limit]
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "backend": "memory",
+                "count": len(self._records),
+                "index": "exact scan",
+                "memory_bytes": self._matrix.nbytes,
+            }
 
     def close(self) -> None:
         with self._lock:

@@ -174,6 +174,23 @@ class SQLiteBackend:
         matches.sort(key=lambda m: (m.distance, m.filepath))
         return matches[:limit]
 
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            self._catch_up()
+            return {
+                "backend": "sqlite",
+                "path": str(self.path.resolve()),
+                "count": self._matrix.live,
+                "index": "exact scan",
+                "memory_bytes": self._matrix.nbytes,
+                "version": self._version,
+                "file_bytes": sum(
+                    p.stat().st_size
+                    for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+                    if p.exists()
+                ),
+            }
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

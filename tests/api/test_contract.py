@@ -226,3 +226,10 @@ def test_docs_page_is_served(live):
     assert page.status_code == 200
     assert "text/html" in page.headers["content-type"]
     assert "/openapi.json" in page.text
+
+
+def test_stats_endpoint(live, photo_bytes):
+    live.call("POST", "/add", files={"image": photo_bytes["coins"]}, data={"filepath": "c"})
+    facts = ok(live.call("GET", "/stats"), "stats")[0]
+    assert facts["count"] == 1 and facts["backend"] == "sqlite"
+    assert facts["memory_bytes"] >= 648

@@ -20,6 +20,7 @@ import importlib.util
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -98,6 +99,9 @@ class TwoConnections:
         where: Filter | None = None,
     ) -> builtins.list[Match]:
         return self.reader.search(queries, limit=limit, max_distance=max_distance, where=where)
+
+    def stats(self) -> dict[str, Any]:
+        return self.reader.stats()
 
     def close(self) -> None:
         self.writer.close()

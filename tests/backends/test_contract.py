@@ -865,3 +865,15 @@ def test_exactness_oracle(backend: Backend, rng: np.random.Generator) -> None:
         add([Record(path, perturb(rng, mirror.records[path][0], 0.1), {"group": 9})])
     add([Record(f"more/{i}", sig, oracle_metadata(rng, i)) for i, sig in enumerate(sigs[:300])])
     check_oracle(backend, reference, mirror, rng)
+
+
+def test_stats_tell_the_size_index_and_memory(backend: Backend, rng: np.random.Generator) -> None:
+    empty = backend.stats()
+    assert {"backend", "count", "index", "memory_bytes"} <= set(empty)
+    assert empty["count"] == 0
+    backend.add_many(Record(f"s{i}", sig) for i, sig in enumerate(random_signatures(rng, 3000)))
+    backend.delete("s0")
+    full = backend.stats()
+    assert full["count"] == backend.count() == 2999
+    assert full["memory_bytes"] >= 2999 * LENGTH
+    assert full["backend"] == empty["backend"] and isinstance(full["index"], str)
