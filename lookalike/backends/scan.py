@@ -13,13 +13,14 @@ for a query block, and knows nothing of filepaths or storage.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..signature import LENGTH
 
-__all__ = ["Hits", "SignatureMatrix", "top"]
+__all__ = ["Hits", "SignatureMatrix", "distances_to", "top"]
 
 _CHUNK_ROWS = 4096
 
@@ -116,11 +117,8 @@ class SignatureMatrix:
         allowed: npt.NDArray[np.bool_] | None = None,
     ) -> Hits:
         """Every live (and allowed) slot whose best distance to a query row is < max_distance."""
-        q = np.asarray(queries, dtype=np.int8).reshape(-1, LENGTH)
-        q_float = np.ascontiguousarray(q.T, dtype=np.float32)
-        q_norms = _squared_norms(q).astype(np.float64)
-        q_roots = np.sqrt(q_norms)
-        found: list[tuple[npt.NDArray[np.int64], ...]] = []
+        prepared = _Queries(queries)
+        found: list[tuple[npt.NDArray[Any], ...]] = []
         for start in range(0, self._used, _CHUNK_ROWS):
             stop = min(start + _CHUNK_ROWS, self._used)
             live = self._alive[start:stop]
@@ -128,16 +126,7 @@ class SignatureMatrix:
                 live = live & allowed[start:stop]
             if not live.any():
                 continue
-            dots = (self._rows[start:stop].astype(np.float32) @ q_float).astype(np.float64)
-            norms = self._norms[start:stop].astype(np.float64)
-            squared = norms[:, None] + q_norms[None, :] - 2.0 * dots
-            np.maximum(squared, 0.0, out=squared)
-            denominator = np.sqrt(norms)[:, None] + q_roots[None, :]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                d = np.sqrt(squared) / denominator
-            d[denominator == 0] = 1.0
-            best = d.argmin(axis=1)
-            best_d = d[np.arange(len(d)), best]
+            best_d, best = prepared.best(self._rows[start:stop], self._norms[start:stop])
             keep = np.flatnonzero(live & (best_d < max_distance))
             if len(keep):
                 found.append((keep + start, best_d[keep], best[keep]))
@@ -172,6 +161,44 @@ class SignatureMatrix:
             new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
             new[: self._used] = old[: self._used]
             setattr(self, name, new)
+
+
+class _Queries:
+    """Query rows prepared once for scoring many blocks of stored rows."""
+
+    def __init__(self, queries: npt.NDArray[np.int8]) -> None:
+        q = np.asarray(queries, dtype=np.int8).reshape(-1, LENGTH)
+        self.columns = np.ascontiguousarray(q.T, dtype=np.float32)
+        self.norms = _squared_norms(q).astype(np.float64)
+        self.roots = np.sqrt(self.norms)
+
+    def best(
+        self, rows: npt.NDArray[np.int8], norms: npt.NDArray[np.int32]
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """Each row's smallest normalised distance to a query row, and that query row."""
+        dots = (rows.astype(np.float32) @ self.columns).astype(np.float64)
+        stored = norms.astype(np.float64)
+        squared = stored[:, None] + self.norms[None, :] - 2.0 * dots
+        np.maximum(squared, 0.0, out=squared)
+        denominator = np.sqrt(stored)[:, None] + self.roots[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = np.sqrt(squared) / denominator
+        d[denominator == 0] = 1.0
+        best = d.argmin(axis=1)
+        return d[np.arange(len(d)), best], best.astype(np.int64)
+
+
+def distances_to(
+    rows: npt.NDArray[np.int8], norms: npt.NDArray[np.int32], queries: npt.NDArray[np.int8]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Best distance of each row to any query row, and which query row, in chunks."""
+    prepared = _Queries(queries)
+    best = np.empty(len(rows), dtype=np.float64)
+    which = np.empty(len(rows), dtype=np.int64)
+    for start in range(0, len(rows), _CHUNK_ROWS):
+        stop = start + _CHUNK_ROWS
+        best[start:stop], which[start:stop] = prepared.best(rows[start:stop], norms[start:stop])
+    return best, which
 
 
 def _squared_norms(signatures: npt.NDArray[np.int8]) -> npt.NDArray[np.int32]:
