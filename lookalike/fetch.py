@@ -8,10 +8,8 @@ metadata (SSRF), hold a worker forever, or fill its memory. Here a fetch:
   a checked address itself (``Host`` header and TLS SNI keep the name), so DNS cannot answer
   differently between the check and the connection;
 - follows at most ``max_redirects`` redirects by hand, checking every hop the same way;
-- has one deadline across connecting, every hop and the whole body;
+- has one deadline across resolving, connecting, every hop and the whole body;
 - stops reading as soon as the body is over ``max_bytes``.
-
-Known gap: name resolution is bounded by the system resolver's own timeout, not the deadline.
 """
 
 from __future__ import annotations
@@ -126,6 +124,28 @@ def _getaddrinfo(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+def _within(seconds: float, resolve: Resolver, host: str, port: int) -> list[str]:
+    """``resolve(host, port)``, given up on after ``seconds``: the system resolver has no
+    timeout of its own that we control, so it runs in a daemon thread left to finish."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(resolve(host, port))
+        except BaseException as error:  # handed to the caller's thread below
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, name="lookalike-resolve", daemon=True)
+    thread.start()
+    thread.join(max(seconds, 0.0))
+    if not outcome:
+        raise TimeoutError(f"resolving {host} took too long")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    result: list[str] = outcome[0]
+    return result
+
+
 def fetch(
     url: str,
     *,
@@ -148,7 +168,9 @@ def fetch(
         httpx.Client(verify=_ssl_context(), trust_env=False) as client,  # no proxies, no netrc
     ):
         while True:
-            addresses = _addresses(current, policy, resolver or _getaddrinfo, redirect=hops > 0)
+            addresses = _addresses(
+                current, policy, resolver or _getaddrinfo, deadline, redirect=hops > 0
+            )
             try:
                 response = _open(client, current, addresses, deadline, connect_timeout)
                 try:
@@ -190,7 +212,7 @@ def _refused(reason: str, url: object, redirect: bool) -> FetchError:
 
 
 def _addresses(
-    url: httpx.URL, policy: AddressPolicy, resolve: Resolver, redirect: bool
+    url: httpx.URL, policy: AddressPolicy, resolve: Resolver, deadline: _Deadline, redirect: bool
 ) -> list[IPAddress]:
     """The host's addresses, resolved once here, every one accepted by the policy."""
     host = url.raw_host.decode("ascii")
@@ -199,7 +221,10 @@ def _addresses(
     except ValueError:
         try:
             port = url.port or _DEFAULT_PORTS[url.scheme]
-            found = [ipaddress.ip_address(address) for address in resolve(host, port)]
+            answer = _within(deadline.remaining(), resolve, host, port)
+            found = [ipaddress.ip_address(address) for address in answer]
+        except TimeoutError:
+            raise FetchError(f"could not resolve {host} within {deadline.timeout:g} s") from None
         except (OSError, ValueError):
             raise FetchError(f"could not resolve {host}") from None
         # The addresses stay out of the message: they would map internal DNS for anyone.

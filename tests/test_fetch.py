@@ -399,3 +399,34 @@ def test_http_errors_and_network_failures_become_fetch_errors(server: Server) ->
 
     with pytest.raises(FetchError, match=re.escape("could not resolve nowhere.test")):
         fetch("http://nowhere.test/", max_bytes=LIMIT, policy=LOCAL, resolver=unknown)
+
+
+def test_a_resolver_that_hangs_is_given_up_on_at_the_deadline() -> None:
+    """Name resolution counts against the same deadline as the rest of the fetch."""
+    release = threading.Event()
+
+    def hanging(host: str, port: int) -> list[str]:
+        release.wait(10)
+        return ["93.184.216.34"]
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchError, match=r"could not resolve slow\.test within 0\.5 s"):
+            fetch(
+                "http://slow.test/x.jpg",
+                max_bytes=1000,
+                policy=AddressPolicy(),
+                timeout=0.5,
+                resolver=hanging,
+            )
+        assert time.monotonic() - started < 5  # bounded by the deadline, not the resolver
+    finally:
+        release.set()
+
+
+def test_resolver_errors_reach_the_caller() -> None:
+    def failing(host: str, port: int) -> list[str]:
+        raise socket.gaierror("no such name")
+
+    with pytest.raises(FetchError, match=r"could not resolve nowhere\.test$"):
+        fetch("http://nowhere.test/", max_bytes=10, policy=AddressPolicy(), resolver=failing)
