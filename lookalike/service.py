@@ -63,8 +63,8 @@ class Lookalike:
 
     def __init__(self, settings: Settings | None = None, backend: Backend | None = None) -> None:
         self.settings = settings or Settings()
+        self._policy = AddressPolicy.from_settings(self.settings)  # before opening anything
         self.backend = backend if backend is not None else open_backend(self.settings.backend)
-        self._policy = AddressPolicy.from_settings(self.settings)
 
     def __enter__(self) -> Self:
         return self
