@@ -85,7 +85,7 @@ ORIENTATIONS: Final = tuple(name for name, _ in _TRANSFORMS)
 
 def grey(rgb: npt.NDArray[np.uint8]) -> FloatArray:
     """Grey levels in [0, 1] of an 8-bit RGB image, as image-match (scikit-image) computes them."""
-    return _grey_and_profiles(rgb)[0]
+    return _grey_and_profiles(rgb, profiles=False)[0]
 
 
 def signature(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
@@ -105,7 +105,7 @@ def orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
     a flip are the profiles of its base read backwards or summed the other way, and its
     patches are gathered from the base through flipped indices, with the same sums.
     """
-    g = _grey_of(image)[0]
+    g = _grey_of(image, profiles=False)[0]  # _four_profiles below makes all it needs
     bases = {False: g, True: np.ascontiguousarray(g.T)}
     profiles = {transposed: _four_profiles(base) for transposed, base in bases.items()}
     out = np.empty((len(_LAYOUTS), LENGTH), dtype=np.int8)
@@ -166,15 +166,18 @@ def words(sig: npt.ArrayLike) -> npt.NDArray[np.int64]:
 # -- the pipeline -------------------------------------------------------------------------
 
 
-def _grey_of(image: npt.NDArray[np.uint8] | FloatArray) -> tuple[FloatArray, ...]:
-    """Grey image and crop profiles of an 8-bit RGB or float grey image; else ValueError."""
+def _grey_of(
+    image: npt.NDArray[np.uint8] | FloatArray, *, profiles: bool = True
+) -> tuple[FloatArray, ...]:
+    """Grey image, and its crop profiles unless told not to, of an 8-bit RGB or float grey
+    image; ValueError for anything else."""
     if image.size == 0:
         raise ValueError(f"cannot sign an empty image of shape {image.shape}")
     if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
-        return _grey_and_profiles(cast(npt.NDArray[np.uint8], image))
+        return _grey_and_profiles(cast(npt.NDArray[np.uint8], image), profiles=profiles)
     if image.ndim == 2 and np.issubdtype(image.dtype, np.floating):
         g = np.ascontiguousarray(image, dtype=np.float64)
-        return (g, *_profiles(g))
+        return (g, *_profiles(g)) if profiles else (g,)
     raise ValueError(
         "expected an H×W×3 uint8 RGB image or an H×W float grey image in [0, 1], "
         f"got {image.dtype} {image.shape}"
@@ -183,25 +186,69 @@ def _grey_of(image: npt.NDArray[np.uint8] | FloatArray) -> tuple[FloatArray, ...
 
 def _profiles(g: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Per-row and per-column sums of absolute neighbour differences (crop profiles)."""
-    rows = np.abs(np.diff(g, axis=1)).sum(axis=1)
-    columns = np.abs(np.diff(g, axis=0)).sum(axis=0)
-    return rows, columns
+    return _row_profiles(g)[0], _column_profile(g, upward=False)
 
 
 def _four_profiles(g: FloatArray) -> tuple[FloatArray, ...]:
     """Row and column profiles of ``g`` and of its flips: rows summed as-is and reversed,
     columns summed downward and upward (each as the flipped image's own sum would run)."""
-    across = np.abs(np.diff(g, axis=1))
-    down = np.abs(np.diff(g, axis=0))
+    rows, rows_reversed = _row_profiles(g, reversed_too=True)
     return (
-        across.sum(axis=1),
-        np.ascontiguousarray(across[:, ::-1]).sum(axis=1),
-        down.sum(axis=0),
-        np.ascontiguousarray(down[::-1]).sum(axis=0),
+        rows,
+        rows_reversed,
+        _column_profile(g, upward=False),
+        _column_profile(g, upward=True),
     )
 
 
-def _grey_and_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArray, FloatArray]:
+# The profiles are computed a stripe of rows at a time in small reused buffers: whole-image
+# temporaries cost more in page faults than in arithmetic. Sums run exactly as NumPy runs
+# them over the whole image (pairwise along each row, row after row down a column).
+
+
+def _row_profiles(g: FloatArray, reversed_too: bool = False) -> tuple[FloatArray, ...]:
+    """Each row's sum of |differences|, and the same summed from the row's other end."""
+    height, width = g.shape
+    rows = np.empty(height, dtype=np.float64)
+    backwards = np.empty(height, dtype=np.float64)
+    across = np.empty((_STRIPE_ROWS, max(width - 1, 0)), dtype=np.float64)
+    flipped = np.empty_like(across)
+    for start in range(0, height, _STRIPE_ROWS):
+        stop = min(start + _STRIPE_ROWS, height)
+        n = stop - start
+        np.subtract(g[start:stop, 1:], g[start:stop, :-1], out=across[:n])
+        np.abs(across[:n], out=across[:n])
+        across[:n].sum(axis=1, out=rows[start:stop])
+        if reversed_too:
+            np.copyto(flipped[:n], across[:n, ::-1])
+            flipped[:n].sum(axis=1, out=backwards[start:stop])
+    return (rows, backwards) if reversed_too else (rows,)
+
+
+def _column_profile(g: FloatArray, *, upward: bool) -> FloatArray:
+    """Each column's sum of |differences|, accumulated row after row, down or up."""
+    if g.shape[1] == 1:  # NumPy sums a single column as one 1-D array: pairwise
+        steps = np.abs(np.diff(g[:, 0]))
+        return np.array([np.ascontiguousarray(steps[::-1] if upward else steps).sum()])
+    pairs = g.shape[0] - 1  # pair i is rows i and i + 1
+    # Row 0 of ``stack`` carries the running sums into the next stripe.
+    stack = np.zeros((_STRIPE_ROWS + 1, g.shape[1]), dtype=np.float64)
+    starts = range(0, pairs, _STRIPE_ROWS)
+    for lo in reversed(starts) if upward else starts:
+        hi = min(lo + _STRIPE_ROWS, pairs)
+        steps = stack[1 : hi - lo + 1]
+        np.subtract(g[lo + 1 : hi + 1], g[lo:hi], out=steps)
+        np.abs(steps, out=steps)
+        if upward:
+            steps[:] = steps[::-1]  # NumPy buffers the overlapping copy
+        stack[0] = stack[: hi - lo + 1].sum(axis=0)
+    column: FloatArray = stack[0].copy()
+    return column
+
+
+def _grey_and_profiles(
+    rgb: npt.NDArray[np.uint8], *, profiles: bool = True
+) -> tuple[FloatArray, ...]:
     """Grey image and both crop profiles in one pass of stripes that stay in cache.
 
     The arithmetic is the reference's: the grey of each pixel is the same BLAS dot product,
@@ -225,6 +272,8 @@ def _grey_and_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArr
         np.multiply(rgb[start:stop], 1.0 / 255, out=scaled[:n], dtype=np.float64)
         stripe = g[start:stop]
         np.matmul(scaled[:n], _LUMA, out=stripe)
+        if not profiles:
+            continue
         np.subtract(stripe[:, 1:], stripe[:, :-1], out=across[:n])
         np.abs(across[:n], out=across[:n])
         across[:n].sum(axis=1, out=rows[start:stop])
@@ -235,7 +284,10 @@ def _grey_and_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArr
             np.subtract(g[first + 1 : stop], g[first : stop - 1], out=down)
             np.abs(down, out=down)
             stack[0] = stack[: steps + 1].sum(axis=0)
-    return g, rows, stack[0].copy()
+    if not profiles:
+        return (g,)
+    columns = stack[0].copy() if width > 1 else _column_profile(g, upward=False)
+    return g, rows, columns
 
 
 def _signature_from_profiles(
