@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from importlib import metadata
 from typing import Any
 
 import httpx
 
+from . import __version__
 from .config import Settings
 from .errors import ConfigError, FetchError, ImageTooLarge
 
@@ -52,12 +52,8 @@ _KINDS = (
     ("is_private", "a private"),
 )
 
-try:
-    _VERSION = metadata.version("lookalike")
-except metadata.PackageNotFoundError:  # a source tree that is not installed
-    _VERSION = "unknown"
 _HEADERS = {
-    "User-Agent": f"lookalike/{_VERSION}",
+    "User-Agent": f"lookalike/{__version__}",
     "Accept": "image/*, */*;q=0.5",
     # Images are compressed already; compression on top would only hide the real size.
     "Accept-Encoding": "identity",

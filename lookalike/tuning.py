@@ -15,7 +15,6 @@ Values the user has set in the environment are kept.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -45,11 +44,9 @@ def tune_this_process() -> bool:
     """Raise this process's malloc thresholds now (glibc only); True if it was done."""
     if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        # The C library is already loaded: look mallopt up there, no ldconfig run needed.
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc
         return False
     return bool(

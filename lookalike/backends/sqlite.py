@@ -182,7 +182,7 @@ class SQLiteBackend:
                 "path": str(self.path.resolve()),
                 "count": self._matrix.live,
                 "index": "exact scan",
-                "memory_bytes": self._matrix.nbytes,
+                "memory_bytes": self.memory_bytes,
                 "version": self._version,
                 "file_bytes": sum(
                     p.stat().st_size
