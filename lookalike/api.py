@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
@@ -165,16 +165,7 @@ def create_app(service: Lookalike) -> FastAPI:
         result = await run_in_threadpool(
             lambda: service.compare(first, second, all_orientations=rotate)
         )
-        return envelope(
-            "compare",
-            [
-                {
-                    "score": result.score,
-                    "distance": result.distance,
-                    "orientation": result.orientation,
-                }
-            ],
-        )
+        return envelope("compare", [result.to_json()])
 
     async def count() -> dict[str, Any]:
         return envelope("count", [await run_in_threadpool(service.count)])
@@ -267,8 +258,16 @@ def _method_of(request: Request) -> str:
     return route.path.strip("/") if route is not None else ""
 
 
-def _fail(request: Request, status: int, message: str) -> JSONResponse:
-    return JSONResponse(envelope(_method_of(request), [], [message]), status_code=status)
+def _fail(
+    request: Request,
+    status: int,
+    *messages: str,
+    method: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The failure envelope; ``method`` defaults to the matched route's name."""
+    name = _method_of(request) if method is None else method
+    return JSONResponse(envelope(name, [], list(messages)), status_code=status, headers=headers)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -284,18 +283,13 @@ def _add_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}"
             for e in error.errors()
         ]
-        return JSONResponse(
-            envelope(_method_of(request), [], messages or ["invalid request"]), status_code=400
-        )
+        return _fail(request, 400, *(messages or ["invalid request"]))
 
     async def http_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
         messages = {404: "no such endpoint", 405: "method not allowed for this endpoint"}
         message = messages.get(error.status_code, str(error.detail))
-        response = _fail(request, error.status_code, message)
-        if error.headers:
-            response.headers.update(error.headers)
-        return response
+        return _fail(request, error.status_code, message, headers=error.headers)
 
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("%s %s crashed", request.method, request.url.path)
@@ -334,24 +328,17 @@ async def _checked(
     settings: Settings,
     limit: int,
 ) -> Any:
+    # Before routing, so the envelope is named after the path rather than the route.
+    method = request.url.path.strip("/")
     if settings.api_key and request.url.path not in _UNAUTHENTICATED:
         given = request.headers.get("authorization", "")
         expected = f"Bearer {settings.api_key}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            return JSONResponse(
-                envelope(request.url.path.strip("/"), [], ["missing or wrong API key"]),
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            challenge = {"WWW-Authenticate": "Bearer"}
+            return _fail(request, 401, "missing or wrong API key", method=method, headers=challenge)
     length = request.headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > limit):
-        return JSONResponse(
-            envelope(request.url.path.strip("/"), [], [f"request body over {limit} bytes"]),
-            status_code=413,
-        )
+        return _fail(request, 413, f"request body over {limit} bytes", method=method)
     if length is None and request.headers.get("transfer-encoding"):
-        return JSONResponse(
-            envelope(request.url.path.strip("/"), [], ["send a Content-Length, not chunks"]),
-            status_code=411,
-        )
+        return _fail(request, 411, "send a Content-Length, not chunks", method=method)
     return await call_next(request)

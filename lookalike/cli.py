@@ -208,7 +208,7 @@ def _add(service: Lookalike, args: argparse.Namespace) -> int:
     started = time.perf_counter()
     files = list(_image_files(args.paths))
     failed = 0
-    with _progress(len(files), quiet=args.quiet) as bar:
+    with _Progress(len(files), quiet=args.quiet) as bar:
         for result in service.add_files(((str(p), p) for p in files), workers=args.workers):
             if result.error is not None:
                 failed += 1
@@ -263,7 +263,7 @@ def _source(service: Lookalike, text: str) -> bytes | Path:
 def _compare(service: Lookalike, args: argparse.Namespace) -> int:
     comparison = service.compare(_source(service, args.first), _source(service, args.second))
     if args.json:
-        _print_json({"score": comparison.score, "distance": comparison.distance})
+        _print_json(comparison.to_json())
     else:
         print(f"{comparison.score:.2f}")
     return 0
@@ -327,10 +327,6 @@ class _Progress:
             self._bar.write(line, file=file)
         else:
             print(line, file=file)
-
-
-def _progress(total: int, *, quiet: bool) -> _Progress:
-    return _Progress(total, quiet)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
@@ -48,6 +49,10 @@ class Comparison:
     @property
     def score(self) -> float:
         return score_of(self.distance)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result object of ``/compare`` and of ``lookalike compare --json``."""
+        return {"score": self.score, "distance": self.distance, "orientation": self.orientation}
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +129,10 @@ class Lookalike:
         cannot be read or decoded is reported and skipped; the others are stored.
         """
         count = workers or self.settings.ingest_workers or os.cpu_count() or 1
-        jobs = _chunks((name, os.fspath(path), self.settings) for name, path in files)
+        chunks = _chunks((name, os.fspath(path)) for name, path in files)
+        sign = partial(_sign_files, self.settings)  # pickled once per chunk, not per file
         pending: list[tuple[str, bytes | str]] = []
-        for chunk in _parallel_map(_sign_file, jobs, count):
+        for chunk in _parallel_map(sign, chunks, count):
             pending.extend(chunk)
             if len(pending) >= batch:
                 yield from self._store(pending)
@@ -262,10 +268,10 @@ def _pixels(source: ImageSource, settings: Settings) -> npt.NDArray[np.uint8]:
     return images.read(source, **limits)
 
 
-def _sign_file(chunk: list[tuple[str, str, Settings]]) -> list[tuple[str, bytes | str]]:
-    """Signatures (as bytes) or error messages for a chunk of files."""
+def _sign_files(settings: Settings, chunk: list[tuple[str, str]]) -> list[tuple[str, bytes | str]]:
+    """Signatures (as bytes) or error messages for a chunk of ``(filepath, path)`` files."""
     out: list[tuple[str, bytes | str]] = []
-    for name, path, settings in chunk:
+    for name, path in chunk:
         try:
             out.append((name, signature.signature(_pixels(path, settings)).tobytes()))
         except LookalikeError as error:
@@ -273,9 +279,7 @@ def _sign_file(chunk: list[tuple[str, str, Settings]]) -> list[tuple[str, bytes 
     return out
 
 
-def _chunks(
-    items: Iterable[tuple[str, str, Settings]], size: int = 32
-) -> Iterator[list[tuple[str, str, Settings]]]:
+def _chunks(items: Iterable[tuple[str, str]], size: int = 32) -> Iterator[list[tuple[str, str]]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
