@@ -89,10 +89,22 @@ def test_two_workers_share_one_store(served, photo_bytes, edit):
     assert counts == {3 * len(names)}
 
 
+def _children_command_lines(pid: int) -> list[str]:
+    """Full command lines of a process's children, read from /proc: `ps` cuts them to
+    the terminal's width, which differs between a shell and CI."""
+    lines = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                lines.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended while we looked
+    return lines
+
+
 def test_workers_are_separate_processes(served):
-    children = subprocess.run(
-        ["ps", "-o", "args=", "--ppid", str(served.pid)], capture_output=True, text=True
-    ).stdout.splitlines()
+    children = _children_command_lines(served.pid)
     workers = [line for line in children if "spawn_main" in line]
     assert len(workers) == 2, children
 
