@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..signature import LENGTH
-from .scan import Hits, distances_to
+from .scan import Hits, within
 
 __all__ = ["IvfIndex"]
 
@@ -118,9 +118,8 @@ class IvfIndex:
         positions = self.candidates(queries, nprobe)
         if allowed is not None:
             positions = positions[allowed[positions]]
-        best, orientation = distances_to(self.rows[positions], self.norms[positions], queries)
-        keep = best < max_distance
-        return Hits(positions[keep], best[keep], orientation[keep])
+        hits = within(self.rows[positions], self.norms[positions], queries, max_distance)
+        return Hits(positions[hits.slots], hits.distances, hits.orientations)
 
     def save(self, directory: str | Path, **header: Any) -> None:
         """Write the arrays as .npy files and a header (with the caller's ``header`` facts)."""

@@ -20,9 +20,9 @@ import numpy.typing as npt
 
 from ..signature import LENGTH
 
-__all__ = ["Hits", "SignatureMatrix", "distances_to", "top"]
+__all__ = ["Hits", "SignatureMatrix", "top", "within"]
 
-_CHUNK_ROWS = 4096
+_CHUNK_ROWS = 2048  # rows converted to float32 at once: 5 MB, within the caches
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +117,7 @@ class SignatureMatrix:
         allowed: npt.NDArray[np.bool_] | None = None,
     ) -> Hits:
         """Every live (and allowed) slot whose best distance to a query row is < max_distance."""
-        prepared = _Queries(queries)
+        prepared = _Queries(queries, max_distance)
         found: list[tuple[npt.NDArray[Any], ...]] = []
         for start in range(0, self._used, _CHUNK_ROWS):
             stop = min(start + _CHUNK_ROWS, self._used)
@@ -126,15 +126,11 @@ class SignatureMatrix:
                 live = live & allowed[start:stop]
             if not live.any():
                 continue
-            best_d, best = prepared.best(self._rows[start:stop], self._norms[start:stop])
-            keep = np.flatnonzero(live & (best_d < max_distance))
-            if len(keep):
-                found.append((keep + start, best_d[keep], best[keep]))
-        if not found:
-            empty = np.zeros(0, dtype=np.int64)
-            return Hits(empty, np.zeros(0, dtype=np.float64), empty)
-        slots, dists, orients = (np.concatenate(parts) for parts in zip(*found, strict=True))
-        return Hits(slots.astype(np.int64), dists.astype(np.float64), orients.astype(np.int64))
+            near, best, which = prepared.within(self._rows[start:stop], self._norms[start:stop])
+            keep = live[near]
+            if keep.any():
+                found.append((near[keep] + start, best[keep], which[keep]))
+        return _hits(found)
 
     def compact(self) -> npt.NDArray[np.int64]:
         """Drop dead slots; returns the old slot of each new slot."""
@@ -166,19 +162,42 @@ class SignatureMatrix:
 class _Queries:
     """Query rows prepared once for scoring many blocks of stored rows."""
 
-    def __init__(self, queries: npt.NDArray[np.int8]) -> None:
+    def __init__(self, queries: npt.NDArray[np.int8], max_distance: float) -> None:
         q = np.asarray(queries, dtype=np.int8).reshape(-1, LENGTH)
         self.columns = np.ascontiguousarray(q.T, dtype=np.float32)
         self.norms = _squared_norms(q).astype(np.float64)
         self.roots = np.sqrt(self.norms)
+        self.max_distance = max_distance
+        # The first pass compares squared distances in float32; scaling the reach by a
+        # margin far above float32 rounding keeps every true match, and the exact pass
+        # below drops the few extra rows it lets through.
+        self._norms32 = self.norms.astype(np.float32)
+        self._roots32 = self.roots.astype(np.float32)
+        self._reach = np.float32(max_distance * (1.0 + 1e-5))
 
-    def best(
+    def within(
         self, rows: npt.NDArray[np.int8], norms: npt.NDArray[np.int32]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+        """Indices of the rows whose smallest normalised distance to a query row is below
+        the cutoff, with that distance (exact) and the query row it was reached with."""
+        dots = rows.astype(np.float32) @ self.columns  # small integers: exact in float32
+        if self.max_distance > 1.0:  # every distance is at most 1: all rows qualify
+            near = np.arange(len(rows), dtype=np.int64)
+        else:
+            stored = norms.astype(np.float32)
+            squared = stored[:, None] + self._norms32[None, :] - 2.0 * dots
+            reach = (np.sqrt(stored)[:, None] + self._roots32[None, :]) * self._reach
+            near = np.flatnonzero((squared < reach * reach).any(axis=1))
+        best, which = self._exact(dots[near], norms[near])
+        keep = best < self.max_distance
+        return near[keep], best[keep], which[keep]
+
+    def _exact(
+        self, dots: npt.NDArray[np.float32], norms: npt.NDArray[np.int32]
     ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-        """Each row's smallest normalised distance to a query row, and that query row."""
-        dots = (rows.astype(np.float32) @ self.columns).astype(np.float64)
+        """Smallest distance of each row and its query row, as ``signature.distance`` has it."""
         stored = norms.astype(np.float64)
-        squared = stored[:, None] + self.norms[None, :] - 2.0 * dots
+        squared = stored[:, None] + self.norms[None, :] - 2.0 * dots.astype(np.float64)
         np.maximum(squared, 0.0, out=squared)
         denominator = np.sqrt(stored)[:, None] + self.roots[None, :]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -188,17 +207,30 @@ class _Queries:
         return d[np.arange(len(d)), best], best.astype(np.int64)
 
 
-def distances_to(
-    rows: npt.NDArray[np.int8], norms: npt.NDArray[np.int32], queries: npt.NDArray[np.int8]
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-    """Best distance of each row to any query row, and which query row, in chunks."""
-    prepared = _Queries(queries)
-    best = np.empty(len(rows), dtype=np.float64)
-    which = np.empty(len(rows), dtype=np.int64)
-    for start in range(0, len(rows), _CHUNK_ROWS):
-        stop = start + _CHUNK_ROWS
-        best[start:stop], which[start:stop] = prepared.best(rows[start:stop], norms[start:stop])
-    return best, which
+def within(
+    rows: npt.NDArray[np.int8],
+    norms: npt.NDArray[np.int32],
+    queries: npt.NDArray[np.int8],
+    max_distance: float,
+) -> Hits:
+    """Rows (by index) whose best distance to a query row is below ``max_distance``."""
+    prepared = _Queries(queries, max_distance)
+    found = [
+        (near + start, *rest)
+        for start in range(0, len(rows), _CHUNK_ROWS)
+        for near, *rest in [
+            prepared.within(rows[start : start + _CHUNK_ROWS], norms[start : start + _CHUNK_ROWS])
+        ]
+    ]
+    return _hits(found)
+
+
+def _hits(found: list[tuple[npt.NDArray[Any], ...]]) -> Hits:
+    if not found:
+        empty = np.zeros(0, dtype=np.int64)
+        return Hits(empty, np.zeros(0, dtype=np.float64), empty)
+    slots, dists, orients = (np.concatenate(parts) for parts in zip(*found, strict=True))
+    return Hits(slots.astype(np.int64), dists.astype(np.float64), orients.astype(np.int64))
 
 
 def _squared_norms(signatures: npt.NDArray[np.int8]) -> npt.NDArray[np.int32]:
