@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true")
     info.set_defaults(run=_info)
 
+    reindex = commands.add_parser(
+        "reindex", help="rebuild the store's search index now (it is also kept up on its own)"
+    )
+    reindex.add_argument("--json", action="store_true")
+    reindex.set_defaults(run=_reindex)
+
     listing = commands.add_parser("list", help="stored filepaths, oldest first")
     listing.add_argument("--offset", type=int, default=0)
     listing.add_argument("--limit", type=int, default=20)
@@ -280,14 +286,22 @@ def _count(service: Lookalike, args: argparse.Namespace) -> int:
 
 
 def _info(service: Lookalike, args: argparse.Namespace) -> int:
-    stats = service.stats()
-    if args.json:
+    _print_stats(service.stats(), args.json)
+    return 0
+
+
+def _reindex(service: Lookalike, args: argparse.Namespace) -> int:
+    _print_stats(service.reindex(), args.json)
+    return 0
+
+
+def _print_stats(stats: dict[str, Any], as_json: bool) -> None:
+    if as_json:
         _print_json(stats)
     else:
         width = max(map(len, stats))
         for key, value in stats.items():
             print(f"{key.replace('_', ' '):<{width}}  {value}")
-    return 0
 
 
 def _list(service: Lookalike, args: argparse.Namespace) -> int:

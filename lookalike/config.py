@@ -38,6 +38,14 @@ class Settings:
         0.45, "Default search cutoff: matches at or beyond this distance are dropped"
     )
     search_limit: int = _setting(100, "Default maximum number of search results")
+    index_min_rows: int = _setting(
+        50_000,
+        "Images from which a SQLite store searches an index, built in the background;"
+        " 0: only `lookalike reindex` builds one",
+    )
+    index_nprobe: int = _setting(
+        32, "Index lists searched per query orientation: more is slower, with higher recall"
+    )
     all_orientations: bool = _setting(
         True, "Search rotated and mirrored copies by default", env="ALL_ORIENTATIONS"
     )

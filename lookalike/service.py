@@ -69,7 +69,9 @@ class Lookalike:
     def __init__(self, settings: Settings | None = None, backend: Backend | None = None) -> None:
         self.settings = settings or Settings()
         self._policy = AddressPolicy.from_settings(self.settings)  # before opening anything
-        self.backend = backend if backend is not None else open_backend(self.settings.backend)
+        if backend is None:
+            backend = open_backend(self.settings.backend, self.settings)
+        self.backend = backend
 
     def __enter__(self) -> Self:
         return self
@@ -244,6 +246,10 @@ class Lookalike:
     def stats(self) -> dict[str, Any]:
         """What the store holds and what its search state costs in this process."""
         return self.backend.stats()
+
+    def reindex(self) -> dict[str, Any]:
+        """Rebuild the store's search index from its records now; returns ``stats()``."""
+        return self.backend.reindex()
 
     def list(self, offset: int = 0, limit: int = 20) -> list[str]:
         """Stored filepaths in insertion order."""

@@ -129,3 +129,17 @@ def test_info_reports_the_store(store, photo_files):
     lines = dict(line.split(None, 1) for line in run(store, "info").stdout.splitlines())
     assert lines["count"].strip() == str(len(photo_files))
     assert lines["backend"].strip() == "sqlite"
+
+
+def test_reindex_builds_the_index_that_info_then_reports(store, photo_files):
+    run(store, "add", *map(str, photo_files.values()))
+    assert json.loads(run(store, "info", "--json").stdout)["index"] == "exact scan"
+    result = run(store, "reindex", "--json")
+    assert result.returncode == 0, result.stderr
+    built = json.loads(result.stdout)
+    assert built["index"] == "ivf" and built["index_rows"] == len(photo_files)
+    facts = json.loads(run(store, "info", "--json").stdout)  # a new process adopts it
+    assert facts["index"] == "ivf" and facts["index_version"] == built["index_version"]
+    assert facts["changes_since_index"] == 0
+    found = run(store, "search", str(next(iter(photo_files.values()))), "--json")
+    assert json.loads(found.stdout)[0]["score"] == 100.0

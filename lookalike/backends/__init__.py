@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from ..config import Settings
 from ..errors import ConfigError
 from .base import Backend
 
 __all__ = ["Backend", "open_backend"]
 
 
-def open_backend(url: str) -> Backend:
-    """Open the store a URL names, creating it if needed."""
+def open_backend(url: str, settings: Settings | None = None) -> Backend:
+    """Open the store a URL names, creating it if needed; ``settings`` tune it."""
+    settings = settings or Settings()
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from .memory import MemoryBackend
@@ -29,5 +31,7 @@ def open_backend(url: str) -> Backend:
         path = url[len("sqlite://") :]
         if not path.startswith("/") or len(path) < 2:
             raise ConfigError(f"{url!r}: write sqlite:///relative.db or sqlite:////absolute.db")
-        return SQLiteBackend(path[1:])
+        return SQLiteBackend(
+            path[1:], index_min_rows=settings.index_min_rows, nprobe=settings.index_nprobe
+        )
     raise ConfigError(f"unknown store {url!r}: use sqlite:///path.db or memory://")

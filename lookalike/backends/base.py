@@ -90,6 +90,10 @@ class Backend(Protocol):
         """Facts for operators: at least ``backend``, ``count``, ``index`` and
         ``memory_bytes`` (of the search state in this process)."""
 
+    def reindex(self) -> dict[str, Any]:
+        """Rebuild whatever search structure is derived from the records (nothing for
+        an exact scan) and wait for it; returns ``stats()`` afterwards."""
+
     def close(self) -> None:
         """Release files and connections; the backend is unusable afterwards."""
 

@@ -9,14 +9,18 @@ only recall depends on ``nprobe``.
 
 The rows are stored in list order, so a list is one contiguous slice, and the whole index
 is a handful of flat arrays: saved as ``.npy`` files it is memory-mapped by every process
-that opens it, and the operating system keeps one copy in RAM for all of them.
+that opens it, and the operating system keeps one copy in RAM for all of them. A header
+holds the CRC-32 of every file, checked on load: a damaged index is refused, never used.
 
-Not yet wired into a store: the SQLite backend still scans exhaustively (issue 4).
+Bytes per row: 648 (signature) + 4 (squared norm) + 8 (key) + 8 + 4 (keys sorted, with
+their positions, to find a key's row). Centroids add ``nlist * 648 * 4`` in all.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +33,9 @@ from .scan import Hits, within
 
 __all__ = ["IvfIndex"]
 
-_FILES = ("centroids", "offsets", "rows", "norms", "keys")
-_FORMAT = 1
+_FILES = ("centroids", "offsets", "rows", "norms", "keys", "sorted_keys", "positions")
+_FORMAT = 2
+_FLAT_KMEANS_LISTS = 2048  # above this, centroids are trained in two levels
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class IvfIndex:
     rows: npt.NDArray[np.int8]  # (n, 648), in list order
     norms: npt.NDArray[np.int32]  # (n,), squared norms of rows
     keys: npt.NDArray[np.int64]  # (n,), the caller's key of each row
+    sorted_keys: npt.NDArray[np.int64]  # (n,), keys in ascending order
+    positions: npt.NDArray[np.int32]  # (n,), the row of each of sorted_keys
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -71,23 +78,37 @@ class IvfIndex:
         if len(keys) != len(signatures):
             raise ValueError("one key per signature")
         n = len(signatures)
-        lists = max(1, min(nlist or int(4 * np.sqrt(n)), n))
+        lists = max(1, min(nlist or default_nlist(n), n))
         rng = np.random.default_rng(seed)
         training = _unit(signatures[rng.choice(n, size=min(n, max(sample, lists)), replace=False)])
-        centroids = _kmeans(training, lists, iterations, rng)
+        centroids = _train(training, lists, iterations, rng)
         assignment = _nearest(signatures, centroids)
         order = np.argsort(assignment, kind="stable")
         counts = np.bincount(assignment, minlength=lists)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         rows = signatures[order]
         wide = rows.astype(np.int32)
+        keys = keys[order]
+        by_key = np.argsort(keys, kind="stable")
         return cls(
             centroids=centroids,
             offsets=offsets,
             rows=rows,
             norms=np.einsum("ij,ij->i", wide, wide).astype(np.int32),
-            keys=keys[order],
+            keys=keys,
+            sorted_keys=keys[by_key],
+            positions=by_key.astype(np.int32),
         )
+
+    def position_of(self, keys: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """The row holding each key, or -1 where the index has no such key."""
+        wanted = np.asarray(keys, dtype=np.int64)
+        rank = np.searchsorted(self.sorted_keys, wanted)
+        inside = rank < len(self.sorted_keys)
+        inside[inside] = self.sorted_keys[rank[inside]] == wanted[inside]
+        out = np.full(len(wanted), -1, dtype=np.int64)
+        out[inside] = self.positions[rank[inside]]
+        return out
 
     def candidates(self, queries: npt.NDArray[np.int8], nprobe: int) -> npt.NDArray[np.int64]:
         """Positions of the rows in the lists probed by any query row, in index order."""
@@ -96,6 +117,8 @@ class IvfIndex:
         similarity = q @ self.centroids.T
         probed = np.unique(np.argpartition(-similarity, probe - 1, axis=1)[:, :probe])
         starts, stops = self.offsets[probed], self.offsets[probed + 1]
+        filled = stops > starts  # an empty list would break the arithmetic below
+        starts, stops = starts[filled], stops[filled]
         sizes = stops - starts
         total = int(sizes.sum())
         if total == 0:
@@ -122,39 +145,69 @@ class IvfIndex:
         return Hits(positions[hits.slots], hits.distances, hits.orientations)
 
     def save(self, directory: str | Path, **header: Any) -> None:
-        """Write the arrays as .npy files and a header (with the caller's ``header`` facts)."""
+        """Write the arrays as .npy files, synced to disk, then a header with their CRCs
+        (and the caller's ``header`` facts). Write into a fresh folder: nothing is atomic."""
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
+        checksums = {}
         for name in _FILES:
-            np.save(folder / f"{name}.npy", getattr(self, name))
+            path = folder / f"{name}.npy"
+            with open(path, "wb") as file:
+                np.save(file, getattr(self, name))
+                file.flush()
+                os.fsync(file.fileno())
+            checksums[name] = _crc32(path)
         facts = {"format": _FORMAT, "count": len(self), "nlist": self.nlist, **header}
-        (folder / "header.json").write_text(json.dumps(facts))
+        facts["crc32"] = checksums
+        with open(folder / "header.json", "w") as file:
+            file.write(json.dumps(facts))
+            file.flush()
+            os.fsync(file.fileno())
 
     @classmethod
-    def load(cls, directory: str | Path, *, mmap: bool = True) -> tuple[IvfIndex, dict[str, Any]]:
-        """Open a saved index (memory-mapped, read-only) and its header; ValueError if broken."""
+    def load(cls, directory: str | Path) -> tuple[IvfIndex, dict[str, Any]]:
+        """Open a saved index (memory-mapped, read-only) and its header.
+
+        Every file's CRC-32 and the arrays' shapes are checked; ValueError says what is
+        wrong with an index that fails."""
         folder = Path(directory)
         try:
             header = json.loads((folder / "header.json").read_text())
-            arrays = {
-                name: np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None)
-                for name in _FILES
-            }
-        except (OSError, ValueError) as error:
+            if header.get("format") != _FORMAT:
+                raise ValueError(f"format {header.get('format')}, expected {_FORMAT}")
+            for name in _FILES:
+                if _crc32(folder / f"{name}.npy") != header["crc32"][name]:
+                    raise ValueError(f"{name}.npy does not match its checksum")
+            arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in _FILES}
+            index = cls(**arrays)
+        except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(f"no usable index in {folder}: {error}") from None
-        index = cls(**arrays)
         n = len(index.keys)
         consistent = (
-            header.get("format") == _FORMAT
-            and header.get("count") == n
+            header.get("count") == n
             and index.rows.shape == (n, LENGTH)
-            and len(index.norms) == n
+            and index.centroids.shape == (index.nlist, LENGTH)
+            and all(len(a) == n for a in (index.norms, index.sorted_keys, index.positions))
             and len(index.offsets) == index.nlist + 1
+            and int(index.offsets[0]) == 0
             and int(index.offsets[-1]) == n
         )
         if not consistent:
             raise ValueError(f"the index in {folder} is inconsistent; rebuild it")
         return index, header
+
+
+def default_nlist(n: int) -> int:
+    """Lists for ``n`` rows: about 4·√n, so lists hold ~√n/4 rows each."""
+    return max(1, int(4 * np.sqrt(n)))
+
+
+def _crc32(path: Path, block: int = 1 << 24) -> int:
+    crc = 0
+    with open(path, "rb") as file:
+        while chunk := file.read(block):
+            crc = zlib.crc32(chunk, crc)
+    return crc
 
 
 def _unit(signatures: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:
@@ -165,6 +218,27 @@ def _unit(signatures: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:
     return unit
 
 
+def _train(
+    x: npt.NDArray[np.float32], k: int, iterations: int, rng: np.random.Generator
+) -> npt.NDArray[np.float32]:
+    """``k`` centroids for the sample ``x``: flat k-means, or for many lists two levels —
+    √k coarse cells, then each cell split in proportion to its share of the sample — so
+    that training and assigning cost ~2·√k dot products per row instead of k."""
+    if k <= _FLAT_KMEANS_LISTS:
+        return _kmeans(x, k, iterations, rng)
+    coarse = _kmeans(x, int(np.sqrt(k)), iterations, rng)
+    cell = _nearest_unit(x, coarse)
+    sizes = np.bincount(cell, minlength=len(coarse))
+    shares = np.maximum(1, np.round(sizes / len(x) * k)).astype(int)
+    shares = np.minimum(shares, np.maximum(sizes, 1))
+    parts = [
+        _kmeans(x[cell == c], int(shares[c]), iterations, rng)
+        for c in range(len(coarse))
+        if sizes[c]
+    ]
+    return np.concatenate(parts)
+
+
 def _kmeans(
     x: npt.NDArray[np.float32], k: int, iterations: int, rng: np.random.Generator
 ) -> npt.NDArray[np.float32]:
@@ -172,9 +246,13 @@ def _kmeans(
     centroids = x[rng.choice(len(x), size=k, replace=False)].copy()
     for _ in range(iterations):
         assignment = np.argmax(x @ centroids.T, axis=1)
+        counts = np.bincount(assignment, minlength=k)
+        empty = counts == 0
         sums = np.zeros_like(centroids)
-        np.add.at(sums, assignment, x)
-        empty = np.bincount(assignment, minlength=k) == 0
+        # Per-cluster sums over the rows sorted by cluster: far faster than np.add.at.
+        sums[~empty] = np.add.reduceat(
+            x[np.argsort(assignment, kind="stable")], (np.cumsum(counts) - counts)[~empty], axis=0
+        )
         sums[empty] = x[rng.choice(len(x), size=int(empty.sum()), replace=False)]
         lengths = np.linalg.norm(sums, axis=1, keepdims=True)
         np.maximum(lengths, 1e-12, out=lengths)
@@ -185,8 +263,46 @@ def _kmeans(
 def _nearest(
     signatures: npt.NDArray[np.int8], centroids: npt.NDArray[np.float32], chunk: int = 16_384
 ) -> npt.NDArray[np.int64]:
+    """The nearest centroid of every signature, in chunks; with many centroids, the
+    nearest among those of the few coarse groups nearest the row."""
+    groups = _Groups(centroids) if len(centroids) > _FLAT_KMEANS_LISTS else None
     out = np.empty(len(signatures), dtype=np.int64)
     for start in range(0, len(signatures), chunk):
-        block = _unit(signatures[start : start + chunk])
-        out[start : start + chunk] = np.argmax(block @ centroids.T, axis=1)
+        x = _unit(signatures[start : start + chunk])
+        out[start : start + chunk] = (
+            _nearest_unit(x, centroids) if groups is None else groups.nearest(x)
+        )
     return out
+
+
+def _nearest_unit(
+    x: npt.NDArray[np.float32], centroids: npt.NDArray[np.float32]
+) -> npt.NDArray[np.int64]:
+    nearest: npt.NDArray[np.int64] = np.argmax(x @ centroids.T, axis=1)
+    return nearest
+
+
+class _Groups:
+    """Centroids grouped under coarse means, to find a row's nearest without trying all."""
+
+    def __init__(self, centroids: npt.NDArray[np.float32]) -> None:
+        self.centroids = centroids
+        self.means = _kmeans(centroids, int(np.sqrt(len(centroids))), 5, np.random.default_rng(0))
+        group = _nearest_unit(centroids, self.means)
+        self.members = [np.flatnonzero(group == g) for g in range(len(self.means))]
+
+    def nearest(self, x: npt.NDArray[np.float32], tries: int = 3) -> npt.NDArray[np.int64]:
+        near_groups = np.argsort(-(x @ self.means.T), axis=1)[:, :tries]
+        best = np.full(len(x), -np.inf, dtype=np.float32)
+        out = np.zeros(len(x), dtype=np.int64)
+        for g, members in enumerate(self.members):
+            rows = np.flatnonzero((near_groups == g).any(axis=1))
+            if not len(rows) or not len(members):
+                continue
+            scores = x[rows] @ self.centroids[members].T
+            pick = scores.argmax(axis=1)
+            value = scores[np.arange(len(rows)), pick]
+            better = value > best[rows]
+            best[rows[better]] = value[better]
+            out[rows[better]] = members[pick[better]]
+        return out

@@ -128,6 +128,9 @@ class MemoryBackend:
                 "memory_bytes": self._matrix.nbytes,
             }
 
+    def reindex(self) -> dict[str, Any]:
+        return self.stats()
+
     def close(self) -> None:
         with self._lock:
             self._records.clear()

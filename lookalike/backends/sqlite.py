@@ -3,10 +3,16 @@
 Rows hold the filepath (unique), the 648-byte signature, metadata as JSON and times.
 Every write transaction takes the next number of a version counter and stamps the rows it
 writes (and a tombstone for each row it deletes) with it. Each process keeps its own
-search state — a ``SignatureMatrix`` plus the row id of every slot — and before each read
-catches up by applying the rows and tombstones newer than the version it has seen. So an
-add that returned in one process is found by the next search in any other, and a restart
-costs one sequential read of the signatures.
+search state (``searchstate``) and before each read catches up by applying the rows and
+tombstones newer than the version it has seen. So an add that returned in one process is
+found by the next search in any other.
+
+Small stores are scanned exactly. From ``index_min_rows`` rows on, a process builds an
+IVF index of the rows in the background (``sqlite_index``), saved beside the database;
+every process memory-maps the published index and searches it plus an exact delta of
+the rows changed since. An index whose delta has grown past a fraction of it is rebuilt
+in the background the same way, and a restart costs no rebuild: only the changes since
+the index's version are read.
 
 Durability: WAL journal with ``synchronous=FULL``, so a write that returned survives a
 crash of the process or the machine.
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -32,7 +39,9 @@ from ..errors import BackendUnavailable
 from ..records import Match, Metadata, Record
 from ..signature import LENGTH, ORIENTATIONS
 from .base import Filter, check_filepath, check_filter, check_metadata, check_queries
-from .scan import SignatureMatrix, top
+from .scan import top
+from .searchstate import ExactState, IndexedState
+from .sqlite_index import IndexFolder, build, check
 
 __all__ = ["SQLiteBackend"]
 
@@ -58,7 +67,8 @@ CREATE TABLE IF NOT EXISTS lookalike (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO lookalike (key, value) VALUES ('schema', 1), ('version', 0), ('pruned', 0);
+INSERT OR IGNORE INTO lookalike (key, value)
+VALUES ('schema', 1), ('version', 0), ('pruned', 0), ('identity', abs(random()));
 """
 
 _UPSERT = """
@@ -73,13 +83,34 @@ ON CONFLICT (filepath) DO UPDATE SET
 
 _BATCH = 5000
 _TOMBSTONES_KEPT = 100_000
+_REBUILD_FRACTION = 0.2  # rebuild an index once this share of its rows has changed
+
+log = logging.getLogger(__name__)
 
 
 class SQLiteBackend:
     """A lookalike store in one SQLite file, safe to share between processes."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        index_min_rows: int = 50_000,
+        nprobe: int = 32,
+        build_in_background: bool = True,
+    ) -> None:
+        """Open (or create) the store at ``path``.
+
+        ``index_min_rows``: from this many rows on, search an index instead of scanning
+        (0 turns indexing off); ``nprobe``: index lists probed per query orientation;
+        ``build_in_background``: start index builds on its own when needed (else only
+        ``reindex`` builds one)."""
         self.path = Path(path)
+        self.index_min_rows = index_min_rows
+        self.nprobe = nprobe
+        self.build_in_background = build_in_background
+        self._folder = IndexFolder(self.path)
+        self._index_name: str | None = None  # the generation last adopted or refused
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +123,7 @@ class SQLiteBackend:
             self._transaction(self._create_schema, write=True)
         except (sqlite3.Error, OSError) as error:
             raise BackendUnavailable(f"cannot open the SQLite store {self.path}: {error}") from None
-        self._matrix = SignatureMatrix()
+        self._state: ExactState | IndexedState = ExactState()
         self._version = -1
         self._catch_up()
 
@@ -128,13 +159,13 @@ class SQLiteBackend:
     def count(self) -> int:
         with self._lock:
             self._catch_up()
-            return self._matrix.live
+            return self._state.live
 
     def list(self, offset: int = 0, limit: int = 20) -> builtins.list[str]:
         with self._lock:
             self._catch_up()
             # Offsets are resolved in memory, so a deep page costs no OFFSET scan in SQLite.
-            ids = self._matrix.keys[np.flatnonzero(self._matrix.alive)[offset : offset + limit]]
+            ids = self._state.ids()[offset : offset + limit]
         if not len(ids):
             return []
         found = dict(self._read_ids("SELECT id, filepath FROM images", ids))
@@ -153,9 +184,9 @@ class SQLiteBackend:
         with self._lock:
             self._catch_up()
             allowed = self._allowed(where) if where else None
-            hits = self._matrix.search(queries, max_distance, allowed)
+            hits = self._state.search(queries, max_distance, allowed)
             chosen = top(hits, limit)
-            ids = self._matrix.keys[hits.slots[chosen]]
+            ids = hits.slots[chosen]
         rows = {
             row[0]: row[1:]
             for row in self._read_ids("SELECT id, filepath, metadata FROM images", ids)
@@ -180,8 +211,10 @@ class SQLiteBackend:
             return {
                 "backend": "sqlite",
                 "path": str(self.path.resolve()),
-                "count": self._matrix.live,
-                "index": "exact scan",
+                "count": self._state.live,
+                **self._state.describe(),
+                "index_min_rows": self.index_min_rows,
+                "index_building": self._folder.building(),
                 "memory_bytes": self.memory_bytes,
                 "version": self._version,
                 "file_bytes": sum(
@@ -191,14 +224,24 @@ class SQLiteBackend:
                 ),
             }
 
+    def reindex(self) -> dict[str, Any]:
+        """Build and publish an index of the rows as they are now, then use it."""
+        try:
+            build(self.path)
+        except ValueError:  # an empty store: the exact scan serves it
+            pass
+        except sqlite3.Error as error:
+            raise BackendUnavailable(f"the SQLite store is not available: {error}") from None
+        return self.stats()
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held by the search state (signatures, norms, liveness, row ids)."""
-        return self._matrix.nbytes
+        """Bytes of search state private to this process (a shared index not counted)."""
+        return self._state.memory_bytes
 
     # -- internals ------------------------------------------------------------------------
 
@@ -292,57 +335,67 @@ class SQLiteBackend:
         (version,) = self._db.execute(
             "SELECT value FROM lookalike WHERE key = 'version'"
         ).fetchone()
+        (pruned,) = self._db.execute("SELECT value FROM lookalike WHERE key = 'pruned'").fetchone()
+        published = self._folder.current()
+        if published != self._index_name:
+            self._index_name = published
+            self._adopt(published, version, pruned)
         if version == self._version:
             return
-        (pruned,) = self._db.execute("SELECT value FROM lookalike WHERE key = 'pruned'").fetchone()
         if self._version < pruned:  # never loaded, or older than the tombstones kept
             (count,) = self._db.execute("SELECT count(*) FROM images").fetchone()
-            self._matrix = SignatureMatrix(capacity=count)
-            rows = self._db.execute("SELECT id, signature FROM images ORDER BY id")
-        else:
-            dead = self._db.execute("SELECT id FROM tombstones WHERE version > ?", (self._version,))
-            for (row_id,) in dead:
-                if (slot := self._slot(row_id)) is not None:
-                    self._matrix.kill(slot)
-            (changed,) = self._db.execute(
-                "SELECT count(*) FROM images WHERE version > ?", (self._version,)
-            ).fetchone()
-            self._matrix.reserve(changed)
-            # Rows this process has not seen have ids above all it has (ids only grow), so
-            # in id order they can be appended and the keys stay sorted.
-            rows = self._db.execute(
-                "SELECT id, signature FROM images WHERE version > ? ORDER BY id",
-                (self._version,),
-            )
+            self._state = ExactState(capacity=count)
+            self._version = 0
+        dead = self._db.execute("SELECT id FROM tombstones WHERE version > ?", (self._version,))
+        self._state.remove(np.array([row_id for (row_id,) in dead], dtype=np.int64))
+        (changed,) = self._db.execute(
+            "SELECT count(*) FROM images WHERE version > ?", (self._version,)
+        ).fetchone()
+        self._state.reserve(changed)
+        rows = self._db.execute(
+            "SELECT id, signature FROM images WHERE version > ? ORDER BY id", (self._version,)
+        )
         while batch := rows.fetchmany(_BATCH):
-            self._apply(batch)
-        self._maybe_compact()
+            ids = np.fromiter((row_id for row_id, _ in batch), dtype=np.int64, count=len(batch))
+            blob = b"".join(signature for _, signature in batch)
+            self._state.upsert(ids, np.frombuffer(blob, dtype=np.int8).reshape(-1, LENGTH))
         self._version = version
+        self._maybe_build()
 
-    def _apply(self, rows: builtins.list[tuple[int, bytes]]) -> None:
-        ids = np.fromiter((row_id for row_id, _ in rows), dtype=np.int64, count=len(rows))
-        blob = b"".join(signature for _, signature in rows)
-        signatures = np.frombuffer(blob, dtype=np.int8).reshape(len(rows), LENGTH)
-        keys = self._matrix.keys
-        fresh = ids > (keys[-1] if len(keys) else -1)
-        for i in np.flatnonzero(~fresh):
-            if (slot := self._slot(int(ids[i]))) is not None:
-                self._matrix.replace(slot, signatures[i])
-        self._matrix.append(signatures[fresh], ids[fresh])
+    def _adopt(self, name: str | None, version: int, pruned: int) -> None:
+        """Switch to the published index generation ``name`` if it can serve the database
+        as it is; the catch-up that follows applies the changes since its version."""
+        if name is None:
+            return
+        try:
+            index, header = self._folder.open(name)
+            problem = check(self._db, index, header, version, pruned)
+        except ValueError as error:
+            problem = str(error)
+        if problem is None:
+            self._state = IndexedState(index, header["version"], self.nprobe)
+            self._version = header["version"]
+            return
+        log.warning("not using the search index %s of %s: %s", name, self.path, problem)
+        if isinstance(self._state, IndexedState):  # back to an exact scan, loaded in full
+            self._state = ExactState()
+            self._version = -1
+        self._request_build()
 
-    def _slot(self, row_id: int) -> int | None:
-        keys = self._matrix.keys
-        slot = int(np.searchsorted(keys, row_id))
-        if slot < len(keys) and keys[slot] == row_id:
-            return slot
-        return None
+    def _maybe_build(self) -> None:
+        state = self._state
+        if isinstance(state, IndexedState):
+            if state.changes > _REBUILD_FRACTION * len(state.index):
+                self._request_build()
+        elif self.index_min_rows and state.live >= self.index_min_rows:
+            self._request_build()
 
-    def _maybe_compact(self) -> None:
-        dead = self._matrix.used - self._matrix.live
-        if dead > max(1024, self._matrix.live // 4):
-            self._matrix.compact()
+    def _request_build(self) -> None:
+        if self.build_in_background and self.index_min_rows:
+            self._folder.build_in_background()
 
-    def _allowed(self, where: Filter) -> npt.NDArray[np.bool_]:
+    def _allowed(self, where: Filter) -> npt.NDArray[np.int64]:
+        """Ids of the rows whose metadata satisfies ``where``."""
         clauses: builtins.list[str] = []
         params: builtins.list[str | int | float] = []
         for key, value in where.items():
@@ -359,14 +412,7 @@ class SQLiteBackend:
             f"EXISTS (SELECT 1 FROM json_each(images.metadata) AS j WHERE {clause})"
             for clause in clauses
         )
-        ids = np.array([row_id for (row_id,) in self._read(sql, tuple(params))], dtype=np.int64)
-        keys = self._matrix.keys
-        slots = np.searchsorted(keys, ids)
-        valid = slots < len(keys)
-        valid[valid] = keys[slots[valid]] == ids[valid]
-        allowed = np.zeros(self._matrix.used, dtype=bool)
-        allowed[slots[valid]] = True
-        return allowed
+        return np.array([row_id for (row_id,) in self._read(sql, tuple(params))], dtype=np.int64)
 
 
 def _row(record: Record) -> tuple[str, bytes, str | None]:

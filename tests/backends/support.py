@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lookalike import signature as goldberg
 from lookalike.backends.base import matches_filter
 from lookalike.records import Match, Metadata, Record
 from lookalike.signature import LENGTH, ORIENTATIONS
@@ -42,6 +43,20 @@ def perturb(rng: np.random.Generator, signature: Signature, fraction: float = 0.
     shift = rng.integers(1, 5, size=len(where))
     changed[where] = ((changed[where].astype(np.int64) + 2 + shift) % 5 - 2).astype(np.int8)
     return changed
+
+
+def smooth_signatures(rng: np.random.Generator, n: int, size: int = 40) -> npt.NDArray[np.int8]:
+    """Signatures of random smooth grey images: structured like photos' signatures."""
+    out = np.empty((n, LENGTH), dtype=np.int8)
+    fx = np.fft.fftfreq(size)[:, None]
+    fy = np.fft.fftfreq(size)[None, :]
+    falloff = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / size) ** 1.8
+    for i in range(n):
+        noise = rng.normal(size=(size, size)) + 1j * rng.normal(size=(size, size))
+        field = np.real(np.fft.ifft2(noise * falloff))
+        field = (field - field.min()) / (np.ptp(field) or 1.0)
+        out[i] = goldberg.signature(field)
+    return out
 
 
 def numbered_signature(i: int) -> Signature:
@@ -180,6 +195,11 @@ def _serve(path: str) -> None:
                 }
             elif op == "count":
                 answer = store.count()
+            elif op == "stats":
+                answer = store.stats()
+            elif op == "mapped":  # the files this process has memory-mapped
+                with open("/proc/self/maps") as maps:
+                    answer = sorted({line.split()[-1] for line in maps if line.count(" ") > 4})
             elif op == "list":
                 answer = store.list(command["offset"], command["limit"])
             elif op == "search":

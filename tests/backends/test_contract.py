@@ -875,5 +875,6 @@ def test_stats_tell_the_size_index_and_memory(backend: Backend, rng: np.random.G
     backend.delete("s0")
     full = backend.stats()
     assert full["count"] == backend.count() == 2999
-    assert full["memory_bytes"] >= 2999 * LENGTH
+    # an index shared between processes is not private memory, but holds the signatures
+    assert full["memory_bytes"] + full.get("index_shared_bytes", 0) >= 2999 * LENGTH
     assert full["backend"] == empty["backend"] and isinstance(full["index"], str)

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lookalike import signature
+from lookalike.backends import ivf
 from lookalike.backends.ivf import IvfIndex
 from lookalike.backends.scan import SignatureMatrix
 
-from .support import perturb, random_signatures
-
-
-def smooth_signatures(rng: np.random.Generator, n: int, size: int = 40) -> np.ndarray:
-    """Signatures of random smooth grey images: structured like photos' signatures."""
-    out = np.empty((n, signature.LENGTH), dtype=np.int8)
-    fx = np.fft.fftfreq(size)[:, None]
-    fy = np.fft.fftfreq(size)[None, :]
-    falloff = 1.0 / np.maximum(np.hypot(fx, fy), 1.0 / size) ** 1.8
-    for i in range(n):
-        noise = rng.normal(size=(size, size)) + 1j * rng.normal(size=(size, size))
-        field = np.real(np.fft.ifft2(noise * falloff))
-        field = (field - field.min()) / (np.ptp(field) or 1.0)
-        out[i] = signature.signature(field)
-    return out
+from .support import perturb, random_signatures, smooth_signatures
 
 
 def brute_force(stored, queries, cutoff):
@@ -95,15 +83,58 @@ def test_save_and_load_memory_mapped(tmp_path: Path, rng):
     assert a.distances.tolist() == b.distances.tolist()
 
 
-def test_a_broken_index_is_refused(tmp_path: Path, rng):
+def test_a_flipped_byte_is_caught_by_the_checksum(tmp_path: Path, rng):
     index = IvfIndex.build(random_signatures(rng, 100), np.arange(100), nlist=4)
     folder = tmp_path / "ivf"
     index.save(folder)
-    np.save(folder / "keys.npy", np.arange(99))  # one key short: inconsistent
+    rows = folder / "rows.npy"
+    data = bytearray(rows.read_bytes())
+    data[-1] ^= 1  # a signature value changes; the shapes stay right
+    rows.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"rows\.npy does not match its checksum"):
+        IvfIndex.load(folder)
+
+
+def test_inconsistent_or_missing_files_are_refused(tmp_path: Path, rng):
+    index = IvfIndex.build(random_signatures(rng, 100), np.arange(100), nlist=4)
+    folder = tmp_path / "ivf"
+    index.save(folder)
+    np.save(folder / "keys.npy", np.arange(99))  # one key short
+    header = json.loads((folder / "header.json").read_text())
+    header["crc32"]["keys"] = ivf._crc32(folder / "keys.npy")  # a checksum that agrees
+    (folder / "header.json").write_text(json.dumps(header))
     with pytest.raises(ValueError, match="inconsistent"):
         IvfIndex.load(folder)
-    (folder / "rows.npy").write_bytes(b"not numpy")
-    with pytest.raises(ValueError):
+    (folder / "norms.npy").unlink()
+    with pytest.raises(ValueError, match="no usable index"):
         IvfIndex.load(folder)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no usable index"):
         IvfIndex.load(tmp_path / "missing")
+
+
+def test_position_of_finds_each_key_and_misses_others(rng):
+    keys = rng.choice(10_000, size=300, replace=False)
+    index = IvfIndex.build(random_signatures(rng, 300), keys, nlist=8)
+    positions = index.position_of(keys)
+    assert (index.keys[positions] == keys).all()
+    absent = np.setdiff1d(np.arange(10_000), keys)[:50]
+    assert (index.position_of(absent) == -1).all()
+
+
+def test_two_level_training_keeps_probing_exact_and_recall_high(rng, monkeypatch):
+    """Past _FLAT_KMEANS_LISTS lists, centroids come from two levels of k-means and rows
+    are assigned through coarse groups; lowered here so a small set takes that path."""
+    monkeypatch.setattr(ivf, "_FLAT_KMEANS_LISTS", 16)
+    stored = smooth_signatures(rng, 1500)
+    index = IvfIndex.build(stored, np.arange(1500), nlist=64, seed=1)
+    assert index.nlist >= 48 and int(index.offsets[-1]) == 1500
+    queries = stored[:8]
+    hits = index.search(queries, 0.6, nprobe=index.nlist)
+    got = dict(zip(index.keys[hits.slots].tolist(), hits.distances.tolist(), strict=True))
+    assert got == brute_force(stored, queries, 0.6)
+    found = 0
+    for i in rng.choice(1500, size=200, replace=False):
+        query = perturb(rng, stored[i], 0.1)[None, :]
+        hits = index.search(query, signature.distance(query[0], stored[i]) + 1e-9, nprobe=8)
+        found += int(i) in {int(index.keys[p]) for p in hits.slots}
+    assert found / 200 >= 0.95
