@@ -36,6 +36,7 @@ __all__ = ["IvfIndex"]
 _FILES = ("centroids", "offsets", "rows", "norms", "keys", "sorted_keys", "positions")
 _FORMAT = 2
 _FLAT_KMEANS_LISTS = 2048  # above this, centroids are trained in two levels
+_GATHER_ROWS = 8192
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class IvfIndex:
         *,
         nlist: int | None = None,
         iterations: int = 10,
-        sample: int = 100_000,
+        sample: int = 100_000,  # at least; 40 per list
         seed: int = 0,
     ) -> IvfIndex:
         """Cluster ``signatures`` (n, 648) and lay them out list by list."""
@@ -80,7 +81,9 @@ class IvfIndex:
         n = len(signatures)
         lists = max(1, min(nlist or default_nlist(n), n))
         rng = np.random.default_rng(seed)
-        training = _unit(signatures[rng.choice(n, size=min(n, max(sample, lists)), replace=False)])
+        # k-means needs a few dozen points per centroid to place it well.
+        size = min(n, max(sample, 40 * lists))
+        training = _unit(signatures[np.sort(rng.choice(n, size=size, replace=False))])
         centroids = _train(training, lists, iterations, rng)
         assignment = _nearest(signatures, centroids)
         order = np.argsort(assignment, kind="stable")
@@ -141,8 +144,19 @@ class IvfIndex:
         positions = self.candidates(queries, nprobe)
         if allowed is not None:
             positions = positions[allowed[positions]]
-        hits = within(self.rows[positions], self.norms[positions], queries, max_distance)
-        return Hits(positions[hits.slots], hits.distances, hits.orientations)
+        # Gathered a block at a time: the candidates of one query can be tens of MB.
+        found = []
+        for start in range(0, len(positions), _GATHER_ROWS):
+            part = positions[start : start + _GATHER_ROWS]
+            hits = within(self.rows[part], self.norms[part], queries, max_distance)
+            found.append(Hits(part[hits.slots], hits.distances, hits.orientations))
+        if len(found) == 1:
+            return found[0]
+        return Hits(
+            np.concatenate([h.slots for h in found] or [np.zeros(0, dtype=np.int64)]),
+            np.concatenate([h.distances for h in found] or [np.zeros(0)]),
+            np.concatenate([h.orientations for h in found] or [np.zeros(0, dtype=np.int64)]),
+        )
 
     def save(self, directory: str | Path, **header: Any) -> None:
         """Write the arrays as .npy files, synced to disk, then a header with their CRCs
@@ -202,7 +216,7 @@ def default_nlist(n: int) -> int:
     return max(1, int(4 * np.sqrt(n)))
 
 
-def _crc32(path: Path, block: int = 1 << 24) -> int:
+def _crc32(path: Path, block: int = 1 << 20) -> int:
     crc = 0
     with open(path, "rb") as file:
         while chunk := file.read(block):

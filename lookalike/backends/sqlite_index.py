@@ -42,6 +42,7 @@ __all__ = ["IndexFolder", "build", "check"]
 log = logging.getLogger(__name__)
 
 _SAMPLE = 64  # rows compared with the database when a generation is opened
+_RETRY_SECONDS = 60.0  # a process starts at most one background build this often
 
 
 class IndexFolder:
@@ -51,6 +52,7 @@ class IndexFolder:
         self.database = Path(database)
         self.path = self.database.with_name(self.database.name + ".index")
         self._builder: subprocess.Popen[bytes] | None = None
+        self._started = -_RETRY_SECONDS
 
     def current(self) -> str | None:
         """The name of the published generation, if any."""
@@ -98,15 +100,17 @@ class IndexFolder:
 
     def building(self) -> bool:
         """True while some process holds the build lock."""
+        if not self.path.exists():
+            return False
         with self.lock(wait=False) as acquired:
             return not acquired
 
     def build_in_background(self) -> bool:
-        """Start a builder process unless one is running; True if one was started."""
-        if self._builder is not None and self._builder.poll() is None:
+        """Start a builder process unless one is running or this process started one
+        lately (a build that fails is not retried in a loop); True if one was started."""
+        if time.monotonic() - self._started < _RETRY_SECONDS or self.building():
             return False
-        if self.building():
-            return False
+        self._started = time.monotonic()
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / "build.log", "ab") as log_file:
             self._builder = subprocess.Popen(

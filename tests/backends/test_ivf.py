@@ -138,3 +138,16 @@ def test_two_level_training_keeps_probing_exact_and_recall_high(rng, monkeypatch
         hits = index.search(query, signature.distance(query[0], stored[i]) + 1e-9, nprobe=8)
         found += int(i) in {int(index.keys[p]) for p in hits.slots}
     assert found / 200 >= 0.95
+
+
+def test_candidates_gathered_in_several_blocks_give_the_same_answer(rng, monkeypatch):
+    stored = random_signatures(rng, 2000)
+    index = IvfIndex.build(stored, np.arange(2000), nlist=20)
+    queries = np.stack([perturb(rng, stored[i], 0.2) for i in range(8)])
+    whole = index.search(queries, 0.7, nprobe=20)
+    monkeypatch.setattr(ivf, "_GATHER_ROWS", 64)  # 2,000 candidates in 32 blocks
+    blocks = index.search(queries, 0.7, nprobe=20)
+    assert blocks.slots.tolist() == whole.slots.tolist()
+    assert blocks.distances.tolist() == whole.distances.tolist()
+    got = dict(zip(index.keys[blocks.slots].tolist(), blocks.distances.tolist(), strict=True))
+    assert got == brute_force(stored, queries, 0.7)
