@@ -30,6 +30,29 @@ class Settings:
     backend: str = _setting(
         DEFAULT_BACKEND, "Store URL: sqlite:///relative.db, sqlite:////absolute.db or memory://"
     )
+    elasticsearch_url: str = _setting(
+        "",
+        "If set, the store is this Elasticsearch (host:port means http)",
+        env="ELASTICSEARCH_URL",
+    )
+    elasticsearch_index: str = _setting(
+        "images", "Elasticsearch index (or alias) of the images", env="ELASTICSEARCH_INDEX"
+    )
+    elasticsearch_doc_type: str = _setting(
+        "image",
+        "Accepted for Match's sake and ignored: Elasticsearch 7+ has no types",
+        env="ELASTICSEARCH_DOC_TYPE",
+    )
+    elasticsearch_stage: str = _setting(
+        "words", "Elasticsearch candidate stage: words (image-match's) or knn (HNSW)"
+    )
+    elasticsearch_candidates: int = _setting(
+        1000, "Elasticsearch candidates per query orientation, re-ranked exactly"
+    )
+    elasticsearch_refresh: str = _setting(
+        "wait_for", "Elasticsearch refresh after writes: wait_for (visible at once), true, false"
+    )
+    elasticsearch_timeout: float = _setting(10.0, "Seconds an Elasticsearch request may take")
     max_image_bytes: int = _setting(20_000_000, "Largest accepted image, in bytes")
     max_image_pixels: int = _setting(
         50_000_000, "Largest accepted image, in pixels (checked before decoding)"
@@ -99,7 +122,22 @@ class Settings:
             raise ConfigError("LOOKALIKE_LOG_LEVEL must be debug, info, warning or error")
         if self.fetch_timeout <= 0 or self.fetch_connect_timeout <= 0:
             raise ConfigError("fetch timeouts must be positive")
+        if self.elasticsearch_stage not in ("words", "knn"):
+            raise ConfigError("LOOKALIKE_ELASTICSEARCH_STAGE must be words or knn")
+        if self.elasticsearch_candidates < 1 or self.elasticsearch_timeout <= 0:
+            raise ConfigError("Elasticsearch candidates and timeout must be positive")
+        if self.elasticsearch_refresh not in ("wait_for", "true", "false"):
+            raise ConfigError("LOOKALIKE_ELASTICSEARCH_REFRESH must be wait_for, true or false")
         return self
+
+    @property
+    def store(self) -> str:
+        """The URL of the store to open: ``ELASTICSEARCH_URL`` if set (as in Match), else
+        ``backend``."""
+        url = self.elasticsearch_url.strip()
+        if not url:
+            return self.backend
+        return url if "://" in url else f"http://{url}"
 
 
 def setting_variables() -> list[tuple[str, Any, str]]:

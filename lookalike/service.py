@@ -70,7 +70,7 @@ class Lookalike:
         self.settings = settings or Settings()
         self._policy = AddressPolicy.from_settings(self.settings)  # before opening anything
         if backend is None:
-            backend = open_backend(self.settings.backend, self.settings)
+            backend = open_backend(self.settings.store, self.settings)
         self.backend = backend
 
     def __enter__(self) -> Self:

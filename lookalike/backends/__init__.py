@@ -1,7 +1,9 @@
 """Stores behind one protocol; ``open_backend(url)`` picks one by the URL's scheme.
 
 * ``memory://`` — in memory, nothing persists (the reference implementation);
-* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — the default.
+* ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — the default;
+* ``http(s)://host:9200`` — Elasticsearch (``lookalike[elasticsearch]``), as
+  ``ELASTICSEARCH_URL`` selects it.
 
 Backends are imported lazily so that a client library is only needed when it is used.
 """
@@ -34,4 +36,17 @@ def open_backend(url: str, settings: Settings | None = None) -> Backend:
         return SQLiteBackend(
             path[1:], index_min_rows=settings.index_min_rows, nprobe=settings.index_nprobe
         )
-    raise ConfigError(f"unknown store {url!r}: use sqlite:///path.db or memory://")
+    if scheme in ("http", "https"):
+        from .elasticsearch import ElasticsearchBackend
+
+        return ElasticsearchBackend(
+            url,
+            index=settings.elasticsearch_index,
+            candidates=settings.elasticsearch_candidates,
+            stage=settings.elasticsearch_stage,
+            refresh=settings.elasticsearch_refresh,
+            timeout=settings.elasticsearch_timeout,
+        )
+    raise ConfigError(
+        f"unknown store {url!r}: use sqlite:///path.db, memory:// or an Elasticsearch http(s) URL"
+    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import importlib.util
 import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -140,11 +141,37 @@ def open_sqlite_indexed(tmp_path: Path) -> Backend:
     return IndexedAfterEachBatch(tmp_path / "indexed.db")
 
 
+class ThrowawayIndex:
+    """An Elasticsearch index of its own for one test, deleted by ``close``."""
+
+    def __new__(cls, tmp_path: Path) -> Any:
+        from lookalike.backends.elasticsearch import ElasticsearchBackend
+
+        name = f"lookalike-test-{uuid.uuid4().hex[:12]}"
+        backend = ElasticsearchBackend(os.environ["LOOKALIKE_TEST_ES_URL"], index=name)
+        close = backend.close
+
+        def drop_and_close() -> None:
+            backend._es.options(ignore_status=404).indices.delete(index=name)
+            close()
+
+        backend.close = drop_and_close  # type: ignore[method-assign]
+        return backend
+
+
 STORES = [
     pytest.param(open_memory, id="memory"),
     pytest.param(open_sqlite, id="sqlite"),
     pytest.param(open_sqlite_two_connections, id="sqlite-two-connections"),
     pytest.param(open_sqlite_indexed, id="sqlite-indexed"),
+    pytest.param(
+        ThrowawayIndex,
+        id="elasticsearch",
+        marks=[
+            needs_env("LOOKALIKE_TEST_ES_URL", "an Elasticsearch server"),
+            needs_module("elasticsearch", "elasticsearch"),
+        ],
+    ),
 ]
 
 
