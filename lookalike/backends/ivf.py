@@ -85,6 +85,7 @@ class IvfIndex:
         size = min(n, max(sample, 40 * lists))
         training = _unit(signatures[np.sort(rng.choice(n, size=size, replace=False))])
         centroids = _train(training, lists, iterations, rng)
+        lists = len(centroids)  # two-level training rounds each cell's share
         assignment = _nearest(signatures, centroids)
         order = np.argsort(assignment, kind="stable")
         counts = np.bincount(assignment, minlength=lists)

@@ -121,13 +121,21 @@ def test_position_of_finds_each_key_and_misses_others(rng):
     assert (index.position_of(absent) == -1).all()
 
 
-def test_two_level_training_keeps_probing_exact_and_recall_high(rng, monkeypatch):
+@pytest.mark.parametrize("nlist", [49, 58, 64, 67])
+def test_two_level_training_keeps_probing_exact_and_recall_high(
+    rng, monkeypatch, tmp_path: Path, nlist: int
+):
     """Past _FLAT_KMEANS_LISTS lists, centroids come from two levels of k-means and rows
-    are assigned through coarse groups; lowered here so a small set takes that path."""
+    are assigned through coarse groups; lowered here so a small set takes that path. The
+    cells' shares are rounded, so the lists may not number exactly ``nlist``: the saved
+    index must still be consistent."""
     monkeypatch.setattr(ivf, "_FLAT_KMEANS_LISTS", 16)
-    stored = smooth_signatures(rng, 1500)
-    index = IvfIndex.build(stored, np.arange(1500), nlist=64, seed=1)
-    assert index.nlist >= 48 and int(index.offsets[-1]) == 1500
+    stored = smooth_signatures(np.random.default_rng(3), 1500)  # 49, 58, 64: fewer lists
+    index = IvfIndex.build(stored, np.arange(1500), nlist=nlist, seed=1)
+    assert abs(index.nlist - nlist) <= 8 and int(index.offsets[-1]) == 1500
+    assert len(index.offsets) == index.nlist + 1
+    index.save(tmp_path / "two-level")
+    assert IvfIndex.load(tmp_path / "two-level")[0].nlist == index.nlist
     queries = stored[:8]
     hits = index.search(queries, 0.6, nprobe=index.nlist)
     got = dict(zip(index.keys[hits.slots].tolist(), hits.distances.tolist(), strict=True))
