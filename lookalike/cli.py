@@ -127,6 +127,17 @@ def _parser() -> argparse.ArgumentParser:
     reindex.add_argument("--json", action="store_true")
     reindex.set_defaults(run=_reindex)
 
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy a Match/image-match Elasticsearch index into lookalike's layout (resumable)",
+    )
+    migrate.add_argument("--to", required=True, metavar="INDEX", help="the new index")
+    migrate.add_argument(
+        "--swap", action="store_true", help="then replace the old index by an alias of its name"
+    )
+    migrate.add_argument("--quiet", action="store_true", help="no progress bar")
+    migrate.set_defaults(run=_migrate)
+
     listing = commands.add_parser("list", help="stored filepaths, oldest first")
     listing.add_argument("--offset", type=int, default=0)
     listing.add_argument("--limit", type=int, default=20)
@@ -287,6 +298,13 @@ def _count(service: Lookalike, args: argparse.Namespace) -> int:
 
 def _info(service: Lookalike, args: argparse.Namespace) -> int:
     _print_stats(service.stats(), args.json)
+    return 0
+
+
+def _migrate(service: Lookalike, args: argparse.Namespace) -> int:
+    with _Progress(service.count(), args.quiet) as bar:
+        facts = service.migrate(args.to, swap=args.swap, progress=bar.update)
+    _print_json(facts)
     return 0
 
 

@@ -44,10 +44,15 @@ class Settings:
         env="ELASTICSEARCH_DOC_TYPE",
     )
     elasticsearch_stage: str = _setting(
-        "words", "Elasticsearch candidate stage: words (image-match's) or knn (HNSW)"
+        "knn",
+        "Elasticsearch candidate stage: knn (HNSW) or words (image-match's);"
+        " indices written by Match or image-match always use words",
     )
-    elasticsearch_candidates: int = _setting(
-        1000, "Elasticsearch candidates per query orientation, re-ranked exactly"
+    elasticsearch_knn: int = _setting(
+        500, "kNN candidates (k) per query orientation, from 2k HNSW candidates"
+    )
+    elasticsearch_words: int = _setting(
+        1000, "Word-query candidates per query orientation (image-match used 100)"
     )
     elasticsearch_refresh: str = _setting(
         "wait_for", "Elasticsearch refresh after writes: wait_for (visible at once), true, false"
@@ -124,7 +129,10 @@ class Settings:
             raise ConfigError("fetch timeouts must be positive")
         if self.elasticsearch_stage not in ("words", "knn"):
             raise ConfigError("LOOKALIKE_ELASTICSEARCH_STAGE must be words or knn")
-        if self.elasticsearch_candidates < 1 or self.elasticsearch_timeout <= 0:
+        if (
+            min(self.elasticsearch_knn, self.elasticsearch_words) < 1
+            or self.elasticsearch_timeout <= 0
+        ):
             raise ConfigError("Elasticsearch candidates and timeout must be positive")
         if self.elasticsearch_refresh not in ("wait_for", "true", "false"):
             raise ConfigError("LOOKALIKE_ELASTICSEARCH_REFRESH must be wait_for, true or false")

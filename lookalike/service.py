@@ -25,7 +25,7 @@ from . import images, signature
 from .backends import Backend, open_backend
 from .backends.base import Filter, check_filepath, check_filter, check_metadata
 from .config import Settings
-from .errors import InvalidRequest, LookalikeError, NotFound
+from .errors import ConfigError, InvalidRequest, LookalikeError, NotFound
 from .fetch import AddressPolicy
 from .fetch import fetch as fetch_url
 from .records import Match, Metadata, Record, score_of
@@ -246,6 +246,17 @@ class Lookalike:
     def stats(self) -> dict[str, Any]:
         """What the store holds and what its search state costs in this process."""
         return self.backend.stats()
+
+    def migrate(
+        self, target: str, *, swap: bool = False, progress: Callable[[int], object] | None = None
+    ) -> dict[str, Any]:
+        """Copy an Elasticsearch index written by Match or image-match into lookalike's
+        layout (see ``ElasticsearchBackend.migrate``)."""
+        migrate = getattr(self.backend, "migrate", None)
+        if migrate is None:
+            raise ConfigError("migrate works on an Elasticsearch store: set ELASTICSEARCH_URL")
+        facts: dict[str, Any] = migrate(target, swap=swap, progress=progress)
+        return facts
 
     def reindex(self) -> dict[str, Any]:
         """Rebuild the store's search index from its records now; returns ``stats()``."""

@@ -42,7 +42,8 @@ def open_backend(url: str, settings: Settings | None = None) -> Backend:
         return ElasticsearchBackend(
             url,
             index=settings.elasticsearch_index,
-            candidates=settings.elasticsearch_candidates,
+            knn=settings.elasticsearch_knn,
+            words=settings.elasticsearch_words,
             stage=settings.elasticsearch_stage,
             refresh=settings.elasticsearch_refresh,
             timeout=settings.elasticsearch_timeout,

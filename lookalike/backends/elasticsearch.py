@@ -11,7 +11,10 @@ signature is also a ``dense_vector`` of bytes for HNSW k-nearest-neighbour searc
 A search sends one body per query orientation in a single ``_msearch`` — image-match's
 should-of-terms over the words, or a kNN query — takes the union of the candidates, and
 re-ranks them exactly with the normalised distance, so scores equal brute force and only
-the candidate stage can miss. The request bodies are built by the pure functions below,
+the candidate stage can miss. Defaults come from bench/candidates.py (an
+emulation of both stages at 1k–100k images): kNN k=500 loses nothing measurable; words
+at 1,000 keep every original but lose a few matches of crops and padding. The request
+bodies are built by the pure functions below,
 so they can be checked against Elasticsearch's documentation without a server.
 """
 
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -80,6 +84,16 @@ def normalise_url(url: str) -> str:
     if not url:
         raise ConfigError("ELASTICSEARCH_URL is empty")
     return url if "://" in url else f"http://{url}"
+
+
+def redacted(url: str) -> str:
+    """The URL without a password, as it may appear in messages and stats."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def document_id(filepath: str) -> str:
@@ -208,8 +222,9 @@ class ElasticsearchBackend:
         url: str,
         *,
         index: str = "images",
-        candidates: int = 1000,
-        stage: str = "words",
+        knn: int = 500,
+        words: int = 1000,
+        stage: str = "knn",
         refresh: str = "wait_for",
         timeout: float = 10.0,
         retries: int = 3,
@@ -222,8 +237,10 @@ class ElasticsearchBackend:
         if stage not in ("words", "knn"):
             raise ConfigError(f"unknown candidate stage {stage!r}: use words or knn")
         self.url = normalise_url(url)
+        self.shown_url = redacted(self.url)  # for messages and stats: no credentials
         self.index = index
-        self.candidates = candidates
+        self.knn = knn
+        self.words = words
         self.stage = stage
         self.refresh = refresh
         self.retries = retries
@@ -330,13 +347,13 @@ class ElasticsearchBackend:
             return []
         legacy = self._is_legacy()
         filters = filter_clauses(where, legacy)
-        use_knn = self.stage == "knn" and not legacy
+        use_knn = self._uses_knn()
         searches: builtins.list[dict[str, Any]] = []
         for row in queries:
             body = (
-                knn_body(row, self.candidates, 2 * self.candidates, filters)
+                knn_body(row, self.knn, 2 * self.knn, filters)
                 if use_knn
-                else word_body(row, self.candidates, filters)
+                else word_body(row, self.words, filters)
             )
             searches += [{"index": self.index}, body]
         response = self._call(lambda: self._es.msearch(searches=searches))
@@ -350,10 +367,15 @@ class ElasticsearchBackend:
         exists = self._exists()
         return {
             "backend": "elasticsearch",
-            "url": self.url,
+            "url": self.shown_url,
             "index_name": self.index,
             "count": self.count(),
-            "index": f"{self.stage} candidates ({self.candidates} per orientation), exact re-rank",
+            "index": (
+                f"kNN candidates (k={self.knn}, num_candidates={2 * self.knn})"
+                if exists and self._uses_knn()
+                else f"word candidates ({self.words} per orientation)"
+            )
+            + ", exact re-rank",
             "layout": ("legacy" if self._is_legacy() else "lookalike") if exists else "not created",
             "memory_bytes": 0,
         }
@@ -362,10 +384,87 @@ class ElasticsearchBackend:
         """Elasticsearch maintains its own structures: nothing to rebuild here."""
         return self.stats()
 
+    def migrate(
+        self,
+        target: str,
+        *,
+        swap: bool = False,
+        batch: int = 500,
+        progress: Callable[[int], object] | None = None,
+    ) -> dict[str, Any]:
+        """Copy this index into ``target`` in lookalike's layout (created if missing).
+
+        Documents are read in path order; after each batch the last path reached is kept
+        in the target's mapping ``_meta``, so a rerun continues where one stopped. Legacy
+        duplicates of a path collapse into one document (the last read). With ``swap``,
+        once both hold the same number of paths, one atomic ``_aliases`` request deletes
+        this index and makes its name an alias of ``target``: clients keep their
+        ``ELASTICSEARCH_INDEX``. ``progress`` is called with each batch's size."""
+        if not self._exists():
+            raise ConfigError(f"there is no index {self.index!r} to migrate")
+        destination = ElasticsearchBackend(
+            self.url, index=target, refresh="false", retries=self.retries, client=self._es
+        )
+        if destination._is_legacy():
+            raise ConfigError(f"{target!r} exists and is not a lookalike index")
+        answer = self._call(lambda: self._es.indices.get_mapping(index=target))
+        meta = dict(next(iter(answer.values()))["mappings"].get("_meta") or {})
+        after = meta.get("migrated_until")
+        paths = int(meta.get("migrated_paths", 0))  # distinct paths copied, across runs
+        last = after[0] if after else None
+        key = "path.keyword" if self._is_legacy() else "path"
+        copied = 0
+        while True:
+            body: dict[str, Any] = {"size": batch, "sort": [{key: "asc"}], "_source": _SOURCE}
+            if after is not None:
+                body["search_after"] = after
+            hits = hits_of(self._call(partial(self._es.search, index=self.index, **body)))
+            if not hits:
+                break
+            records = [
+                destination._checked(
+                    Record(
+                        h["_source"]["path"],
+                        np.asarray(h["_source"]["signature"]),
+                        h["_source"].get("metadata"),
+                    )
+                )
+                for h in hits
+            ]
+            destination._bulk(destination._upsert(r) for r in records)
+            for record in records:  # in path order: a duplicate follows its first
+                paths += record.filepath != last
+                last = record.filepath
+            after = hits[-1]["sort"]
+            meta.update(lookalike=LAYOUT_VERSION, migrated_until=after, migrated_paths=paths)
+            self._call(lambda: self._es.indices.put_mapping(index=target, meta=meta))
+            copied += len(hits)
+            if progress is not None:
+                progress(len(hits))
+        self._call(lambda: self._es.indices.refresh(index=target))
+        facts = {"copied": copied, "source_paths": paths, "target_count": destination.count()}
+        if swap:
+            if facts["target_count"] != paths:
+                raise BackendUnavailable(
+                    f"not swapping: {target!r} holds {facts['target_count']} documents,"
+                    f" {self.index!r} {paths} paths; run the migration again"
+                )
+            actions = [
+                {"add": {"index": target, "alias": self.index}},
+                {"remove_index": {"index": self.index}},
+            ]
+            self._call(lambda: self._es.indices.update_aliases(actions=actions))
+            facts["swapped"] = True
+        return facts
+
     def close(self) -> None:
         self._es.close()
 
     # -- internals ----------------------------------------------------------------------
+
+    def _uses_knn(self) -> bool:
+        """kNN where asked for and possible: legacy indices have no vectors."""
+        return self.stage == "knn" and not self._is_legacy()
 
     def _rank(
         self,
@@ -485,12 +584,14 @@ class ElasticsearchBackend:
                 if error.status_code not in _TRANSIENT or attempt == self.retries:
                     body = error.body.get("error") if isinstance(error.body, dict) else error.body
                     raise BackendUnavailable(
-                        f"Elasticsearch at {self.url} answered {error.status_code}: {_reason(body)}"
+                        f"Elasticsearch at {self.shown_url} answered {error.status_code}:"
+                        f" {_reason(body)}"
                     ) from None
             except elasticsearch.TransportError as error:  # unreachable, timed out
                 if attempt == self.retries:
                     raise BackendUnavailable(
-                        f"Elasticsearch at {self.url} is unreachable or too slow: {error.message}"
+                        f"Elasticsearch at {self.shown_url} is unreachable or too slow:"
+                        f" {error.message}"
                     ) from None
             time.sleep(delay)
             delay *= 2

@@ -285,7 +285,7 @@ def test_a_search_is_one_msearch_and_is_reranked_exactly(
         return 404, {"error": "unexpected"}
 
     cluster.respond = lookalike_index(respond)
-    backend = store(cluster)
+    backend = store(cluster, stage="words")
     found = backend.search(queries, limit=10, max_distance=0.45, where={"shop": "north"})
     [msearch] = cluster.calls("POST", "/_msearch")
     lines = msearch.ndjson()
@@ -306,9 +306,7 @@ def test_knn_stage_sends_knn_bodies(cluster: FakeCluster, rng: np.random.Generat
         lambda r: (200, {"took": 1, "responses": [search_response([])] * 8})
     )
     queries = random_signatures(rng, 8)
-    assert (
-        store(cluster, stage="knn", candidates=50).search(queries, limit=5, max_distance=0.45) == []
-    )
+    assert store(cluster, knn=50).search(queries, limit=5, max_distance=0.45) == []
     lines = cluster.calls("POST", "/_msearch")[0].ndjson()
     assert lines[1::2] == [knn_body(row, 50, 100, []) for row in queries]
 
@@ -391,7 +389,9 @@ def test_in_a_legacy_index_only_the_exact_path_is_deleted(
         return 404, {"error": "unexpected"}
 
     cluster.respond = respond
-    assert store(cluster).delete("a/b.jpg")
+    backend = store(cluster)  # asks for kNN, but a legacy index has no vectors
+    assert backend.delete("a/b.jpg")
+    assert not backend._uses_knn()
     deleted = [r.path for r in cluster.requests if r.method == "DELETE"]
     assert deleted == ["/images/_doc/random-0", "/images/_doc/random-3"]
     query = cluster.calls("POST", "/images/_search")[0].json()["query"]
@@ -473,3 +473,78 @@ def test_a_slow_cluster_times_out(cluster: FakeCluster) -> None:
     with pytest.raises(BackendUnavailable, match="unreachable"):
         store(cluster, timeout=0.2, retries=1).count()
     release.set()
+
+
+def test_migrate_copies_in_path_order_resumably_then_swaps_an_alias(
+    cluster: FakeCluster, rng: np.random.Generator
+) -> None:
+    """A legacy index of three documents (one path twice) read in two pages: each page is
+    bulk-upserted into the new index and its position saved in the new index's _meta;
+    then the counts agree and one _aliases request swaps. Does not prove a cluster
+    applies the alias actions atomically (its documentation says it does)."""
+    signatures = random_signatures(rng, 3)
+    docs = [("a.jpg", 0), ("a.jpg", 1), ("b.jpg", 2)]
+    created: dict[str, Any] = {}
+
+    def respond(request: Request) -> Answer:
+        if request.method == "HEAD":
+            return (200, None) if request.path == "/images" or created else (404, None)
+        if request.path == "/images/_mapping":
+            return 200, {"images": {"mappings": {"properties": {"path": {"type": "text"}}}}}
+        if request.method == "PUT" and request.path == "/images-v2":
+            created.update(request.json()["mappings"])
+            return 200, {"acknowledged": True}
+        if request.path == "/images-v2/_mapping":
+            if request.method == "PUT":
+                created["_meta"] = request.json()["_meta"]
+                return 200, {"acknowledged": True}
+            return 200, {"images-v2": {"mappings": created}}
+        if request.path == "/images/_search":
+            after = request.json().get("search_after")
+            start = 0 if after is None else [p for p, _ in docs].index(after[0]) + 1
+            if after == ["a.jpg"]:
+                start = 2
+            page = docs[start : start + 2]
+            return 200, search_response([dict(hit(p, signatures[i]), sort=[p]) for p, i in page])
+        if request.path == "/_bulk":
+            items = [{"update": {"_id": "x", "status": 201}}] * (len(request.ndjson()) // 2)
+            return 200, {"took": 1, "errors": False, "items": items}
+        if request.path == "/images-v2/_refresh":
+            return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
+        if request.path == "/images-v2/_count":
+            return 200, {"count": 2}
+        if request.path == "/_aliases":
+            return 200, {"acknowledged": True}
+        return 404, {"error": "unexpected"}
+
+    cluster.respond = respond
+    steps: list[int] = []
+    facts = store(cluster).migrate("images-v2", swap=True, batch=2, progress=steps.append)
+    assert facts == {"copied": 3, "source_paths": 2, "target_count": 2, "swapped": True}
+    assert steps == [2, 1]
+    assert created["_meta"] == {"lookalike": 1, "migrated_until": ["b.jpg"], "migrated_paths": 2}
+    searches = [r.json() for r in cluster.calls("POST", "/images/_search")]
+    assert [s.get("search_after") for s in searches] == [None, ["a.jpg"], ["b.jpg"]]
+    assert all(s["sort"] == [{"path.keyword": "asc"}] for s in searches)
+    bulk_ids = [
+        line["update"]["_id"] for b in cluster.calls("PUT", "/_bulk") for line in b.ndjson()[0::2]
+    ]
+    assert bulk_ids == [document_id("a.jpg"), document_id("a.jpg"), document_id("b.jpg")]
+    [aliases] = cluster.calls("POST", "/_aliases")
+    assert aliases.json() == {
+        "actions": [
+            {"add": {"index": "images-v2", "alias": "images"}},
+            {"remove_index": {"index": "images"}},
+        ]
+    }
+
+
+def test_credentials_in_the_url_stay_out_of_messages_and_stats() -> None:
+    """The client sends them as Basic auth (elastic_transport parses the URL); lookalike
+    never repeats the password."""
+    backend = ElasticsearchBackend("http://lookalike:s3cret@127.0.0.1:9", retries=0)
+    with pytest.raises(BackendUnavailable) as refused:
+        backend.count()
+    assert "s3cret" not in str(refused.value)
+    assert "lookalike:***@127.0.0.1:9" in str(refused.value)
+    assert backend.shown_url == "http://lookalike:***@127.0.0.1:9"
