@@ -91,14 +91,13 @@ class IvfIndex:
         counts = np.bincount(assignment, minlength=lists)
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         rows = signatures[order]
-        wide = rows.astype(np.int32)
         keys = keys[order]
         by_key = np.argsort(keys, kind="stable")
         return cls(
             centroids=centroids,
             offsets=offsets,
             rows=rows,
-            norms=np.einsum("ij,ij->i", wide, wide).astype(np.int32),
+            norms=_squared_norms(rows),
             keys=keys,
             sorted_keys=keys[by_key],
             positions=by_key.astype(np.int32),
@@ -210,6 +209,15 @@ class IvfIndex:
         if not consistent:
             raise ValueError(f"the index in {folder} is inconsistent; rebuild it")
         return index, header
+
+
+def _squared_norms(rows: npt.NDArray[np.int8], chunk: int = 1 << 16) -> npt.NDArray[np.int32]:
+    """Squared norms, a block at a time: widening 10M rows at once would take 24 GB."""
+    out = np.empty(len(rows), dtype=np.int32)
+    for start in range(0, len(rows), chunk):
+        block = rows[start : start + chunk].astype(np.int32)
+        out[start : start + chunk] = np.einsum("ij,ij->i", block, block)
+    return out
 
 
 def default_nlist(n: int) -> int:
