@@ -42,6 +42,8 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/http.py
+	$(BIN)/python bench/embeddings.py
+	$(BIN)/python bench/embeddings_index.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Near-duplicate retrieval quality of the signature, through the service.
+"""Near-duplicate retrieval quality of each search method, through the service.
 
 The scikit-image photos (those that load without the network) and a bulk of generated
 colour 1/f "photos" are added to a memory store (``Settings(backend="memory://")``).
@@ -13,7 +13,11 @@ stored while the other half (as it is and with every edit) is searched for, then
 halves swap; and 1/f photos that were not stored are searched for in the full store.
 Reported: the share of those queries that return any match inside the default cutoff.
 
-    python bench/quality.py [--quick] [--distractors 200]
+Each of that is measured for every search method — ``signature``, ``embedding`` and
+``hybrid`` (the last two when the ``cnn`` extra is installed) — at its default cutoff,
+and a last table sets the methods side by side, edit by edit.
+
+    python bench/quality.py [--quick] [--distractors 200] [--methods signature,hybrid]
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sys
 sys.path.append(sys.path.pop(0))
 
 import argparse
+import importlib.util
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -84,25 +89,39 @@ def as_query(image: RGB) -> bytes:
     return encode(image, "PNG")
 
 
-def new_service() -> Lookalike:
-    return Lookalike(Settings(backend="memory://"))
+METHODS = ("signature", "embedding", "hybrid")
+
+
+def settings_for(method: str) -> Settings:
+    return Settings(backend="memory://", embeddings=method != "signature")
+
+
+def cutoff_of(method: str) -> float:
+    settings = Settings()
+    return settings.embedding_max_distance if method == "embedding" else settings.max_distance
+
+
+def new_service(method: str) -> Lookalike:
+    return Lookalike(settings_for(method))
 
 
 def retrieval(
-    service: Lookalike, library: dict[str, RGB], cutoff: float
+    service: Lookalike, library: dict[str, RGB], method: str
 ) -> tuple[list[list[Any]], list[dict[str, Any]]]:
     """One row per edit: recall@1, found inside the cutoff, distances to the original."""
     stored = service.count()
+    cutoff = cutoff_of(method)
+    widest = 2.0 if method == "embedding" else 1.0
     rows, results = [], []
     for edit_name, edit in EDITS.items():
         first, found, distances = [], [], []
         for name, image in library.items():
             query = as_query(edit(image))
             key = f"photo/{name}"
-            everything = service.search(query, max_distance=1.0, limit=stored)
+            everything = service.search(query, max_distance=widest, limit=stored, method=method)
             first.append(bool(everything) and everything[0].filepath == key)
-            distances.append(next((m.distance for m in everything if m.filepath == key), 1.0))
-            found.append(any(m.filepath == key for m in service.search(query)))
+            distances.append(next((m.distance for m in everything if m.filepath == key), widest))
+            found.append(distances[-1] < cutoff)
         rows.append(
             [
                 edit_name,
@@ -132,17 +151,17 @@ def missed_names(names: list[str], most: int = 4) -> str:
     return ", ".join(names) if len(names) <= most else f"{len(names)} photos"
 
 
-def nearest(service: Lookalike, query: bytes) -> tuple[str | None, float]:
-    """The closest stored image and its distance ((None, 1.0) if none); a default search
+def nearest(service: Lookalike, query: bytes, method: str) -> tuple[str | None, float]:
+    """The closest stored image and its distance ((None, 2.0) if none); a default search
     returns a match exactly when that distance is below the default cutoff."""
-    matches = service.search(query, max_distance=1.0, limit=1)
-    return (matches[0].filepath, matches[0].distance) if matches else (None, 1.0)
+    matches = service.search(query, max_distance=cutoff_of(method) * 2, limit=1, method=method)
+    return (matches[0].filepath, matches[0].distance) if matches else (None, 2.0)
 
 
 def store(
-    library: dict[str, RGB], names: Sequence[str], distractors: dict[str, bytes]
+    library: dict[str, RGB], names: Sequence[str], distractors: dict[str, bytes], method: str
 ) -> Lookalike:
-    service = new_service()
+    service = new_service(method)
     for name in names:
         service.add(f"photo/{name}", as_query(library[name]))
     for key, data in distractors.items():
@@ -151,7 +170,7 @@ def store(
 
 
 def false_matches(
-    library: dict[str, RGB], distractors: dict[str, bytes], unstored: list[bytes]
+    library: dict[str, RGB], distractors: dict[str, bytes], unstored: list[bytes], method: str
 ) -> list[dict[str, Any]]:
     """Share of never-added images that get any match inside the default cutoff."""
     names = list(library)
@@ -163,16 +182,17 @@ def false_matches(
         "unstored 1/f photos": [],
     }
     for stored_half, held_half in (halves, halves[::-1]):
-        with store(library, stored_half, distractors) as service:
+        with store(library, stored_half, distractors, method) as service:
             for name in held_half:
                 for edit_name, edit in EDITS.items():
                     kind = "held-out photos" if edit_name == ORIGINAL else "held-out photos, edited"
-                    found = nearest(service, as_query(edit(library[name])))
+                    found = nearest(service, as_query(edit(library[name])), method)
                     outcomes[kind].append((f"{name}: {edit_name}", *found))
-    with store(library, names, distractors) as service:
+    with store(library, names, distractors, method) as service:
         for i, query in enumerate(unstored):
-            outcomes["unstored 1/f photos"].append((f"1/f {i}", *nearest(service, query)))
-    cutoff = Settings().max_distance
+            found = nearest(service, query, method)
+            outcomes["unstored 1/f photos"].append((f"1/f {i}", *found))
+    cutoff = cutoff_of(method)
     return [
         {
             "queries": kind,
@@ -188,50 +208,16 @@ def false_matches(
     ]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer distractors")
-    parser.add_argument("--distractors", type=int, help="stored 1/f photos (default 200)")
-    parser.add_argument("--unstored", type=int, help="1/f photos searched, not stored (200)")
-    parser.add_argument("--seed", type=int, default=2025)
-    args = parser.parse_args(argv)
-    n_distractors = args.distractors or (40 if args.quick else 200)
-    n_unstored = args.unstored or (40 if args.quick else 200)
-
-    library = photos()
-    rng = np.random.default_rng(args.seed)
-
-    def pink(count: int) -> list[bytes]:
-        sizes = [(384, 512), (512, 384), (480, 640), (512, 512)]
-        return [
-            encode(pink_photo(rng, *sizes[int(rng.integers(len(sizes)))]), "JPEG", 90)
-            for _ in range(count)
-        ]
-
-    distractors = {f"distractor/{i:04d}.jpg": d for i, d in enumerate(pink(n_distractors))}
-    unstored = pink(n_unstored)
-    settings = Settings()
-    print(f"{len(library)} photos: {', '.join(library)}", file=sys.stderr)
-
-    with store(library, list(library), distractors) as service:
-        print(f"stored {service.count()} images; searching ...", file=sys.stderr)
-        rows, per_edit = retrieval(service, library, settings.max_distance)
-    false = false_matches(library, distractors, unstored)
-
+def report(
+    method: str, rows: list[list[Any]], false: list[dict[str, Any]], photos: int, distractors: int
+) -> None:
+    cutoff = cutoff_of(method)
     print(
-        f"\nnear-duplicate retrieval: {len(library)} scikit-image photos + {n_distractors} "
-        f"stored 1/f distractors, all 8 orientations, default cutoff {settings.max_distance}"
+        f"\n{method}: near-duplicate retrieval, {photos} scikit-image photos + {distractors} "
+        f"stored 1/f distractors, all 8 orientations, default cutoff {cutoff}"
     )
-    print(
-        table(
-            ["edit", "recall@1", f"found <{settings.max_distance}", "median d", "max d", "missed"],
-            rows,
-        )
-    )
-    print(
-        "\nfalse matches: never-added images with any result inside the default cutoff "
-        f"({settings.max_distance})"
-    )
+    print(table(["edit", "recall@1", f"found <{cutoff}", "median d", "max d", "missed"], rows))
+    print(f"\n{method}: never-added images with any result inside the default cutoff ({cutoff})")
     print(
         table(
             ["queries", "n", "with a match", "nearest d (min)", "nearest d (median)"],
@@ -252,6 +238,68 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {f['queries']}: {m['query']} → {m['matched']} at {m['distance']:.3f}")
         if len(f["matches"]) > 5:
             print(f"  {f['queries']}: … and {len(f['matches']) - 5} more (see the JSON)")
+
+
+def side_by_side(measured: dict[str, dict[str, Any]]) -> None:
+    """Recall@1 / found within the default cutoff, per edit and method; false matches."""
+    methods = list(measured)
+    edits = [row["edit"] for row in next(iter(measured.values()))["retrieval"]]
+    rows = []
+    for i, edit in enumerate(edits):
+        cells = []
+        for method in methods:
+            row = measured[method]["retrieval"][i]
+            found = next(v for k, v in row.items() if k.startswith("found_within"))
+            cells.append(f"{row['recall_at_1']:.2f} / {found:.2f}")
+        rows.append([edit, *cells])
+    for kind_index, kind in enumerate(f["queries"] for f in measured[methods[0]]["false"]):
+        cells = [f"{measured[m]['false'][kind_index]['with_match']:.3f}" for m in methods]
+        rows.append([f"false matches: {kind}", *cells])
+    print("\nside by side: recall@1 / found inside the default cutoff; false-match rates")
+    print(table(["edit", *methods], rows))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer distractors")
+    parser.add_argument("--distractors", type=int, help="stored 1/f photos (default 200)")
+    parser.add_argument("--unstored", type=int, help="1/f photos searched, not stored (200)")
+    parser.add_argument("--seed", type=int, default=2025)
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
+    args = parser.parse_args(argv)
+    n_distractors = args.distractors or (40 if args.quick else 200)
+    n_unstored = args.unstored or (40 if args.quick else 200)
+
+    library = photos()
+    rng = np.random.default_rng(args.seed)
+
+    def pink(count: int) -> list[bytes]:
+        sizes = [(384, 512), (512, 384), (480, 640), (512, 512)]
+        return [
+            encode(pink_photo(rng, *sizes[int(rng.integers(len(sizes)))]), "JPEG", 90)
+            for _ in range(count)
+        ]
+
+    distractors = {f"distractor/{i:04d}.jpg": d for i, d in enumerate(pink(n_distractors))}
+    unstored = pink(n_unstored)
+    print(f"{len(library)} photos: {', '.join(library)}", file=sys.stderr)
+    methods = [m for m in args.methods.split(",") if m]
+    if set(methods) - set(METHODS):
+        parser.error(f"--methods takes {', '.join(METHODS)}")
+    if methods != ["signature"] and importlib.util.find_spec("onnxruntime") is None:
+        print("the cnn extra is not installed: signature only", file=sys.stderr)
+        methods = ["signature"]
+
+    measured: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        with store(library, list(library), distractors, method) as service:
+            print(f"{method}: stored {service.count()} images; searching ...", file=sys.stderr)
+            rows, per_edit = retrieval(service, library, method)
+        false = false_matches(library, distractors, unstored, method)
+        measured[method] = {"cutoff": cutoff_of(method), "retrieval": per_edit, "false": false}
+        report(method, rows, false, len(library), n_distractors)
+    if len(methods) > 1:
+        side_by_side(measured)
     path = write_results(
         "quality",
         {
@@ -259,10 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "distractors": n_distractors,
             "unstored": n_unstored,
             "seed": args.seed,
-            "max_distance": settings.max_distance,
+            "cutoffs": {method: cutoff_of(method) for method in methods},
             "edits": list(EDITS),
         },
-        {"retrieval": per_edit, "false_matches": false},
+        measured,
     )
     print(f"\nwrote {path}")
     return 0

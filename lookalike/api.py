@@ -67,6 +67,13 @@ def envelope(method: str, result: list[Any], errors: list[str] | None = None) ->
     }
 
 
+METHOD_HELP = (
+    "signature (copies: image-match's distance), embedding (look-alikes and crops: needs"
+    " LOOKALIKE_EMBEDDINGS=true; distance 1 − cosine) or hybrid (both; each image at the"
+    " better distance, embedding distances scaled onto the signature's cutoff)"
+)
+
+
 def create_app(service: Lookalike) -> FastAPI:
     """The Match-compatible API over one service."""
     settings = service.settings
@@ -127,13 +134,22 @@ def create_app(service: Lookalike) -> FastAPI:
         filter: Annotated[
             str | None, Form(description="JSON object: metadata keys that must equal values")
         ] = None,
+        method: Annotated[str | None, Form(description=METHOD_HELP)] = None,
+        collapse: Annotated[
+            str | None, Form(description="A metadata key: at most one result per value of it")
+        ] = None,
     ) -> dict[str, Any]:
         where = _json_object("filter", filter)
         rotate = _boolean("all_orientations", all_orientations)
         if image is None and not url and filepath:
             matches = await run_in_threadpool(
                 lambda: service.search_stored(
-                    filepath, limit=limit, min_score=min_score, where=where
+                    filepath,
+                    limit=limit,
+                    min_score=min_score,
+                    where=where,
+                    method=method,
+                    collapse=collapse,
                 )
             )
         else:
@@ -145,6 +161,8 @@ def create_app(service: Lookalike) -> FastAPI:
                     limit=limit,
                     min_score=min_score,
                     where=where,
+                    method=method,
+                    collapse=collapse,
                 )
             )
         return envelope("search", [m.to_json() for m in matches])
@@ -158,12 +176,13 @@ def create_app(service: Lookalike) -> FastAPI:
         all_orientations: Annotated[
             str | None, Form(description="Let the second image be turned (default false)")
         ] = None,
+        method: Annotated[str, Form(description=METHOD_HELP)] = "signature",
     ) -> dict[str, Any]:
         rotate = _boolean("all_orientations", all_orientations) or False
         first = await image_of(image1, url1, "image1")
         second = await image_of(image2, url2, "image2")
         result = await run_in_threadpool(
-            lambda: service.compare(first, second, all_orientations=rotate)
+            lambda: service.compare(first, second, all_orientations=rotate, method=method)
         )
         return envelope("compare", [result.to_json()])
 

@@ -28,6 +28,7 @@ from .errors import (
     LookalikeError,
     NotFound,
 )
+from .records import METHODS
 from .service import Lookalike
 
 __all__ = ["EXIT_CODES", "main"]
@@ -95,12 +96,15 @@ def _parser() -> argparse.ArgumentParser:
         "--no-orientations", action="store_true", help="do not try rotated and mirrored copies"
     )
     search.add_argument("--filter", type=_json_object, help='metadata equality, e.g. {"a": 1}')
+    search.add_argument("--method", choices=METHODS, help="default: $LOOKALIKE_SEARCH_METHOD")
+    search.add_argument("--collapse", metavar="KEY", help="one result per value of metadata KEY")
     search.add_argument("--json", action="store_true", help="print the API's result objects")
     search.set_defaults(run=_search)
 
     compare = commands.add_parser("compare", help="score how alike two images are (0-100)")
     compare.add_argument("first", metavar="A", help="a file or an http(s) URL")
     compare.add_argument("second", metavar="B", help="a file or an http(s) URL")
+    compare.add_argument("--method", choices=METHODS, default="signature")
     compare.add_argument("--json", action="store_true")
     compare.set_defaults(run=_compare)
 
@@ -260,13 +264,16 @@ def _search(service: Lookalike, args: argparse.Namespace) -> int:
         limit=args.limit,
         min_score=args.min_score,
         where=args.filter,
+        method=args.method,
+        collapse=args.collapse,
     )
     if args.json:
         _print_json([m.to_json() for m in matches])
     else:
         for m in matches:
             turned = "" if m.orientation == "identity" else f"  ({m.orientation})"
-            print(f"{m.score:6.2f}  {m.filepath}{turned}")
+            how = "" if m.method == "signature" else f"  [{m.method}]"
+            print(f"{m.score:6.2f}  {m.filepath}{turned}{how}")
     return 0
 
 
@@ -278,9 +285,13 @@ def _source(service: Lookalike, text: str) -> bytes | Path:
 
 
 def _compare(service: Lookalike, args: argparse.Namespace) -> int:
-    comparison = service.compare(_source(service, args.first), _source(service, args.second))
+    comparison = service.compare(
+        _source(service, args.first), _source(service, args.second), method=args.method
+    )
     if args.json:
         _print_json(comparison.to_json())
+    elif comparison.scores:
+        print("  ".join(f"{name} {score:.2f}" for name, score in comparison.scores.items()))
     else:
         print(f"{comparison.score:.2f}")
     return 0

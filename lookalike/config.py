@@ -28,7 +28,10 @@ class Settings:
     """Everything configurable about a lookalike process."""
 
     backend: str = _setting(
-        DEFAULT_BACKEND, "Store URL: sqlite:///relative.db, sqlite:////absolute.db or memory://"
+        DEFAULT_BACKEND,
+        "Store URL: sqlite:///relative.db, sqlite:////absolute.db, memory://, Milvus Lite"
+        " milvus:///relative.db or milvus:////absolute.db, a Milvus server milvus://host:19530"
+        " or milvus+https://host",
     )
     elasticsearch_url: str = _setting(
         "",
@@ -54,10 +57,51 @@ class Settings:
     elasticsearch_words: int = _setting(
         1000, "Word-query candidates per query orientation (image-match used 100)"
     )
+    elasticsearch_embedding_knn: int = _setting(
+        100,
+        "Embedding kNN candidates (k) per query orientation, from 2k int8 HNSW candidates"
+        " (at most 10000)",
+    )
     elasticsearch_refresh: str = _setting(
         "wait_for", "Elasticsearch refresh after writes: wait_for (visible at once), true, false"
     )
     elasticsearch_timeout: float = _setting(10.0, "Seconds an Elasticsearch request may take")
+    milvus_token: str = _setting(
+        "", "Token (or user:password) for a Milvus server or Zilliz Cloud", secret=True
+    )
+    milvus_timeout: float = _setting(10.0, "Seconds a Milvus request may take")
+    milvus_collection: str = _setting(
+        "images", "Milvus collection of the images (and <name>_embeddings for their embeddings)"
+    )
+    milvus_index: str = _setting(
+        "HNSW", "Milvus vector index: HNSW, FLAT (exact, slower) or AUTOINDEX (Zilliz Cloud)"
+    )
+    milvus_candidates: int = _setting(
+        32,
+        "Milvus candidates per query orientation at first; more are asked for while a record"
+        " left out could still belong in the results",
+    )
+    milvus_ef: int = _setting(
+        128, "Milvus HNSW search breadth (at least the candidates): more is slower, recalls more"
+    )
+    embeddings: bool = _setting(
+        False,
+        "Store a CNN embedding of every image added, for method=embedding and hybrid"
+        " (needs lookalike[cnn])",
+    )
+    search_method: str = _setting(
+        "signature",
+        "Default search method: signature (copies), embedding (look-alikes, crops) or hybrid",
+    )
+    embedding_max_distance: float = _setting(
+        0.25, "Default embedding search cutoff, as 1 − cosine similarity (score above 75)"
+    )
+    embedding_threads: int = _setting(
+        0, "Threads of the embedding model per process; 0 lets onnxruntime choose"
+    )
+    model_cache: str = _setting(
+        "", "Folder for the embedding model's ONNX graph; empty: ~/.cache/lookalike"
+    )
     max_image_bytes: int = _setting(20_000_000, "Largest accepted image, in bytes")
     max_image_pixels: int = _setting(
         50_000_000, "Largest accepted image, in pixels (checked before decoding)"
@@ -70,6 +114,11 @@ class Settings:
         50_000,
         "Images from which a SQLite store searches an index, built in the background;"
         " 0: only `lookalike reindex` builds one",
+    )
+    embedding_index_min_rows: int = _setting(
+        20_000,
+        "Embeddings from which a SQLite store searches an HNSW index of them, built in the"
+        " background; 0: never",
     )
     index_nprobe: int = _setting(
         32, "Index lists searched per query orientation: more is slower, with higher recall"
@@ -130,10 +179,25 @@ class Settings:
         if self.elasticsearch_stage not in ("words", "knn"):
             raise ConfigError("LOOKALIKE_ELASTICSEARCH_STAGE must be words or knn")
         if (
-            min(self.elasticsearch_knn, self.elasticsearch_words) < 1
+            min(self.elasticsearch_knn, self.elasticsearch_words, self.elasticsearch_embedding_knn)
+            < 1
             or self.elasticsearch_timeout <= 0
         ):
             raise ConfigError("Elasticsearch candidates and timeout must be positive")
+        if self.elasticsearch_embedding_knn > 10_000:
+            raise ConfigError("LOOKALIKE_ELASTICSEARCH_EMBEDDING_KNN is at most 10000")
+        if self.search_method not in ("signature", "embedding", "hybrid"):
+            raise ConfigError("LOOKALIKE_SEARCH_METHOD must be signature, embedding or hybrid")
+        if self.search_method != "signature" and not self.embeddings:
+            raise ConfigError(f"search method {self.search_method} needs LOOKALIKE_EMBEDDINGS=true")
+        if not 0.0 < self.embedding_max_distance <= 2.0:
+            raise ConfigError("embedding_max_distance must be in (0, 2]")
+        if self.embedding_threads < 0 or self.milvus_timeout <= 0:
+            raise ConfigError("embedding_threads must be 0 or more, milvus_timeout positive")
+        if self.milvus_index not in ("HNSW", "FLAT", "AUTOINDEX"):
+            raise ConfigError("LOOKALIKE_MILVUS_INDEX must be HNSW, FLAT or AUTOINDEX")
+        if not 1 <= self.milvus_candidates <= 16_384 or not 1 <= self.milvus_ef <= 16_384:
+            raise ConfigError("LOOKALIKE_MILVUS_CANDIDATES and _EF must be from 1 to 16384")
         if self.elasticsearch_refresh not in ("wait_for", "true", "false"):
             raise ConfigError("LOOKALIKE_ELASTICSEARCH_REFRESH must be wait_for, true or false")
         return self

@@ -8,36 +8,49 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Match", "Metadata", "Record", "score_of"]
+__all__ = ["EMBEDDING_DIMENSION", "METHODS", "Match", "Metadata", "Record", "score_of"]
 
 Metadata = dict[str, Any]
 
+EMBEDDING_DIMENSION = 1280
+"""Length of an image embedding (EfficientNet-Lite0's pooled features)."""
+
+METHODS = ("signature", "embedding", "hybrid")
+"""How a search compares images: the Goldberg signature (copies), the CNN embedding
+(look-alikes and crops), or both fused."""
+
 
 def score_of(distance: float) -> float:
-    """Match's score: 100 × (1 − normalised distance); 100 is identical."""
+    """Match's score: 100 × (1 − distance); 100 is identical. For signatures the distance
+    is image-match's normalised distance; for embeddings it is 1 − cosine similarity."""
     return 100.0 * (1.0 - distance)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Record:
-    """One stored image: its key, its signature (int8[648]) and its metadata."""
+    """One stored image: its key, its signature (int8[648]), its metadata and, when the
+    collection has embeddings, its unit-length embedding (float32[1280], values that
+    float16 holds exactly, so every backend stores it without loss)."""
 
     filepath: str
     signature: npt.NDArray[np.int8]
     metadata: Metadata | None = None
     created: float | None = None
     updated: float | None = None
+    embedding: npt.NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Match:
     """One search result. ``orientation`` names the transform of the query image under
-    which it matched (one of ``signature.ORIENTATIONS``, "identity" if not turned)."""
+    which it matched (one of ``signature.ORIENTATIONS``, "identity" if not turned);
+    ``method`` says what found it, and so what ``distance`` means (see ``score_of``)."""
 
     filepath: str
     distance: float
     orientation: str = "identity"
     metadata: Metadata | None = field(default=None, compare=False)
+    method: str = "signature"
 
     @property
     def score(self) -> float:
@@ -51,4 +64,5 @@ class Match:
             "metadata": self.metadata,
             "distance": self.distance,
             "orientation": self.orientation,
+            "method": self.method,
         }

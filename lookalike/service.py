@@ -3,11 +3,21 @@
 Built once from Settings and handed to the HTTP API and the CLI, which only translate
 their inputs and outputs. Images arrive as bytes or as a local path; everything here
 raises errors from ``errors`` and nothing else.
+
+Searches come in three methods (``records.METHODS``): ``signature`` compares Goldberg
+signatures (copies, edits, rotations); ``embedding`` compares CNN embeddings when the
+collection has them (``Settings.embeddings``: look-alikes and crops); ``hybrid`` runs
+both and puts each image at the better of its two distances, an embedding distance
+first scaled onto the signature's so that the two default cutoffs coincide; a signature
+match the signature is unsure of is dropped when the embeddings disagree.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -21,16 +31,17 @@ from typing import Any, Self, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from . import images, signature
+from . import embeddings, images, signature
 from .backends import Backend, open_backend
 from .backends.base import Filter, check_filepath, check_filter, check_metadata
+from .backends.vectors import cosine_distances
 from .config import Settings
 from .errors import ConfigError, InvalidRequest, LookalikeError, NotFound
 from .fetch import AddressPolicy
 from .fetch import fetch as fetch_url
-from .records import Match, Metadata, Record, score_of
+from .records import METHODS, Match, Metadata, Record, score_of
 
-__all__ = ["Comparison", "FileResult", "ImageSource", "Lookalike"]
+__all__ = ["SIGNATURE_SURE", "Comparison", "FileResult", "ImageSource", "Lookalike"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,6 +56,8 @@ class Comparison:
 
     distance: float
     orientation: str = "identity"
+    method: str = "signature"
+    scores: dict[str, float] | None = None  # each method's score, when there are two
 
     @property
     def score(self) -> float:
@@ -52,7 +65,13 @@ class Comparison:
 
     def to_json(self) -> dict[str, Any]:
         """The result object of ``/compare`` and of ``lookalike compare --json``."""
-        return {"score": self.score, "distance": self.distance, "orientation": self.orientation}
+        out = {
+            "score": self.score,
+            "distance": self.distance,
+            "orientation": self.orientation,
+            "method": self.method,
+        }
+        return out if self.scores is None else {**out, "scores": self.scores}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +91,8 @@ class Lookalike:
         if backend is None:
             backend = open_backend(self.settings.store, self.settings)
         self.backend = backend
+        self._encoder: embeddings.Encoder | None = None
+        self._encoder_lock = threading.Lock()
 
     def __enter__(self) -> Self:
         return self
@@ -102,6 +123,13 @@ class Lookalike:
         """The image-match signature of an image (648 values in -2..2)."""
         return signature.signature(self.pixels(source))
 
+    def embed(self, pixels: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+        """CNN embeddings (n, 1280) of RGB images, the model loaded on first use."""
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = _load_encoder(self.settings)
+        return _stored_embeddings(self._encoder.embed(pixels))
+
     # -- writes ---------------------------------------------------------------------------
 
     def add(self, filepath: str, source: ImageSource, metadata: Metadata | None = None) -> Record:
@@ -110,7 +138,9 @@ class Lookalike:
             check_filepath(filepath),
             check_metadata(metadata),
         )  # cheap checks before decoding
-        record = Record(name, self.signature(source), meta)
+        pixels = self.pixels(source)
+        embedding = self.embed([pixels])[0] if self.settings.embeddings else None
+        record = Record(name, signature.signature(pixels), meta, embedding=embedding)
         self.backend.add(record)
         return record
 
@@ -132,8 +162,11 @@ class Lookalike:
         """
         count = workers or self.settings.ingest_workers or os.cpu_count() or 1
         chunks = _chunks((name, os.fspath(path)) for name, path in files)
-        sign = partial(_sign_files, self.settings)  # pickled once per chunk, not per file
-        pending: list[tuple[str, bytes | str]] = []
+        settings = self.settings
+        if count > 1 and settings.embedding_threads == 0:  # a process per core already
+            settings = settings.replace(embedding_threads=1)
+        sign = partial(_sign_files, settings)  # pickled once per chunk, not per file
+        pending: list[_Signed] = []
         for chunk in _parallel_map(sign, chunks, count):
             pending.extend(chunk)
             if len(pending) >= batch:
@@ -141,21 +174,21 @@ class Lookalike:
                 pending = []
         yield from self._store(pending)
 
-    def _store(self, signed: list[tuple[str, bytes | str]]) -> Iterator[FileResult]:
-        outcome: list[tuple[str, bytes | str]] = []
-        for name, sig in signed:
+    def _store(self, signed: list[_Signed]) -> Iterator[FileResult]:
+        outcome: list[_Signed] = []
+        for name, sig, vector in signed:
             try:
-                outcome.append((check_filepath(name), sig))
+                outcome.append((check_filepath(name), sig, vector))
             except InvalidRequest as error:  # e.g. a file name that is not valid Unicode
-                outcome.append((name, str(error)))
+                outcome.append((name, str(error), None))
         good = [
-            Record(name, np.frombuffer(sig, dtype=np.int8))
-            for name, sig in outcome
+            Record(name, np.frombuffer(sig, dtype=np.int8), embedding=vector)
+            for name, sig, vector in outcome
             if isinstance(sig, bytes)
         ]
         if good:
             self.backend.add_many(good)
-        for name, sig in outcome:
+        for name, sig, _ in outcome:
             yield FileResult(name, None if isinstance(sig, bytes) else sig)
 
     def delete(self, filepath: str) -> None:
@@ -174,18 +207,28 @@ class Lookalike:
         max_distance: float | None = None,
         min_score: float | None = None,
         where: Filter | None = None,
+        method: str | None = None,
+        collapse: str | None = None,
     ) -> list[Match]:
         """Stored images like this one, best first.
 
         With ``all_orientations`` (the default setting) the query is also tried rotated by
-        90°, 180°, 270° and mirrored — all 8 in one pass. ``min_score`` (0–100) and
-        ``max_distance`` are two spellings of one cutoff; the stricter wins.
+        90°, 180°, 270° and mirrored — all 8 in one pass. ``method``: see the module's
+        docstring (default: the setting). ``min_score`` (0–100) and ``max_distance`` are
+        two spellings of one cutoff, on the method's scale; the stricter wins. ``collapse``
+        names a metadata key: at most one result (the best) per value of it.
         """
-        options = self._search_options(limit, max_distance, min_score, where)  # before decoding
-        pixels = self.pixels(source)
+        how = self._method(method)
+        options = self._search_options(how, limit, max_distance, min_score, where, collapse)
+        pixels = self.pixels(source)  # after the cheap checks
         rotate = self.settings.all_orientations if all_orientations is None else all_orientations
-        queries = signature.orientations(pixels) if rotate else signature.signature(pixels)[None]
-        return self.backend.search(queries, **options)
+        turns = range(len(signature.ORIENTATIONS) if rotate else 1)
+        signatures = embedded = None
+        if how != "embedding":
+            signatures = signature.orientations(pixels) if rotate else signature.signature(pixels)
+        if how != "signature":
+            embedded = self.embed([signature.turn(pixels, i) for i in turns])
+        return self._search(how, signatures, embedded, options)
 
     def search_stored(
         self,
@@ -195,22 +238,96 @@ class Lookalike:
         max_distance: float | None = None,
         min_score: float | None = None,
         where: Filter | None = None,
+        method: str | None = None,
+        collapse: str | None = None,
     ) -> list[Match]:
         """Stored images like the one stored under ``filepath`` (itself included)."""
-        options = self._search_options(limit, max_distance, min_score, where)
+        how = self._method(method)
+        options = self._search_options(how, limit, max_distance, min_score, where, collapse)
         record = self.get(filepath)
-        return self.backend.search(record.signature[None], **options)
+        if how != "signature" and record.embedding is None:
+            raise InvalidRequest(f"{filepath!r} was stored without an embedding")
+        embedded = None if record.embedding is None else record.embedding[None]
+        return self._search(how, record.signature, embedded, options)
+
+    def _method(self, method: str | None) -> str:
+        how = self.settings.search_method if method is None else method
+        if how not in METHODS:
+            raise InvalidRequest(f"method must be one of {', '.join(METHODS)}")
+        if how != "signature" and not self.settings.embeddings:
+            raise InvalidRequest(
+                f"method {how} needs embeddings: start lookalike with LOOKALIKE_EMBEDDINGS=true"
+            )
+        return how
+
+    def _search(
+        self,
+        how: str,
+        signatures: npt.NDArray[np.int8] | None,
+        embedded: npt.NDArray[np.float32] | None,
+        options: dict[str, Any],
+    ) -> list[Match]:
+        limit, where, collapse = options["limit"], options["where"], options["collapse"]
+        if collapse is not None:  # room for the results that collapsing will drop
+            limit = max(limit, min(limit * _COLLAPSE_FETCH, _COLLAPSE_MOST))
+        found: list[Match] = []
+        if signatures is not None and how != "embedding":
+            cutoff = options["signature_cutoff"]
+            queries = np.atleast_2d(signatures)
+            found += self.backend.search(queries, limit=limit, max_distance=cutoff, where=where)
+        if embedded is not None and how != "signature":
+            cutoff = options["embedding_cutoff"]
+            found += self.backend.search_embedding(
+                embedded, limit=limit, max_distance=cutoff, where=where
+            )
+        if how == "hybrid" and embedded is not None:
+            found = self._without_vetoed(found, embedded)
+            scale = self.settings.max_distance / self.settings.embedding_max_distance
+            found = _fuse(found, scale)
+        if collapse is not None:
+            found = _collapse(found, collapse)
+        return found[: options["limit"]]
+
+    def _without_vetoed(self, found: list[Match], embedded: npt.NDArray[np.float32]) -> list[Match]:
+        """Hybrid drops a signature match the signature is unsure of (distance from
+        ``SIGNATURE_SURE`` on) when the embeddings call the two pictures unrelated (their
+        distance at least twice the embedding cutoff): smooth, featureless images have
+        close signatures without looking alike. A record without an embedding is kept."""
+        by_embedding = {m.filepath for m in found if m.method == "embedding"}
+        veto = 2 * self.settings.embedding_max_distance
+        kept = []
+        for match in found:
+            if (
+                match.method == "signature"
+                and match.distance >= SIGNATURE_SURE
+                and match.filepath not in by_embedding
+            ):
+                record = self.backend.get(match.filepath)
+                if record is not None and record.embedding is not None:
+                    distance, _ = cosine_distances(embedded, record.embedding[None])
+                    if distance[0] >= veto:
+                        continue
+            kept.append(match)
+        return kept
 
     def _search_options(
         self,
+        how: str,
         limit: int | None,
         max_distance: float | None,
         min_score: float | None,
         where: Filter | None,
+        collapse: str | None = None,
     ) -> dict[str, Any]:
-        cutoff = self.settings.max_distance if max_distance is None else max_distance
-        if not 0.0 <= cutoff <= 1.0:
-            raise InvalidRequest("max_distance must be between 0 and 1")
+        """Limit, filter, collapse key and a cutoff per method. In hybrid, a cutoff given is on the
+        signature's scale, and the embedding's follows it."""
+        widest = 2.0 if how == "embedding" else 1.0
+        default = self.settings.embedding_max_distance if how == "embedding" else None
+        cutoff = default or self.settings.max_distance
+        if max_distance is not None:
+            if not 0.0 <= max_distance <= widest:
+                raise InvalidRequest(f"max_distance must be between 0 and {widest:g}")
+            cutoff = max_distance
         if min_score is not None:
             if not 0.0 <= min_score <= 100.0:
                 raise InvalidRequest("min_score must be between 0 and 100")
@@ -220,19 +337,49 @@ class Lookalike:
         count = self.settings.search_limit if limit is None else limit
         if count < 1:
             raise InvalidRequest("limit must be a positive integer")
-        return {"limit": count, "max_distance": cutoff, "where": check_filter(where)}
+        scale = self.settings.embedding_max_distance / self.settings.max_distance
+        if collapse is not None and (not isinstance(collapse, str) or not collapse):
+            raise InvalidRequest("collapse must name a metadata key")
+        return {
+            "limit": count,
+            "where": check_filter(where),
+            "collapse": collapse,
+            "signature_cutoff": cutoff,
+            "embedding_cutoff": cutoff if how == "embedding" else cutoff * scale,
+        }
 
     def compare(
-        self, first: ImageSource, second: ImageSource, *, all_orientations: bool = False
+        self,
+        first: ImageSource,
+        second: ImageSource,
+        *,
+        all_orientations: bool = False,
+        method: str = "signature",
     ) -> Comparison:
-        """How alike two images are; with ``all_orientations`` the second may be turned."""
-        a = signature.signature(self.pixels(first))
-        pixels = self.pixels(second)
-        if not all_orientations:
-            return Comparison(signature.distance(a, signature.signature(pixels)))
-        d = signature.distances(signature.orientations(pixels), a)
-        best = int(np.argmin(d))
-        return Comparison(float(d[best]), signature.ORIENTATIONS[best])
+        """How alike two images are; with ``all_orientations`` the second may be turned.
+        ``method`` as for ``search``; with embeddings enabled, both methods' scores are
+        reported whatever the method."""
+        how = self._method(method)
+        one, two = self.pixels(first), self.pixels(second)
+        a = signature.signature(one)
+        rows = signature.orientations(two) if all_orientations else signature.signature(two)
+        d = signature.distances(np.atleast_2d(rows), a)
+        turn = int(np.argmin(d))
+        found = [Comparison(float(d[turn]), signature.ORIENTATIONS[turn])]
+        if self.settings.embeddings:
+            turns = range(len(signature.ORIENTATIONS) if all_orientations else 1)
+            vectors = self.embed([one, *(signature.turn(two, i) for i in turns)])
+            cosine, best = cosine_distances(vectors[1:], vectors[:1])
+            orientation = signature.ORIENTATIONS[int(best[0])]
+            found.append(Comparison(float(cosine[0]), orientation, "embedding"))
+        scores = {c.method: c.score for c in found}
+        if how == "hybrid":
+            scale = self.settings.max_distance / self.settings.embedding_max_distance
+            by_signature = [c if c.method == "signature" else _scaled(c, scale) for c in found]
+            chosen = min(by_signature, key=lambda c: c.distance)
+        else:
+            chosen = next(c for c in found if c.method == how)
+        return dataclasses.replace(chosen, scores=scores if len(scores) > 1 else None)
 
     def get(self, filepath: str) -> Record:
         record = self.backend.get(check_filepath(filepath))
@@ -273,6 +420,62 @@ class Lookalike:
 
 # -- helpers (module level so that worker processes can run them) ---------------------------
 
+_Signed = tuple[str, bytes | str, npt.NDArray[np.float32] | None]
+"""A file's name, and its signature as bytes (or an error message), and its embedding."""
+
+
+def _fuse(found: list[Match], scale: float) -> list[Match]:
+    """Hybrid results: one per image, at the better of its distances, an embedding
+    distance multiplied by ``scale`` (signature cutoff / embedding cutoff) first."""
+    best: dict[str, Match] = {}
+    for match in found:
+        if match.method == "embedding":
+            match = dataclasses.replace(match, distance=min(match.distance * scale, 1.0))
+        kept = best.get(match.filepath)
+        if kept is None or (match.distance, match.method) < (kept.distance, kept.method):
+            best[match.filepath] = match
+    return sorted(best.values(), key=lambda m: (m.distance, m.filepath))
+
+
+SIGNATURE_SURE = 0.40
+"""A signature distance below which the same picture is very likely (image-match's 0.40)."""
+
+_COLLAPSE_FETCH = 10  # a collapsed search looks at 10 × limit matches ...
+_COLLAPSE_MOST = 10_000  # ... or at most this many
+
+
+def _collapse(found: list[Match], key: str) -> list[Match]:
+    """The first (best) match of each value of metadata ``key``; matches without the key
+    stand for themselves."""
+    seen: set[str] = set()
+    kept = []
+    for match in found:
+        metadata = match.metadata or {}
+        if key in metadata:
+            value = json.dumps(metadata[key], sort_keys=True)  # lists and objects too
+            if value in seen:
+                continue
+            seen.add(value)
+        kept.append(match)
+    return kept
+
+
+def _scaled(comparison: Comparison, scale: float) -> Comparison:
+    return dataclasses.replace(comparison, distance=min(comparison.distance * scale, 1.0))
+
+
+def _load_encoder(settings: Settings) -> embeddings.Encoder:
+    return embeddings.Encoder.load(settings.model_cache or None, threads=settings.embedding_threads)
+
+
+def _stored_embeddings(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Embeddings as stores keep them: float16 values, unit length."""
+    rounded: npt.NDArray[np.float32] = vectors.astype(np.float16).astype(np.float32)
+    return rounded
+
+
+_worker_encoder: embeddings.Encoder | None = None  # one per ingest process, loaded once
+
 
 def _pixels(source: ImageSource, settings: Settings) -> npt.NDArray[np.uint8]:
     limits: dict[str, Any] = {
@@ -285,14 +488,25 @@ def _pixels(source: ImageSource, settings: Settings) -> npt.NDArray[np.uint8]:
     return images.read(source, **limits)
 
 
-def _sign_files(settings: Settings, chunk: list[tuple[str, str]]) -> list[tuple[str, bytes | str]]:
-    """Signatures (as bytes) or error messages for a chunk of ``(filepath, path)`` files."""
-    out: list[tuple[str, bytes | str]] = []
+def _sign_files(settings: Settings, chunk: list[tuple[str, str]]) -> list[_Signed]:
+    """Signatures (as bytes) or error messages for a chunk of ``(filepath, path)`` files,
+    and their embeddings when the collection has them."""
+    global _worker_encoder
+    out: list[_Signed] = []
+    decoded: list[tuple[int, npt.NDArray[np.uint8]]] = []
     for name, path in chunk:
         try:
-            out.append((name, signature.signature(_pixels(path, settings)).tobytes()))
+            pixels = _pixels(path, settings)
+            out.append((name, signature.signature(pixels).tobytes(), None))
+            decoded.append((len(out) - 1, pixels))
         except LookalikeError as error:
-            out.append((name, str(error)))
+            out.append((name, str(error), None))
+    if settings.embeddings and decoded:
+        if _worker_encoder is None:
+            _worker_encoder = _load_encoder(settings)
+        vectors = _stored_embeddings(_worker_encoder.embed([p for _, p in decoded]))
+        for (i, _), vector in zip(decoded, vectors, strict=True):
+            out[i] = (out[i][0], out[i][1], vector)
     return out
 
 

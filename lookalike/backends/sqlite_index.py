@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -45,12 +45,23 @@ _SAMPLE = 64  # rows compared with the database when a generation is opened
 _RETRY_SECONDS = 60.0  # a process starts at most one background build this often
 
 
-class IndexFolder:
-    """The folder of index generations beside one database file."""
+class Saveable(Protocol):
+    def save(self, directory: str | Path, **header: Any) -> None: ...
 
-    def __init__(self, database: str | Path) -> None:
+
+class IndexFolder:
+    """The folder of index generations beside one database file.
+
+    ``suffix`` names the folder (``.index`` for signatures, ``.embeddings`` for the
+    embedding index); ``builder`` is the module run as ``python -m builder DATABASE`` to
+    build a generation in the background."""
+
+    def __init__(
+        self, database: str | Path, *, suffix: str = ".index", builder: str = __name__
+    ) -> None:
         self.database = Path(database)
-        self.path = self.database.with_name(self.database.name + ".index")
+        self.path = self.database.with_name(self.database.name + suffix)
+        self.builder = builder
         self._builder: subprocess.Popen[bytes] | None = None
         self._started = -_RETRY_SECONDS
 
@@ -65,7 +76,7 @@ class IndexFolder:
         """Load a generation (checksums verified); ValueError if it is unusable."""
         return IvfIndex.load(self.path / name)
 
-    def publish(self, index: IvfIndex, header: dict[str, Any]) -> str:
+    def publish(self, index: Saveable, header: dict[str, Any]) -> str:
         """Write a new generation, point CURRENT at it, and remove older ones."""
         name = f"g{header['version']}-{time.time_ns()}"
         index.save(self.path / name, **header)
@@ -114,7 +125,7 @@ class IndexFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / "build.log", "ab") as log_file:
             self._builder = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(self.database)],
+                [sys.executable, "-m", self.builder, str(self.database)],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

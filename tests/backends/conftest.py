@@ -101,6 +101,18 @@ class TwoConnections:
     ) -> builtins.list[Match]:
         return self.reader.search(queries, limit=limit, max_distance=max_distance, where=where)
 
+    def search_embedding(
+        self,
+        queries: npt.NDArray[np.float32],
+        *,
+        limit: int,
+        max_distance: float,
+        where: Filter | None = None,
+    ) -> builtins.list[Match]:
+        return self.reader.search_embedding(
+            queries, limit=limit, max_distance=max_distance, where=where
+        )
+
     def stats(self) -> dict[str, Any]:
         return self.reader.stats()
 
@@ -141,6 +153,50 @@ def open_sqlite_indexed(tmp_path: Path) -> Backend:
     return IndexedAfterEachBatch(tmp_path / "indexed.db")
 
 
+class EmbeddingIndexedAfterEachBatch(SQLiteBackend):
+    """A SQLite store that rebuilds its HNSW index of embeddings after every ``add_many``
+    of several records and searches it for every embedding query, however small.
+
+    So the contract suite's embedding cases run on the indexed path: batches land in the
+    index, single adds in the delta, deletes and replacements mask index rows.
+    """
+
+    def __init__(self, path: Path) -> None:
+        # reindex() builds the signature index too: probe all its lists, as above
+        super().__init__(
+            path, nprobe=1_000_000, build_in_background=False, embedding_index_min_rows=1
+        )
+        self._embeddings.exact_rows = 0  # never fall back to a scan of the index rows
+
+    def add_many(self, records: Iterable[Record]) -> int:
+        added = super().add_many(records)
+        if added > 1:
+            self.reindex()
+            stats = self.stats()
+            assert stats["embedding_index"] == "hnsw" or not stats["embeddings"]
+        return added
+
+
+def open_sqlite_embedding_indexed(tmp_path: Path) -> Backend:
+    return EmbeddingIndexedAfterEachBatch(tmp_path / "embedding-indexed.db")
+
+
+def milvus_url(path: Path) -> str:
+    """The URL of a Milvus Lite file at an absolute path: ``milvus:////abs/path.db``."""
+    assert path.is_absolute()
+    return "milvus:///" + str(path)
+
+
+def open_milvus(tmp_path: Path) -> Backend:
+    """A fresh Milvus Lite file (Milvus Lite runs in this process, one server per file),
+    searched with an HNSW breadth beyond the collections' sizes: exhaustive, so exact, as
+    the contract requires (like ``sqlite-indexed`` probing every list). The default
+    breadth's recall is measured in ``test_milvus.py``."""
+    from lookalike.backends.milvus import MAX_CANDIDATES, MilvusBackend
+
+    return MilvusBackend(milvus_url(tmp_path / "milvus.db"), ef=MAX_CANDIDATES)
+
+
 class ThrowawayIndex:
     """An Elasticsearch index of its own for one test, deleted by ``close``."""
 
@@ -164,6 +220,8 @@ STORES = [
     pytest.param(open_sqlite, id="sqlite"),
     pytest.param(open_sqlite_two_connections, id="sqlite-two-connections"),
     pytest.param(open_sqlite_indexed, id="sqlite-indexed"),
+    pytest.param(open_sqlite_embedding_indexed, id="sqlite-embedding-indexed"),
+    pytest.param(open_milvus, id="milvus", marks=needs_module("pymilvus", "milvus")),
     pytest.param(
         ThrowawayIndex,
         id="elasticsearch",

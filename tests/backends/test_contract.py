@@ -20,7 +20,7 @@ from lookalike import signature
 from lookalike.backends import Backend
 from lookalike.backends.memory import MemoryBackend
 from lookalike.errors import InvalidRequest
-from lookalike.records import Record
+from lookalike.records import EMBEDDING_DIMENSION, Record
 from lookalike.signature import LENGTH, ORIENTATIONS
 
 from .support import Mirror, found, orientation_row, perturb, random_signatures
@@ -878,3 +878,181 @@ def test_stats_tell_the_size_index_and_memory(backend: Backend, rng: np.random.G
     # an index shared between processes is not private memory, but holds the signatures
     assert full["memory_bytes"] + full.get("index_shared_bytes", 0) >= 2999 * LENGTH
     assert full["backend"] == empty["backend"] and isinstance(full["index"], str)
+
+
+# -- embeddings --------------------------------------------------------------------------
+
+
+def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random unit embeddings, rounded as stores keep them (float16)."""
+    vectors = rng.normal(size=(n, EMBEDDING_DIMENSION)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float16).astype(np.float32)
+
+
+def near(rng: np.random.Generator, vector: np.ndarray, cosine: float) -> np.ndarray:
+    """A unit vector at about ``cosine`` similarity to ``vector``."""
+    noise = rng.normal(size=vector.shape).astype(np.float32)
+    noise -= noise @ vector * vector
+    noise /= np.linalg.norm(noise)
+    mixed = cosine * vector + math.sqrt(1 - cosine**2) * noise
+    return (mixed / np.linalg.norm(mixed)).astype(np.float16).astype(np.float32)
+
+
+def brute_force_cosine(stored: dict[str, np.ndarray], queries: np.ndarray) -> dict[str, float]:
+    """1 − the best cosine of each stored vector to any query row, in float64 (queries
+    are scaled to unit length, as a search does)."""
+    q = queries.astype(np.float32)
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float64)
+    out = {}
+    for path, vector in stored.items():
+        v = vector.astype(np.float64)
+        cosines = q @ v / np.linalg.norm(v)
+        out[path] = 1.0 - float(cosines.max())
+    return out
+
+
+def test_embedding_round_trip_and_absence(backend: Backend, rng: np.random.Generator) -> None:
+    vectors = unit_vectors(rng, 2)
+    sigs = random_signatures(rng, 2)
+    backend.add(Record("with", sigs[0], {"k": 1}, embedding=vectors[0]))
+    backend.add(Record("without", sigs[1]))
+    stored = backend.get("with")
+    assert stored is not None and stored.embedding is not None
+    np.testing.assert_array_equal(stored.embedding, vectors[0])
+    without = backend.get("without")
+    assert without is not None and without.embedding is None
+    # a signature search finds both, whatever their embeddings
+    assert exact(backend, sigs[1]) == ["without"]
+
+
+def test_embedding_search_finds_only_records_with_embeddings(
+    backend: Backend, rng: np.random.Generator
+) -> None:
+    vectors = unit_vectors(rng, 20)
+    backend.add_many(
+        Record(f"e{i}", sig, embedding=vectors[i] if i % 2 else None)
+        for i, sig in enumerate(random_signatures(rng, 20))
+    )
+    matches = backend.search_embedding(vectors[3], limit=10, max_distance=0.01)
+    assert [(m.filepath, m.method, m.orientation) for m in matches] == [
+        ("e3", "embedding", "identity")
+    ]
+    assert matches[0].distance == pytest.approx(0.0, abs=1e-6)
+    assert backend.search_embedding(vectors[4], limit=10, max_distance=0.5) == []
+    everything = backend.search_embedding(vectors[3], limit=100, max_distance=2.0)
+    assert sorted(m.filepath for m in everything) == sorted(f"e{i}" for i in range(1, 20, 2))
+
+
+def test_embedding_results_are_exact_best_first_cut_and_limited(
+    backend: Backend, rng: np.random.Generator
+) -> None:
+    query = unit_vectors(rng, 1)[0]
+    cosines = [0.99, 0.95, 0.9, 0.8, 0.7, 0.5, 0.3]
+    vectors = {f"c{i}": near(rng, query, c) for i, c in enumerate(cosines)}
+    vectors["twin-b"] = vectors["twin-a"] = near(rng, query, 0.85)
+    sigs = random_signatures(rng, len(vectors))
+    backend.add_many(
+        Record(path, sig, embedding=v) for (path, v), sig in zip(vectors.items(), sigs, strict=True)
+    )
+    truth = brute_force_cosine(vectors, query[None, :])
+    cutoff = truth["c4"]  # strict: c4 itself is out
+    matches = backend.search_embedding(query, limit=100, max_distance=cutoff)
+    assert [m.filepath for m in matches] == ["c0", "c1", "c2", "twin-a", "twin-b", "c3"]
+    for m in matches:
+        assert m.distance == pytest.approx(truth[m.filepath], abs=1e-9)
+        assert m.score == pytest.approx(100 * (1 - truth[m.filepath]))
+    limited = backend.search_embedding(query, limit=3, max_distance=cutoff)
+    assert [m.filepath for m in limited] == ["c0", "c1", "c2"]
+
+
+def test_embedding_orientation_is_the_matching_query_row(
+    backend: Backend, rng: np.random.Generator
+) -> None:
+    vectors = unit_vectors(rng, 8)
+    backend.add(Record("target", random_signatures(rng, 1)[0], embedding=vectors[5]))
+    matches = backend.search_embedding(vectors, limit=5, max_distance=0.1)
+    assert [(m.filepath, m.orientation) for m in matches] == [("target", ORIENTATIONS[5])]
+
+
+def test_embedding_replace_and_delete(backend: Backend, rng: np.random.Generator) -> None:
+    old, new = unit_vectors(rng, 2)
+    sig = random_signatures(rng, 1)[0]
+    backend.add(Record("p", sig, embedding=old))
+    backend.add(Record("p", sig, embedding=new))
+    assert [m.filepath for m in backend.search_embedding(new, limit=5, max_distance=0.1)] == ["p"]
+    assert backend.search_embedding(old, limit=5, max_distance=0.5) == []
+    backend.add(Record("p", sig))  # replaced by a record without an embedding
+    assert backend.search_embedding(new, limit=5, max_distance=2.0) == []
+    backend.add(Record("p", sig, embedding=old))  # and given one again
+    assert [m.filepath for m in backend.search_embedding(old, limit=5, max_distance=0.1)] == ["p"]
+    assert backend.delete("p")
+    assert backend.search_embedding(old, limit=5, max_distance=2.0) == []
+    assert backend.count() == 0
+
+
+def test_embedding_search_with_filter(backend: Backend, rng: np.random.Generator) -> None:
+    query = unit_vectors(rng, 1)[0]
+    backend.add_many(
+        Record(
+            f"f{i}",
+            sig,
+            {"shop": "a" if i % 3 else "b", "n": i % 2},
+            embedding=near(rng, query, 0.9),
+        )
+        for i, sig in enumerate(random_signatures(rng, 30))
+    )
+    for where in ({"shop": "b"}, {"shop": "a", "n": 1}, {"n": 1.0}, {"shop": "c"}):
+        matches = backend.search_embedding(query, limit=100, max_distance=0.5, where=where)
+        expected = sorted(
+            f"f{i}"
+            for i in range(30)
+            if all({"shop": "a" if i % 3 else "b", "n": i % 2}[k] == v for k, v in where.items())
+        )
+        assert sorted(m.filepath for m in matches) == expected, where
+
+
+@pytest.mark.parametrize(
+    "embedding",
+    [np.zeros(EMBEDDING_DIMENSION), np.ones(10), np.full(EMBEDDING_DIMENSION, np.nan)],
+    ids=["zero", "short", "nan"],
+)
+def test_invalid_embeddings_are_refused(
+    backend: Backend, rng: np.random.Generator, embedding: np.ndarray
+) -> None:
+    with pytest.raises(ValueError, match="embedding"):
+        backend.add(Record("bad", random_signatures(rng, 1)[0], embedding=embedding))
+    assert backend.count() == 0
+    with pytest.raises(ValueError, match="embedding"):
+        backend.search_embedding(np.ones((9, EMBEDDING_DIMENSION)), limit=1, max_distance=1.0)
+
+
+@pytest.mark.slow
+def test_embedding_oracle(backend: Backend, rng: np.random.Generator) -> None:
+    """Against brute force over a few thousand vectors: what a store returns is at the
+    exact distance, and it misses at most 1 % of what it should return."""
+    n = 3000
+    vectors = unit_vectors(rng, n)
+    for i in range(0, n, 6):  # clusters of look-alikes at varied similarity
+        for j, c in enumerate((0.95, 0.85, 0.75, 0.65), start=1):
+            vectors[i + j] = near(rng, vectors[i], c)
+    stored = {f"v{i:04d}": vectors[i] for i in range(n)}
+    backend.add_many(
+        Record(path, sig, embedding=stored[path])
+        for path, sig in zip(stored, random_signatures(rng, n), strict=True)
+    )
+    for path in [f"v{i:04d}" for i in rng.choice(n, size=200, replace=False)]:
+        assert backend.delete(path)
+        del stored[path]
+    expected_total = found_total = 0
+    for i in rng.choice(np.arange(0, n, 6), size=40, replace=False):
+        queries = np.stack([near(rng, vectors[i], 0.97), unit_vectors(rng, 1)[0]])
+        truth = brute_force_cosine(stored, queries)
+        matches = backend.search_embedding(queries, limit=10, max_distance=0.4)
+        for m in matches:
+            assert m.distance == pytest.approx(truth[m.filepath], abs=1e-9)
+        expected = sorted((d, p) for p, d in truth.items() if d < 0.4)[:10]
+        expected_total += len(expected)
+        found_total += len({p for _, p in expected} & {m.filepath for m in matches})
+    assert expected_total > 100
+    assert found_total / expected_total >= 0.99

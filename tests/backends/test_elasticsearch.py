@@ -12,6 +12,7 @@ cluster interprets the bodies as we expect (its scoring, refresh and mapping rul
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from lookalike.backends import open_backend
 from lookalike.backends.elasticsearch import (
     ElasticsearchBackend,
     document_id,
+    embedding_knn_body,
     filter_clauses,
     is_legacy,
     knn_body,
@@ -37,9 +39,11 @@ from lookalike.backends.elasticsearch import (
     normalise_url,
     word_body,
 )
+from lookalike.backends.elasticsearch_queries import embedding_field_problem, embedding_of
 from lookalike.config import Settings
-from lookalike.errors import BackendUnavailable
-from lookalike.records import Record
+from lookalike.errors import BackendUnavailable, ConfigError
+from lookalike.records import EMBEDDING_DIMENSION, Record
+from lookalike.signature import ORIENTATIONS
 
 from .support import perturb, random_signatures
 
@@ -146,6 +150,43 @@ def hit(path: str, signature: np.ndarray, metadata: Any = None, score: float = 1
     if metadata is not None:
         source["metadata"] = metadata
     return {"_index": "images", "_id": document_id(path), "_score": score, "_source": source}
+
+
+def embedding_hit(path: str, vector: np.ndarray, metadata: Any = None) -> dict:
+    """A kNN hit as the kNN search page shows it, with the _source lookalike asks for and
+    the _score a cosine field gives: (1 + cosine) / 2, here of the vector's own values."""
+    source: dict[str, Any] = {"path": path, "embedding": vector.tolist()}
+    if metadata is not None:
+        source["metadata"] = metadata
+    return {"_index": "images", "_id": document_id(path), "_score": 1.0, "_source": source}
+
+
+def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random unit embeddings, rounded to float16 values as stores keep them."""
+    vectors = rng.normal(size=(n, EMBEDDING_DIMENSION)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float16).astype(np.float32)
+
+
+def near(rng: np.random.Generator, vector: np.ndarray, cosine: float) -> np.ndarray:
+    """A float16-exact unit vector at about ``cosine`` similarity to unit ``vector``."""
+    noise = rng.normal(size=vector.shape)
+    noise -= noise @ vector * vector
+    noise /= np.linalg.norm(noise)
+    mixed = cosine * vector + np.sqrt(1 - cosine**2) * noise
+    return (mixed / np.linalg.norm(mixed)).astype(np.float16).astype(np.float32)
+
+
+def unit_rows(queries: np.ndarray) -> np.ndarray:
+    """Query rows scaled to unit length in float32, as a search takes them."""
+    return (queries / np.linalg.norm(queries, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def cosine_distance(query: np.ndarray, stored: np.ndarray) -> float:
+    """1 − cosine of a unit query row and a stored vector, in float64: the distance
+    the Backend protocol defines, written out here rather than taken from lookalike."""
+    q, v = unit_rows(query).astype(np.float64), stored.astype(np.float64)
+    return float(1.0 - q @ v / np.linalg.norm(v))
 
 
 # -- request bodies -------------------------------------------------------------------------
@@ -429,6 +470,411 @@ def test_list_pages_through_a_point_in_time(cluster: FakeCluster) -> None:
     assert store(cluster).list(offset=5, limit=10) == ["p5", "p6"]
 
 
+# -- embeddings ------------------------------------------------------------------------------
+
+EMBEDDING_FIELD = {  # written from the dense_vector page: "Automatically quantize vectors"
+    "type": "dense_vector",
+    "element_type": "float",
+    "dims": 1280,
+    "index": True,
+    "similarity": "cosine",
+    "index_options": {"type": "int8_hnsw"},
+}
+
+
+def test_the_embedding_field_is_the_documented_quantized_one() -> None:
+    """The field as the dense_vector page writes a byte-quantized index; it stays in _source
+    (the signature's vector is excluded, the embedding must come back for the re-rank).
+    Does not prove a cluster accepts it: int8_hnsw needs Elasticsearch 8.12 or later."""
+    m = mapping()
+    assert m["properties"]["embedding"] == EMBEDDING_FIELD
+    assert "embedding" not in m["_source"]["excludes"]
+    assert embedding_field_problem(m) is None
+    # what a cluster reports back, with the options it filled in, is still the field
+    reported = {**EMBEDDING_FIELD, "index_options": {"type": "int8_hnsw", "m": 16}}
+    assert embedding_field_problem({"properties": {"embedding": reported}}) is None
+    other = {"type": "dense_vector", "dims": 768, "index": True, "similarity": "cosine"}
+    assert "1280" in str(embedding_field_problem({"properties": {"embedding": other}}))
+
+
+def test_embedding_knn_body_is_the_documented_shape(rng: np.random.Generator) -> None:
+    """From the kNN search page (knn.field/query_vector/k/num_candidates/filter; num_candidates
+    at most 10,000). Does not prove a cluster's recall over int8-quantized vectors."""
+    row = unit_vectors(rng, 1)[0]
+    filters = [{"terms": {"metadata.shop": ["north"]}}]
+    assert embedding_knn_body(row, 100, filters) == {
+        "knn": {
+            "field": "embedding",
+            "query_vector": row.tolist(),
+            "k": 100,
+            "num_candidates": 200,
+            "filter": filters,
+        },
+        "size": 100,
+        "_source": ["path", "metadata", "embedding"],
+    }
+    capped = embedding_knn_body(row, 8000, [])
+    assert (capped["knn"]["k"], capped["knn"]["num_candidates"]) == (8000, 10_000)
+    assert "filter" not in capped["knn"]
+
+
+def test_the_embedding_setting_reaches_the_store() -> None:
+    """Does not talk to a cluster: only how the setting is read and checked."""
+    settings = Settings.from_env(
+        {"ELASTICSEARCH_URL": "es:9200", "LOOKALIKE_ELASTICSEARCH_EMBEDDING_KNN": "40"}
+    )
+    backend = open_backend(settings.store, settings)
+    assert isinstance(backend, ElasticsearchBackend) and backend.embedding_knn == 40
+    backend.close()
+    assert Settings().elasticsearch_embedding_knn == 100
+    for bad in ("0", "10001"):
+        with pytest.raises(ConfigError):
+            Settings.from_env({"LOOKALIKE_ELASTICSEARCH_EMBEDDING_KNN": bad})
+
+
+def old_lookalike_index(then: Callable[[Request], Answer]) -> Callable[[Request], Answer]:
+    """A lookalike index made before embeddings: its mapping has no ``embedding`` field."""
+    before = mapping()
+    del before["properties"]["embedding"]
+
+    def respond(request: Request) -> Answer:
+        if request.method == "HEAD" and request.path == "/images":
+            return 200, None
+        if request.method == "GET" and request.path == "/images/_mapping":
+            return 200, {"images": {"mappings": before}}
+        return then(request)
+
+    return respond
+
+
+def test_an_index_without_the_field_gets_it_when_opened(cluster: FakeCluster) -> None:
+    """One put_mapping adding just the field (the dense_vector page: a field can be added to
+    an existing mapping), once per process; an index that has it gets none. Does not prove
+    a cluster merges it into the strict mapping as documented."""
+    cluster.respond = old_lookalike_index(
+        lambda r: (200, {"acknowledged": True} if r.path == "/images/_mapping" else {"count": 3})
+    )
+    backend = store(cluster)
+    facts = backend.stats()  # opens the index
+    assert backend.stats() == facts
+    assert facts["embeddings"] == 3 and facts["layout"] == "lookalike"
+    assert facts["embedding_index"].startswith("int8_hnsw kNN candidates (k=100,")
+    [put] = cluster.calls("PUT", "/images/_mapping")
+    assert put.json() == {"properties": {"embedding": EMBEDDING_FIELD}}
+    [count_embeddings, _] = [r for r in cluster.requests if r.path == "/images/_count" and r.body]
+    assert count_embeddings.json() == {"query": {"exists": {"field": "embedding"}}}
+
+    cluster.requests.clear()
+    cluster.respond = lookalike_index(lambda r: (200, {"count": 3}))
+    assert store(cluster).stats()["layout"] == "lookalike"
+    assert cluster.calls("PUT", "/images/_mapping") == []
+
+
+def test_a_refused_field_leaves_signatures_working(
+    cluster: FakeCluster, rng: np.random.Generator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cluster older than 8.12 refuses int8_hnsw (400, error shaped as the docs show):
+    adds keep their signatures, embedding searches find nothing, one warning says why.
+    Does not prove the exact wording an old cluster uses."""
+    refusal = {
+        "error": {
+            "type": "mapper_parsing_exception",
+            "reason": "Unknown vector index options type [int8_hnsw] for field [embedding]",
+        },
+        "status": 400,
+    }
+
+    def respond(request: Request) -> Answer:
+        if request.path == "/images/_mapping":
+            return 400, refusal
+        if request.path == "/images/_count":
+            return 200, {"count": 2}
+        if request.path == "/_bulk":
+            return 200, {"took": 1, "errors": False, "items": [{"update": {"status": 200}}]}
+        return 404, {"error": "unexpected"}
+
+    cluster.respond = old_lookalike_index(respond)
+    backend = store(cluster)
+    vector = unit_vectors(rng, 1)[0]
+    with caplog.at_level(logging.WARNING, logger="lookalike.backends.elasticsearch"):
+        backend.add(Record("a.jpg", random_signatures(rng, 1)[0], embedding=vector))
+        backend.add(Record("b.jpg", random_signatures(rng, 1)[0], embedding=vector))
+        assert backend.search_embedding(vector, limit=5, max_distance=0.5) == []
+    [warning] = caplog.records
+    assert "int8_hnsw" in warning.getMessage() and "only signatures" in warning.getMessage()
+    documents = [b.ndjson()[1]["upsert"] for b in cluster.calls("PUT", "/_bulk")]
+    assert len(documents) == 2 and not any("embedding" in d for d in documents)
+    assert cluster.calls("POST", "/_msearch") == []
+    assert backend.stats()["embedding_index"].startswith("none: Elasticsearch refused")
+
+
+def test_an_embedding_field_of_another_shape_is_left_alone(
+    cluster: FakeCluster, rng: np.random.Generator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An index whose ``embedding`` is some other vector (768 dims here) is not changed and
+    not searched for embeddings; a warning says why. Does not prove how a cluster reports
+    such a field beyond the documented mapping shape."""
+    theirs = mapping()
+    theirs["properties"]["embedding"] = {"type": "dense_vector", "dims": 768, "index": True}
+
+    def respond(request: Request) -> Answer:
+        if request.method == "HEAD":
+            return 200, None
+        if request.method == "GET" and request.path == "/images/_mapping":
+            return 200, {"images": {"mappings": theirs}}
+        return 404, {"error": "unexpected"}
+
+    cluster.respond = respond
+    with caplog.at_level(logging.WARNING, logger="lookalike.backends.elasticsearch"):
+        found = store(cluster).search_embedding(unit_vectors(rng, 1), limit=5, max_distance=1)
+    assert found == []
+    assert {(r.method, r.path) for r in cluster.requests} == {
+        ("HEAD", "/images"),
+        ("GET", "/images/_mapping"),
+    }
+    [warning] = caplog.records
+    assert "1280 dimensions" in warning.getMessage()
+
+
+def test_an_add_stores_the_embedding_and_get_returns_it(
+    cluster: FakeCluster, rng: np.random.Generator
+) -> None:
+    """The embedding goes in the document as float16-exact floats, nothing when there is
+    none; get names the field in _source_includes (9.2+ leaves vectors out otherwise) and
+    reads a documented _doc response back. Does not prove a 9.2 cluster honours the
+    include, nor how a real cluster prints floats (values a float32 ulp off are tested
+    below)."""
+    vector = unit_vectors(rng, 1)[0]
+    signature = random_signatures(rng, 1)[0]
+    stored: dict[str, dict[str, Any]] = {}
+
+    def respond(request: Request) -> Answer:
+        if request.path == "/_bulk":
+            lines = request.ndjson()
+            for action, body in zip(lines[0::2], lines[1::2], strict=True):
+                stored[action["update"]["_id"]] = body["upsert"]
+            items = [{"update": {"status": 201}}] * len(lines[0::2])
+            return 200, {"took": 1, "errors": False, "items": items}
+        if request.path.startswith("/images/_doc/"):
+            doc_id = request.path.rsplit("/", 1)[1]
+            wanted = request.query["_source_includes"][0].split(",")
+            source = {k: v for k, v in stored[doc_id].items() if k in wanted}
+            return 200, {"_index": "images", "_id": doc_id, "_version": 1, "_seq_no": 0,
+                         "_primary_term": 1, "found": True, "_source": source}  # fmt: skip
+        return 404, {"error": "unexpected"}
+
+    cluster.respond = lookalike_index(respond)
+    backend = store(cluster)
+    backend.add_many([Record("with", signature, embedding=vector), Record("without", signature)])
+    assert stored[document_id("with")]["embedding"] == vector.tolist()
+    assert np.array_equal(np.float16(stored[document_id("with")]["embedding"]), vector)
+    assert "embedding" not in stored[document_id("without")]
+    got = backend.get("with")
+    assert got is not None and got.embedding is not None and got.embedding.dtype == np.float32
+    np.testing.assert_array_equal(got.embedding, vector)
+    without = backend.get("without")
+    assert without is not None and without.embedding is None
+    request = cluster.calls("GET", f"/images/_doc/{document_id('with')}")[0]
+    assert request.query["_source_includes"] == ["path,signature,metadata,embedding"]
+
+
+def test_embeddings_read_back_a_float32_ulp_off_are_the_stored_ones(
+    rng: np.random.Generator,
+) -> None:
+    """A 9.2+ cluster rebuilds vectors it keeps normalised; products of float32 may land an
+    ulp away. Rounding to float16 again recovers the stored values. Does not prove how far
+    off a real cluster's values are (an ulp is assumed)."""
+    vector = unit_vectors(rng, 1)[0]
+    off = np.nextafter(vector, np.float32(2.0))
+    assert not np.array_equal(off, vector)
+    np.testing.assert_array_equal(embedding_of({"embedding": off.tolist()}), vector)
+    assert embedding_of({"path": "x"}) is None
+
+
+def test_an_embedding_search_is_one_msearch_of_knn_per_orientation(
+    cluster: FakeCluster, rng: np.random.Generator
+) -> None:
+    """Eight knn bodies (one per orientation) in one _msearch, with the metadata filter,
+    k and num_candidates from the setting and only the re-rank's _source. Does not prove
+    which candidates a real cluster returns."""
+    cluster.respond = lookalike_index(
+        lambda r: (200, {"took": 1, "responses": [search_response([])] * 8})
+    )
+    queries = unit_vectors(rng, 8)
+    found = store(cluster, embedding_knn=30).search_embedding(
+        queries, limit=10, max_distance=0.25, where={"shop": "north"}
+    )
+    assert found == []
+    [msearch] = cluster.calls("POST", "/_msearch")
+    lines = msearch.ndjson()
+    assert lines[0::2] == [{"index": "images"}] * 8
+    sent = [body["knn"].pop("query_vector") for body in lines[1::2]]
+    np.testing.assert_allclose(sent, unit_rows(queries), rtol=1e-6)
+    assert (
+        lines[1::2]
+        == [
+            {
+                "knn": {
+                    "field": "embedding",
+                    "k": 30,
+                    "num_candidates": 60,
+                    "filter": [{"terms": {"metadata.shop": ["north"]}}],
+                },
+                "size": 30,
+                "_source": ["path", "metadata", "embedding"],
+            }
+        ]
+        * 8
+    )
+
+
+def test_embedding_candidates_are_reranked_by_the_exact_distance(
+    cluster: FakeCluster, rng: np.random.Generator
+) -> None:
+    """Two orientations' responses as the kNN page shows them, in Elasticsearch's _score
+    order, which is deliberately wrong here (quantized scores may be): the union is ranked
+    by the exact cosine distance of the stored floats, cut at max_distance, ties by
+    filepath, limited; each match says which orientation found it best, and the metadata
+    filter is applied exactly. Does not prove what a real cluster's scores or recall are."""
+    queries = unit_vectors(rng, 2)
+    vectors = {
+        "nearest": near(rng, queries[0], 0.99),
+        "near": near(rng, queries[0], 0.9),
+        "twin-b": near(rng, queries[0], 0.85),
+        "turned": near(rng, queries[1], 0.95),  # found by the second orientation only
+        "beyond": near(rng, queries[0], 0.6),  # distance ~0.4: beyond the 0.25 cutoff
+        "other-shop": near(rng, queries[0], 0.99),
+        "string-one": near(rng, queries[0], 0.97),
+    }
+    vectors["twin-a"] = vectors["twin-b"]
+    metadata = {path: {"shop": "north", "n": 1} for path in vectors}
+    metadata["other-shop"] = {"shop": "south", "n": 1}
+    metadata["string-one"] = {"shop": "north", "n": "1"}
+    first = ["beyond", "twin-b", "near", "twin-a", "nearest", "other-shop", "string-one"]
+    second = ["turned", "beyond", "nearest"]  # a candidate of both orientations too
+
+    def respond(request: Request) -> Answer:
+        if request.path == "/_msearch":
+            answers = [
+                search_response([embedding_hit(p, vectors[p], metadata[p]) for p in paths])
+                for paths in (first, second)
+            ]
+            return 200, {"took": 4, "responses": answers}
+        return 404, {"error": "unexpected"}
+
+    cluster.respond = lookalike_index(respond)
+    backend = store(cluster)
+    where = {"shop": "north", "n": 1}
+    found = backend.search_embedding(queries, limit=10, max_distance=0.25, where=where)
+    truth = {
+        p: min(cosine_distance(q, v) for q in queries)
+        for p, v in vectors.items()
+        if p not in ("other-shop", "string-one")
+    }
+    expected = sorted((p for p in truth if truth[p] < 0.25), key=lambda p: (truth[p], p))
+    assert "beyond" not in expected and expected[-2:] == ["twin-a", "twin-b"]
+    assert [m.filepath for m in found] == expected
+    for m in found:
+        assert m.distance == pytest.approx(truth[m.filepath], abs=1e-9)
+        assert m.method == "embedding" and m.metadata == metadata[m.filepath]
+        expected_row = 1 if m.filepath == "turned" else 0
+        assert m.orientation == ORIENTATIONS[expected_row]
+    limited = backend.search_embedding(queries, limit=2, max_distance=0.25, where=where)
+    assert [m.filepath for m in limited] == expected[:2]
+
+
+def test_hits_without_their_embedding_are_an_error_not_an_empty_answer(
+    cluster: FakeCluster, rng: np.random.Generator
+) -> None:
+    """If a cluster left the vectors out of _source (9.2+ does unless the field is named,
+    as lookalike names it), the re-rank cannot run: say so rather than find nothing. Does
+    not prove 9.2 returns them when named."""
+    vector = unit_vectors(rng, 1)[0]
+    bare = {"_index": "images", "_id": "x", "_score": 0.9, "_source": {"path": "a.jpg"}}
+    cluster.respond = lookalike_index(
+        lambda r: (200, {"took": 1, "responses": [search_response([bare])]})
+    )
+    with pytest.raises(BackendUnavailable, match="without their 'embedding'"):
+        store(cluster).search_embedding(vector, limit=5, max_distance=0.5)
+
+
+def test_a_legacy_index_holds_no_embeddings(
+    cluster: FakeCluster, rng: np.random.Generator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Match's and image-match's indices: an embedding search finds nothing without asking
+    the cluster, adds keep their signatures and drop the embedding, one warning points to
+    `lookalike migrate`, and the mapping is left alone. Does not prove anything about
+    a cluster's dynamic mapping (lookalike never sends it the field)."""
+    vector = unit_vectors(rng, 1)[0]
+
+    def respond(request: Request) -> Answer:
+        if request.method == "HEAD" and request.path == "/images":
+            return 200, None
+        if request.path == "/images/_mapping" and request.method == "GET":
+            return 200, {"images": {"mappings": {"properties": {"path": {"type": "text"}}}}}
+        if request.path == "/images/_search":
+            return 200, search_response([])
+        if request.path == "/images/_count":
+            return 200, {"count": 1}
+        if request.path == "/_bulk":
+            return 200, {"took": 1, "errors": False, "items": [{"index": {"status": 201}}]}
+        return 404, {"error": "unexpected"}
+
+    cluster.respond = respond
+    backend = store(cluster)
+    with caplog.at_level(logging.WARNING, logger="lookalike.backends.elasticsearch"):
+        assert backend.search_embedding(vector, limit=5, max_distance=2.0) == []
+        backend.add(Record("a.jpg", random_signatures(rng, 1)[0], embedding=vector))
+    [warning] = caplog.records
+    assert "lookalike migrate" in warning.getMessage()
+    [bulk] = cluster.calls("PUT", "/_bulk")
+    document = bulk.ndjson()[1]["upsert"]
+    assert document["path"] == "a.jpg" and "embedding" not in document
+    assert cluster.calls("POST", "/_msearch") == []
+    assert cluster.calls("PUT", "/images/_mapping") == []
+    assert backend.stats()["embeddings"] == 0
+    assert [r.body for r in cluster.requests if r.path == "/images/_count"] == [b""]
+    with pytest.raises(ValueError, match="embedding"):  # still checked, though not kept
+        backend.add(Record("b.jpg", random_signatures(rng, 1)[0], embedding=2 * vector))
+
+
+def test_a_refused_index_creation_is_reported(cluster: FakeCluster) -> None:
+    """A 400 from index creation is an error unless another process created the index
+    first (resource_already_exists_exception, as the create-index page names it). Does not
+    prove the exact reasons a cluster gives."""
+    created = False
+
+    def respond(request: Request) -> Answer:
+        nonlocal created
+        if request.method == "HEAD":
+            return (200, None) if created else (404, None)
+        if request.method == "PUT" and request.path == "/images":
+            created = True
+            error = {"type": "resource_already_exists_exception", "reason": "already exists"}
+            return 400, {"error": error, "status": 400}
+        if request.path == "/images/_mapping":
+            return 200, {"images": {"mappings": mapping()}}
+        if request.path == "/images/_count":
+            return 200, {"count": 0}
+        return 404, {"error": "unexpected"}
+
+    cluster.respond = respond
+    assert store(cluster).stats()["layout"] == "not created"
+    store(cluster).add_many([])  # creates nothing: no records
+    backend = store(cluster)
+    assert backend.search_embedding(np.ones(EMBEDDING_DIMENSION), limit=1, max_distance=1) == []
+    assert backend._is_legacy() is False  # opened despite the 400: the index is there
+
+    created = False
+    cluster.respond = lambda request: (
+        (404, None)
+        if request.method == "HEAD"
+        else (400, {"error": {"type": "mapper_parsing_exception", "reason": "bad"}, "status": 400})
+    )
+    with pytest.raises(BackendUnavailable, match="refused to create 'images': bad"):
+        store(cluster)._is_legacy()
+
+
 # -- failures --------------------------------------------------------------------------------
 
 
@@ -484,6 +930,7 @@ def test_migrate_copies_in_path_order_resumably_then_swaps_an_alias(
     applies the alias actions atomically (its documentation says it does)."""
     signatures = random_signatures(rng, 3)
     docs = [("a.jpg", 0), ("a.jpg", 1), ("b.jpg", 2)]
+    embedding = unit_vectors(rng, 1)[0]  # b.jpg has one (as a lookalike index would)
     created: dict[str, Any] = {}
 
     def respond(request: Request) -> Answer:
@@ -505,7 +952,11 @@ def test_migrate_copies_in_path_order_resumably_then_swaps_an_alias(
             if after == ["a.jpg"]:
                 start = 2
             page = docs[start : start + 2]
-            return 200, search_response([dict(hit(p, signatures[i]), sort=[p]) for p, i in page])
+            found = [dict(hit(p, signatures[i]), sort=[p]) for p, i in page]
+            for h in found:
+                if h["_source"]["path"] == "b.jpg":
+                    h["_source"]["embedding"] = embedding.tolist()
+            return 200, search_response(found)
         if request.path == "/_bulk":
             items = [{"update": {"_id": "x", "status": 201}}] * (len(request.ndjson()) // 2)
             return 200, {"took": 1, "errors": False, "items": items}
@@ -526,10 +977,13 @@ def test_migrate_copies_in_path_order_resumably_then_swaps_an_alias(
     searches = [r.json() for r in cluster.calls("POST", "/images/_search")]
     assert [s.get("search_after") for s in searches] == [None, ["a.jpg"], ["b.jpg"]]
     assert all(s["sort"] == [{"path.keyword": "asc"}] for s in searches)
-    bulk_ids = [
-        line["update"]["_id"] for b in cluster.calls("PUT", "/_bulk") for line in b.ndjson()[0::2]
-    ]
+    assert all(s["_source"] == ["path", "signature", "metadata", "embedding"] for s in searches)
+    bulk = [line for b in cluster.calls("PUT", "/_bulk") for line in b.ndjson()]
+    bulk_ids = [line["update"]["_id"] for line in bulk[0::2]]
     assert bulk_ids == [document_id("a.jpg"), document_id("a.jpg"), document_id("b.jpg")]
+    copied = [line["upsert"] for line in bulk[1::2]]
+    assert [("embedding" in doc) for doc in copied] == [False, False, True]
+    assert copied[2]["embedding"] == embedding.tolist()
     [aliases] = cluster.calls("POST", "/_aliases")
     assert aliases.json() == {
         "actions": [

@@ -1,0 +1,241 @@
+"""Request bodies and response shapes of the Elasticsearch store: pure functions, no client.
+
+Each body is written from Elasticsearch's documentation (dense_vector, flattened, kNN
+search, _msearch) so that it can be checked against it without a server. Nothing here
+imports the ``elasticsearch`` package.
+
+Embeddings live in the ``embedding`` field of lookalike-layout indices: a ``dense_vector``
+of 1280 floats, cosine similarity, indexed as ``int8_hnsw`` — HNSW over vectors quantized
+to one byte per dimension (Elasticsearch 8.12+), which needs a quarter of the memory of
+float HNSW. The raw floats stay on disk, and every candidate is re-ranked from them with
+``vectors.cosine_distances``, so quantization can only cost recall, never a wrong distance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import BackendUnavailable
+from ..records import EMBEDDING_DIMENSION, Record
+from ..signature import LENGTH, words
+from .base import Filter, check_filepath
+
+__all__ = [
+    "EMBEDDING",
+    "EMBEDDING_SOURCE",
+    "LAYOUT_VERSION",
+    "MAX_CANDIDATES",
+    "SOURCE",
+    "document_id",
+    "embedding_field",
+    "embedding_field_problem",
+    "embedding_knn_body",
+    "embedding_of",
+    "error_reason",
+    "filter_clauses",
+    "hits_of",
+    "is_legacy",
+    "knn_body",
+    "mapping",
+    "source_of",
+    "word_body",
+]
+
+WORDS = 63
+LAYOUT_VERSION = 1
+EMBEDDING = "embedding"
+MAX_CANDIDATES = 10_000  # Elasticsearch's limit on num_candidates (and so on k)
+SOURCE = ["path", "signature", "metadata"]  # what a signature re-rank needs
+# What an embedding re-rank needs. Naming the vector field explicitly matters: from 9.2,
+# new indices leave vectors out of returned _source unless a request names them.
+EMBEDDING_SOURCE = ["path", "metadata", EMBEDDING]
+
+
+def document_id(filepath: str) -> str:
+    """The id of a filepath's document: SHA-256 of its UTF-8 bytes, in hex (64 chars,
+    under Elasticsearch's 512-byte id limit whatever the path's length)."""
+    return hashlib.sha256(check_filepath(filepath).encode("utf-8")).hexdigest()
+
+
+def embedding_field() -> dict[str, Any]:
+    """The mapping of the ``embedding`` field: quantized HNSW over unit floats."""
+    return {
+        "type": "dense_vector",
+        "element_type": "float",
+        "dims": EMBEDDING_DIMENSION,
+        "index": True,
+        "similarity": "cosine",
+        "index_options": {"type": "int8_hnsw"},
+    }
+
+
+def mapping() -> dict[str, Any]:
+    """The explicit mapping of a lookalike index."""
+    properties: dict[str, Any] = {
+        "path": {"type": "keyword"},
+        "signature": {"type": "byte", "index": False, "doc_values": False},
+        "vector": {
+            "type": "dense_vector",
+            "element_type": "byte",
+            "dims": LENGTH,
+            "index": True,
+            "similarity": "l2_norm",
+            "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100},
+        },
+        EMBEDDING: embedding_field(),
+        "metadata": {"type": "flattened"},
+        "added": {"type": "long"},
+        "timestamp": {"type": "date"},
+    }
+    for i in range(WORDS):
+        properties[f"simple_word_{i}"] = {"type": "long"}
+    return {
+        "dynamic": "strict",
+        "_meta": {"lookalike": LAYOUT_VERSION},
+        "_source": {"excludes": ["vector"]},
+        "properties": properties,
+    }
+
+
+def is_legacy(index_mapping: dict[str, Any]) -> bool:
+    """True for an index lookalike did not create (image-match's or Match's)."""
+    meta = index_mapping.get("_meta") or {}
+    return meta.get("lookalike") is None
+
+
+def embedding_field_problem(index_mapping: dict[str, Any]) -> str | None:
+    """Why an existing ``embedding`` field cannot hold lookalike's embeddings, or None if
+    it can or is absent (then it is added). Elasticsearch reports back the options it
+    filled in (m, ef_construction, …), so only what matters is compared."""
+    field = (index_mapping.get("properties") or {}).get(EMBEDDING)
+    if field is None:
+        return None
+    wanted = embedding_field()
+    keys = ("type", "element_type", "dims", "index", "similarity")
+    if any(field.get(key, wanted[key]) != wanted[key] for key in keys):
+        return (
+            f"its {EMBEDDING!r} field is not an indexed float dense_vector of"
+            f" {EMBEDDING_DIMENSION} dimensions with cosine similarity"
+        )
+    return None
+
+
+def source_of(record: Record, added: int) -> dict[str, Any]:
+    """The document of a record (without the vector, which is the signature again). The
+    embedding, when there is one, is written as floats: its values are float16 values,
+    which JSON and Elasticsearch's float32 keep exactly."""
+    signature = np.asarray(record.signature, dtype=np.int8)
+    document: dict[str, Any] = {
+        "path": record.filepath,
+        "signature": signature.tolist(),
+        "added": added,
+        "timestamp": int(time.time() * 1000),
+    }
+    document.update({f"simple_word_{i}": int(w) for i, w in enumerate(words(signature))})
+    if record.metadata is not None:
+        document["metadata"] = record.metadata
+    if record.embedding is not None:
+        document[EMBEDDING] = np.asarray(record.embedding, dtype=np.float32).tolist()
+    return document
+
+
+def embedding_of(source: dict[str, Any]) -> npt.NDArray[np.float32] | None:
+    """The stored embedding of a document's _source, or None. Rounded to float16 again:
+    lookalike only stores float16 values, and a cluster that rebuilds vectors from its
+    own (normalised) copy may hand them back a float32 ulp off."""
+    values = source.get(EMBEDDING)
+    if values is None:
+        return None
+    vector: npt.NDArray[np.float32] = (
+        np.asarray(values, dtype=np.float32).astype(np.float16).astype(np.float32)
+    )
+    return vector
+
+
+def filter_clauses(where: Filter | None, legacy: bool) -> list[dict[str, Any]]:
+    """Metadata equality as query filters. Flattened fields index every value as a
+    keyword, so a number may be written either way (1 and 1.0); the exact semantics are
+    applied again to the results. Legacy indices map metadata dynamically: no filter is
+    sent and the results are filtered here instead."""
+    if not where or legacy:
+        return []
+    clauses = []
+    for key, value in where.items():
+        if isinstance(value, bool):
+            spellings = ["true" if value else "false"]
+        elif isinstance(value, int | float):
+            spellings = sorted(
+                {json.dumps(value), json.dumps(float(value))}
+                | ({str(int(value))} if float(value).is_integer() else set())
+            )
+        else:
+            spellings = [value]
+        clauses.append({"terms": {f"metadata.{key}": spellings}})
+    return clauses
+
+
+def word_body(
+    row: npt.NDArray[np.int8], size: int, filters: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """image-match's candidate query for one signature: documents sharing its words."""
+    should = [{"term": {f"simple_word_{i}": int(w)}} for i, w in enumerate(words(row))]
+    query: dict[str, Any] = {"bool": {"should": should, "minimum_should_match": 1}}
+    if filters:
+        query["bool"]["filter"] = filters
+    return {"query": query, "size": size, "_source": SOURCE}
+
+
+def knn_body(
+    row: npt.NDArray[np.int8], k: int, num_candidates: int, filters: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """An approximate kNN query (HNSW) for one signature over the byte vectors."""
+    knn: dict[str, Any] = {
+        "field": "vector",
+        "query_vector": np.asarray(row, dtype=np.int8).tolist(),
+        "k": k,
+        "num_candidates": max(num_candidates, k),
+    }
+    if filters:
+        knn["filter"] = filters
+    return {"knn": knn, "size": k, "_source": SOURCE}
+
+
+def embedding_knn_body(
+    row: npt.NDArray[np.float32], k: int, filters: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """An approximate kNN query for one query embedding (one orientation): the ``k``
+    nearest of ``2k`` HNSW candidates per shard (at most 10,000, Elasticsearch's limit),
+    the metadata filter applied during the graph search (so it still yields ``k`` hits),
+    and the _source the exact re-rank needs."""
+    k = min(k, MAX_CANDIDATES)
+    knn: dict[str, Any] = {
+        "field": EMBEDDING,
+        "query_vector": np.asarray(row, dtype=np.float32).tolist(),
+        "k": k,
+        "num_candidates": min(2 * k, MAX_CANDIDATES),
+    }
+    if filters:
+        knn["filter"] = filters
+    return {"knn": knn, "size": k, "_source": EMBEDDING_SOURCE}
+
+
+def hits_of(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The hits of one search response (or one item of an _msearch); errors raise."""
+    if "error" in response:
+        raise BackendUnavailable(
+            f"Elasticsearch refused a search: {error_reason(response['error'])}"
+        )
+    return list(response.get("hits", {}).get("hits", []))
+
+
+def error_reason(error: Any) -> str:
+    """The most telling part of an Elasticsearch error object."""
+    if isinstance(error, dict):
+        return str(error.get("reason") or error.get("type") or error)
+    return str(error)

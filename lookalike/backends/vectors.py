@@ -1,0 +1,187 @@
+"""Exhaustive cosine search over embeddings, and the exact distance every backend reports.
+
+Stores keep embeddings as float16 — what ``check_embedding`` rounds them to, so nothing
+is lost. In memory they are held as float32 (5,120 bytes each): NumPy converts float16
+in software, at several nanoseconds a value, which made a scan of 20k embeddings take
+hundreds of milliseconds; float32 holds the same values exactly. A search scores all
+query rows (the orientations) in one pass of float32 products over cache-sized blocks;
+rows that come near the cutoff are scored again by :func:`cosine_distances` in float64,
+the one definition of the embedding distance that every backend, exact or approximate,
+re-ranks with. So a distance does not depend on the store that found the record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..records import EMBEDDING_DIMENSION
+from .scan import Hits
+
+__all__ = ["EmbeddingMatrix", "cosine_distances"]
+
+_BLOCK = 4096  # rows scored at once: a 20 MB block
+_EXACT_BLOCK = 128  # rows scored exactly at once: 128 × 8 × 1280 float64 = 10 MB
+_SLACK = 1e-3  # float32 first pass vs float64: far above its rounding error
+
+
+def cosine_distances(
+    queries: npt.NDArray[np.float32], rows: npt.NDArray[Any]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """For each row, 1 − its best cosine similarity to any query row, and which row that was.
+
+    ``queries`` are unit rows (``check_embedding_queries``); stored rows are divided by
+    their own norm, as float16 rounding leaves it a little off 1. A zero row is at 1.
+    Each value is summed on its own (not by BLAS, whose rounding depends on the batch),
+    so a row's distance does not depend on which other rows it is scored with.
+    """
+    rows64 = np.asarray(rows, dtype=np.float64).reshape(-1, EMBEDDING_DIMENSION)
+    q64 = queries.astype(np.float64)
+    distances = np.empty(len(rows64), dtype=np.float64)
+    best = np.empty(len(rows64), dtype=np.int64)
+    for start in range(0, len(rows64), _EXACT_BLOCK):
+        block = rows64[start : start + _EXACT_BLOCK]
+        norms = np.sqrt(np.sum(block * block, axis=1))
+        similarity = np.sum(block[:, None, :] * q64[None, :, :], axis=2)
+        similarity /= np.maximum(norms, 1e-12)[:, None]
+        pick = np.argmax(similarity, axis=1)
+        best[start : start + len(block)] = pick
+        distances[start : start + len(block)] = 1.0 - similarity[np.arange(len(block)), pick]
+    return np.clip(distances, 0.0, 2.0), best
+
+
+class EmbeddingMatrix:
+    """A growable float32 matrix of float16-exact embeddings addressed by slot, with a
+    liveness mask and an integer key per slot, like ``scan.SignatureMatrix``."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._rows = np.zeros((max(capacity, 16), EMBEDDING_DIMENSION), dtype=np.float32)
+        self._scale = np.zeros(len(self._rows), dtype=np.float32)  # 1 / norm
+        self._alive = np.zeros(len(self._rows), dtype=bool)
+        self._keys = np.zeros(len(self._rows), dtype=np.int64)
+        self._used = 0
+        self._live = 0
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @property
+    def live(self) -> int:
+        return self._live
+
+    @property
+    def keys(self) -> npt.NDArray[np.int64]:
+        view = self._keys[: self._used]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def alive(self) -> npt.NDArray[np.bool_]:
+        view = self._alive[: self._used]
+        view.flags.writeable = False
+        return view
+
+    @property
+    def nbytes(self) -> int:
+        return self._rows.nbytes + self._scale.nbytes + self._alive.nbytes + self._keys.nbytes
+
+    def rows(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        picked: npt.NDArray[np.float32] = self._rows[slots]
+        return picked
+
+    def append(self, vectors: npt.ArrayLike, keys: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Store embeddings (shape (n, 1280)) in new slots with their keys; returns the slots."""
+        block = _exact16(vectors).reshape(-1, EMBEDDING_DIMENSION)
+        n = len(block)
+        self._grow(self._used + n)
+        slots = np.arange(self._used, self._used + n, dtype=np.int64)
+        self._used += n
+        self._rows[slots] = block
+        self._scale[slots] = _inverse_norms(block)
+        self._alive[slots] = True
+        self._keys[slots] = keys
+        self._live += n
+        return slots
+
+    def replace(self, slot: int, vector: npt.ArrayLike) -> None:
+        if not self._alive[slot]:
+            self._live += 1
+        self._rows[slot] = _exact16(vector)
+        self._scale[slot] = _inverse_norms(self._rows[slot : slot + 1])[0]
+        self._alive[slot] = True
+
+    def kill(self, slot: int) -> None:
+        if self._alive[slot]:
+            self._alive[slot] = False
+            self._live -= 1
+
+    def compact(self) -> None:
+        """Drop dead slots, keeping the order of the live ones (slots change)."""
+        keep = np.flatnonzero(self._alive[: self._used])
+        n = len(keep)
+        for array in (self._rows, self._scale, self._alive, self._keys):
+            array[:n] = array[keep]
+        self._alive[n : self._used] = False
+        self._used = n
+
+    def sort_by_key(self) -> None:
+        """Drop dead slots and put the live ones in key order (slots change)."""
+        self.compact()
+        order = np.argsort(self._keys[: self._used], kind="stable")
+        for array in (self._rows, self._scale, self._keys):
+            array[: self._used] = array[order]
+
+    def search(
+        self,
+        queries: npt.NDArray[np.float32],
+        max_distance: float,
+        allowed: npt.NDArray[np.bool_] | None = None,
+    ) -> Hits:
+        """Every live (and allowed) slot whose best distance to a query row is < max_distance."""
+        q = np.ascontiguousarray(queries, dtype=np.float32).T
+        floor = np.float32(1.0 - max_distance - _SLACK)
+        found: list[npt.NDArray[np.int64]] = []
+        for start in range(0, self._used, _BLOCK):
+            stop = min(start + _BLOCK, self._used)
+            live = self._alive[start:stop]
+            if allowed is not None:
+                live = live & allowed[start:stop]
+            if not live.any():
+                continue
+            similarity = (self._rows[start:stop] @ q).max(axis=1)
+            similarity *= self._scale[start:stop]
+            found.append(start + np.flatnonzero(live & (similarity > floor)))
+        slots = np.concatenate(found) if found else np.empty(0, np.int64)
+        distances, best = cosine_distances(queries, self._rows[slots])
+        keep = distances < max_distance
+        return Hits(slots[keep], distances[keep], best[keep])
+
+    def _grow(self, needed: int) -> None:
+        if needed <= len(self._rows):
+            return
+        size = max(needed, int(len(self._rows) * 1.5))
+        self._rows = _resized(self._rows, size)
+        self._scale = _resized(self._scale, size)
+        self._alive = _resized(self._alive, size)
+        self._keys = _resized(self._keys, size)
+
+
+def _exact16(vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Values rounded to float16 (a no-op for checked embeddings), held as float32."""
+    rounded: npt.NDArray[np.float32] = np.asarray(vectors).astype(np.float16).astype(np.float32)
+    return rounded
+
+
+def _inverse_norms(block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    norms = np.linalg.norm(block.astype(np.float32), axis=1)
+    inverse: npt.NDArray[np.float32] = 1.0 / np.maximum(norms, np.float32(1e-12))
+    return inverse
+
+
+def _resized(array: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
+    grown = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
