@@ -15,8 +15,14 @@ For each store size (``--sizes``, default 10k and 100k; 1M and 10M work the same
 * **search**: queries are 8-orientation signature blocks (8, 648) of edited copies of
   stored photos and fields (true matches exist) and of unrelated photos and fields;
   p50/p99 latency and QPS of ``backend.search`` at the service's default limit and
-  cutoff, SQLite and memory alternating query by query; recall of SQLite against the
-  memory backend (exact search: should be 1.0).
+  cutoff, the stores alternating query by query; recall of each against the memory
+  backend (exact search: should be 1.0).
+* **Milvus Lite** (when ``lookalike[milvus]`` is installed; ``--no-milvus`` skips it): the
+  same records through ``MilvusBackend.add_many`` into a fresh Milvus Lite file with the
+  default settings (HNSW), then ``reindex`` and the wait for Milvus Lite's background
+  index builds (read from its internals: the client API cannot tell), the reopen in a
+  fresh process (time, RSS), and a column beside SQLite in the search table. Milvus Lite
+  runs in the benchmark's own process, as it does in lookalike's.
 
 Then the **CLI ingest rate**: ``lookalike add <folder> --quiet`` as a subprocess on a
 folder of 640×480 JPEGs (fresh SQLite store each run, median of 3).
@@ -34,9 +40,11 @@ sys.path.append(sys.path.pop(0))
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -272,6 +280,9 @@ def child_load(kind: str, target: str, seed: int) -> dict[str, Any]:
     """Run in a fresh process: load one store, report time and memory (see ``--child``)."""
     if kind == "memory":
         photos()  # decode the photos (and import scikit-image) before the baseline
+    if kind == "milvus":
+        import milvus_lite.adapter.grpc.server  # noqa: F401 - imports outside the figures
+        import pymilvus  # noqa: F401
     gc.collect()
     before = memory_status()
     peak_reset = reset_peak_rss()
@@ -279,6 +290,11 @@ def child_load(kind: str, target: str, seed: int) -> dict[str, Any]:
     backend: Backend
     if kind == "sqlite":
         backend = SQLiteBackend(target)
+    elif kind == "milvus":
+        from lookalike.backends.milvus import MilvusBackend
+
+        backend = MilvusBackend(milvus_url(Path(target)))
+        backend.list(0, 1)  # reads the insertion order, as the first list would
     else:
         backend = MemoryBackend()
         backend.add_many(records(Layout(int(target), seed)))
@@ -286,7 +302,7 @@ def child_load(kind: str, target: str, seed: int) -> dict[str, Any]:
     count = backend.count()
     gc.collect()
     after = memory_status()
-    return {
+    facts = {
         "seconds": seconds,
         "count": count,
         "rss_delta": after["VmRSS"] - before["VmRSS"],
@@ -294,6 +310,8 @@ def child_load(kind: str, target: str, seed: int) -> dict[str, Any]:
         "peak_delta": after["VmHWM"] - before["VmRSS"] if peak_reset else None,
         "memory_bytes": getattr(backend, "memory_bytes", None),
     }
+    backend.close()
+    return facts
 
 
 def in_child(kind: str, target: str, seed: int) -> dict[str, Any]:
@@ -318,6 +336,38 @@ def ingest_sqlite(layout: Layout, path: Path) -> dict[str, Any]:
         "seconds": ingest,
         "records_per_s": added / ingest,
         "catch_up_s": catch_up,
+        "disk_bytes_per_image": disk / added,
+    }
+
+
+def milvus_url(path: Path) -> str:
+    return "milvus:///" + str(path.absolute())
+
+
+def ingest_milvus(layout: Layout, path: Path) -> dict[str, Any]:
+    """Add the stored set to a fresh Milvus Lite file (default settings), then flush and
+    wait until Milvus Lite has built every segment's HNSW index in the background."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    from lookalike.backends.milvus import MilvusBackend
+
+    backend = MilvusBackend(milvus_url(path))
+    started = perf_counter()
+    added = backend.add_many(records(layout))
+    ingest = perf_counter() - started
+    started = perf_counter()
+    backend.reindex()
+    _, lite, _ = server_manager_instance._servers[str(path.absolute())]
+    for name in (backend.name, backend.vectors_name):
+        lite.get_collection(name)._wait_for_bg()
+    indexed = perf_counter() - started
+    backend.close()
+    disk = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return {
+        "records": added,
+        "seconds": ingest,
+        "records_per_s": added / ingest,
+        "flush_and_index_s": indexed,
         "disk_bytes_per_image": disk / added,
     }
 
@@ -405,10 +455,24 @@ def bench_size(
     ingest = ingest_sqlite(layout, db)
     print(f"  ingest {ingest['records_per_s']:,.0f} records/s", file=sys.stderr)
     reopens = [in_child("sqlite", str(db), layout.seed) for _ in range(args.reopen_runs)]
+    milvus_ingest = milvus_reopens = None
+    lite = workdir / f"store-{n}.milvus.db"
+    if args.milvus:
+        milvus_ingest = ingest_milvus(layout, lite)
+        print(
+            f"  Milvus Lite ingest {milvus_ingest['records_per_s']:,.0f} records/s, flush and"
+            f" index {milvus_ingest['flush_and_index_s']:.1f} s",
+            file=sys.stderr,
+        )
+        milvus_reopens = [in_child("milvus", str(lite), layout.seed) for _ in range(2)]
     with_memory = n <= args.memory_max
     memory_load = in_child("memory", str(n), layout.seed) if with_memory else None
     queries = make_queries(layout, args.queries)
     backends: dict[str, Backend] = {"sqlite": SQLiteBackend(db)}
+    if args.milvus:
+        from lookalike.backends.milvus import MilvusBackend
+
+        backends["milvus"] = MilvusBackend(milvus_url(lite))
     if with_memory:
         memory = MemoryBackend()
         memory.add_many(records(layout))
@@ -417,14 +481,17 @@ def bench_size(
     searches = time_searches(backends, queries, args.repeat, settings)
     for backend in backends.values():
         backend.close()
-    for path in workdir.glob(db.name + "*"):
-        path.unlink()
+    for path in workdir.glob(db.name + "*"):  # the file, its journal, its index folder
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    shutil.rmtree(lite, ignore_errors=True)
     return {
         "size": n,
         "layout": {"photos": layout.originals, "photo_edits": layout.edits},
         "sqlite_ingest": ingest,
         "sqlite_reopen": reopens,
         "sqlite_reopen_s_median": median(r["seconds"] for r in reopens),
+        "milvus_ingest": milvus_ingest,
+        "milvus_reopen": milvus_reopens,
         "memory_load": memory_load,
         "search": searches,
         "queries": len(queries),
@@ -526,6 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cli-runs", type=int, default=3)
     parser.add_argument("--cli-workers", type=int, help="`lookalike add --workers` (default: its)")
     parser.add_argument("--no-cli", action="store_true", help="skip the CLI ingest benchmark")
+    parser.add_argument("--no-milvus", dest="milvus", action="store_false", help="skip Milvus Lite")
+    parser.set_defaults(milvus=importlib.util.find_spec("pymilvus") is not None)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="generator processes")
     parser.add_argument(
         "--workdir", type=Path, help="where stores are written (default: a tmp dir)"
@@ -613,7 +682,10 @@ def report(
     for size in per_size:
         n = size["size"]
         for name, s in size["search"].items():
-            load = size["sqlite_reopen"][0] if name == "sqlite" else size["memory_load"]
+            load = {
+                "sqlite": size["sqlite_reopen"][0],
+                "milvus": (size["milvus_reopen"] or [None])[0],
+            }.get(name, size["memory_load"])
             rows.append(
                 [
                     f"{n:,}",
@@ -632,10 +704,28 @@ def report(
     headers += ["RSS B/img", "peak B/img", "memory_bytes/img"]
     print(table(headers, rows))
     print(
-        "recall: SQLite results vs the memory backend's (exact); found: share of queries made "
-        "from a stored item that find it; RSS: VmRSS growth loading the store in a fresh "
-        "process (peak: during the load)"
+        "recall: a store's results vs the memory backend's (exact); found: share of queries "
+        "made from a stored item that find it; RSS: VmRSS growth loading the store in a fresh "
+        "process (peak: during the load; Milvus Lite runs inside that process)"
     )
+    lite = [s for s in per_size if s.get("milvus_ingest")]
+    if lite:
+        print("\nMilvus Lite store (default settings: HNSW M=16, ef 128+, 32 candidates first)")
+        print(
+            table(
+                ["stored", "ingest rec/s", "flush + index s", "reopen s", "disk B/img"],
+                [
+                    [
+                        f"{s['size']:,}",
+                        f"{s['milvus_ingest']['records_per_s']:,.0f}",
+                        f"{s['milvus_ingest']['flush_and_index_s']:.1f}",
+                        f"{median(r['seconds'] for r in s['milvus_reopen']):.2f}",
+                        f"{s['milvus_ingest']['disk_bytes_per_image']:,.0f}",
+                    ]
+                    for s in lite
+                ],
+            )
+        )
 
     print("\nSQLite store")
     print(

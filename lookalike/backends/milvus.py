@@ -1,0 +1,848 @@
+"""A store in Milvus — a server or cluster, Zilliz Cloud, or Milvus Lite in a local file —
+with pymilvus (``lookalike[milvus]``). The same code talks to all of them; the test suite
+runs it on Milvus Lite.
+
+**Layout.** Milvus Lite holds one dense vector field per collection, so a store is two
+collections. ``<name>`` has a row per record: ``filepath`` (VARCHAR primary key, so an add
+is an upsert), ``signature`` (FLOAT_VECTOR of 648: the int8 values are exact in float32,
+and Milvus Lite has no INT8_VECTOR), ``blank`` (an all-zero signature, whose cosine is
+undefined: its vector is a placeholder, and it is re-ranked as the zeros it is),
+``metadata`` (the exact JSON text; each key also as the dynamic field ``m:<key>``, which
+filters read), ``seq`` (insertion order: kept when a record is replaced, new for one added
+again), ``created``, ``updated``, ``version`` (random, new on every write) and
+``has_embedding``. ``<name>_embeddings`` has a row only for records with an embedding:
+``filepath``, ``embedding`` (FLOAT_VECTOR of 1280), the same dynamic fields, and the
+record's ``version``. So "no embedding" is no row, not a placeholder; a row whose version
+is not its record's (left by a write that failed halfway) is ignored. No field is
+nullable, so that Milvus versions without nullable fields take the same schema.
+
+**Search.** All query rows (orientations) go in one request, ranked by cosine similarity
+on an HNSW index (or FLAT, or AUTOINDEX on Zilliz); then the candidates' stored vectors
+are fetched and re-ranked with the one distance of each kind — ``signature.distances``,
+``vectors.cosine_distances`` — so a distance is the one every store reports. A query row
+asks for ``candidates`` neighbours first; ``milvus_queries`` explains the bound that
+tells whether every record left out is provably worse than the results. If one might not
+be, the search asks for four times as many, or reads the whole collection once that is
+cheaper. With an exact index (FLAT, or the brute force Milvus runs on data not indexed
+yet) results equal brute force; with HNSW only the graph search can miss.
+
+**Order.** ``list`` sorts by ``seq`` (nanoseconds at the first insert; ties by filepath).
+A server reads every (filepath, seq) for it; Milvus Lite is opened by one process only
+(it locks its folder), which therefore sees every write: it keeps the order in memory,
+read once. Milvus Lite searches unflushed rows by converting each to Python on every
+search, so it is flushed after every ``_LITE_FLUSH_ROWS`` rows written.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import BackendUnavailable, ConfigError, InvalidRequest
+from ..records import EMBEDDING_DIMENSION, Match, Metadata, Record
+from ..signature import LENGTH, ORIENTATIONS, distances
+from .base import (
+    Filter,
+    check_embedding,
+    check_embedding_queries,
+    check_filepath,
+    check_filter,
+    check_metadata,
+    check_queries,
+    matches_filter,
+)
+from .milvus_queries import (
+    FIELD_PREFIX,
+    check_collection_name,
+    embedding_bound,
+    embedding_floor,
+    filter_expression,
+    in_expression,
+    parse_url,
+    signature_bound,
+    signature_floor,
+)
+from .vectors import cosine_distances
+
+try:
+    import grpc
+    from pymilvus import DataType, MilvusClient
+    from pymilvus.exceptions import MilvusException
+except ImportError:  # pragma: no cover - exercised where the extra is missing
+    MilvusClient = None
+
+__all__ = ["INDEXES", "MAX_CANDIDATES", "MilvusBackend"]
+
+T = TypeVar("T")
+Row = dict[str, Any]
+_Checked = tuple[str, npt.NDArray[np.int8], Metadata | None, Any]  # filepath, sig, meta, emb
+
+INDEXES = ("HNSW", "FLAT", "AUTOINDEX")
+MAX_CANDIDATES = 16_384  # Milvus's largest top-k
+_BATCH = 500  # records per upsert
+_KEYS = 1000  # filepaths per `filepath in [...]` query, rows per iterator batch
+_MAX_TEXT = 65_535  # Milvus's longest VARCHAR, in bytes
+_HNSW = {"M": 16, "efConstruction": 200}  # Milvus Lite's own defaults, said explicitly
+_LITE_FLUSH_ROWS = 1000
+_PLACEHOLDER = [1.0] + [0.0] * (LENGTH - 1)
+_STRONG = {"consistency_level": "Strong"}  # a write is seen by the next read
+_INT64 = (-(2**63), 2**63 - 1)
+_RECORD = ["signature", "blank", "metadata"]  # what ranking reads
+
+
+# -- what the backends of one process share about one Milvus Lite file --------------------
+
+
+class _Order:
+    """Filepaths in insertion order, for a store that only this process writes."""
+
+    def __init__(self, pairs: list[tuple[int, str]]) -> None:
+        pairs.sort()
+        self._paths: list[str | None] = [path for _, path in pairs]
+        self._slots: dict[str, int] = {path: i for i, (_, path) in enumerate(pairs)}
+        self._dead = 0
+
+    def add(self, path: str) -> None:
+        if path not in self._slots:
+            self._slots[path] = len(self._paths)
+            self._paths.append(path)
+
+    def remove(self, path: str) -> None:
+        if (slot := self._slots.pop(path, None)) is not None:
+            self._paths[slot] = None
+            self._dead += 1
+
+    def page(self, offset: int, limit: int) -> list[str]:
+        if self._dead:
+            live = [path for path in self._paths if path is not None]
+            self._paths, self._dead = list(live), 0
+            self._slots = {path: i for i, path in enumerate(live)}
+        return [path for path in self._paths[offset : offset + limit] if path is not None]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(100 + len(path) for path in self._slots)
+
+
+@dataclass
+class _Shared:
+    """One store as the backends of this process share it: one lock for its writes, the
+    insertion order of each collection once read, and the rows written since a flush."""
+
+    users: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    orders: dict[str, _Order] = field(default_factory=dict)
+    unflushed: dict[str, int] = field(default_factory=dict)
+
+
+_LITE: dict[str, _Shared] = {}
+_LITE_LOCK = threading.Lock()
+_SEQ_LOCK = threading.Lock()
+_last_seq = 0
+
+
+def _next_seq(at_least: int = 0) -> int:
+    """A sequence number above every one this process handed out (nanoseconds)."""
+    global _last_seq
+    with _SEQ_LOCK:
+        _last_seq = max(_last_seq + 1, time.time_ns(), at_least)
+        return _last_seq
+
+
+@dataclass(frozen=True)
+class _Space:
+    """One kind of search: where its vectors are and how its distance relates to cosine."""
+
+    collection: str
+    field: str
+    fields: list[str]  # what ``rank`` reads of each candidate
+    queries: npt.NDArray[Any]  # every query row
+    sent: list[int]  # the rows searched in Milvus (not all zero)
+    constant: float  # distance of every record through an all-zero row (inf: none)
+    floor: float  # similarity a candidate must pass to be fetched (-inf: all)
+    bound: Callable[[float], float]
+    rank: Callable[[list[Row]], list[Match]]  # exact matches among fetched rows, best first
+
+
+# -- the backend --------------------------------------------------------------------------
+
+
+class MilvusBackend:
+    """A lookalike store in two Milvus collections (created if missing)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        collection: str = "images",
+        index: str = "HNSW",
+        candidates: int = 32,
+        token: str = "",
+        timeout: float = 10.0,
+        ef: int = 128,
+        exclusive: bool | None = None,
+    ) -> None:
+        """``ef``: the least HNSW search breadth (at least the candidates asked for);
+        ``exclusive``: whether this process alone uses the store, as with Milvus Lite (the
+        default there; false for servers): it then keeps the insertion order in memory and
+        reads a whole collection in one query, where a server is read with query iterators."""
+        if MilvusClient is None:
+            raise ConfigError("the Milvus store needs: pip install 'lookalike[milvus]'")
+        if index not in INDEXES:
+            raise ConfigError(f"unknown Milvus index {index!r}: use {', '.join(INDEXES)}")
+        if not (1 <= candidates <= MAX_CANDIDATES and 1 <= ef <= MAX_CANDIDATES):
+            raise ConfigError(f"Milvus candidates and ef must be from 1 to {MAX_CANDIDATES}")
+        if timeout <= 0:
+            raise ConfigError("the Milvus timeout must be positive")
+        self.target = parse_url(url)
+        self.name = check_collection_name(collection)
+        self.vectors_name = f"{self.name}_embeddings"
+        self.index = index
+        self.candidates = candidates
+        self.timeout = timeout
+        self.ef = ef
+        self._closed = False
+        self._lite_path: str | None = None
+        uri = self.target.uri
+        if self.target.lite is not None:
+            path = Path(self.target.lite).absolute()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            uri = self._lite_path = str(path)
+            with _LITE_LOCK:
+                self._shared = _LITE.setdefault(uri, _Shared())
+                self._shared.users += 1
+        else:
+            self._shared = _Shared()
+        self._exclusive = self._lite_path is not None if exclusive is None else exclusive
+        self._lock = self._shared.lock
+        try:
+            self._client: Any = self._connect(uri, token)
+            self._prepare()
+        except BaseException:
+            self._release()
+            raise
+
+    # -- writes -------------------------------------------------------------------------
+
+    def add(self, record: Record) -> None:
+        self.add_many([record])
+
+    def add_many(self, records: Iterable[Record], batch: int = _BATCH) -> int:
+        """Upsert in batches of ``batch``; each batch is checked whole before it is sent,
+        so an invalid record raises before its batch is written (earlier ones stay)."""
+        total = 0
+        iterator = iter(records)
+        while chunk := list(islice(iterator, batch)):
+            checked = [_checked(record) for record in chunk]
+            self._write(checked)
+            total += len(checked)
+        return total
+
+    def delete(self, filepath: str) -> bool:
+        check_filepath(filepath)
+        with self._lock:
+            found = self._fetch(self.name, [filepath], ["has_embedding"])
+            if not found:
+                return False
+            self._remove(self.name, [filepath])
+            if found[0]["has_embedding"]:
+                self._remove(self.vectors_name, [filepath])
+            if (order := self._order(load=False)) is not None:
+                order.remove(filepath)
+            return True
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, filepath: str) -> Record | None:
+        check_filepath(filepath)
+        fields = [*_RECORD, "created", "updated", "version", "has_embedding"]
+        found = self._fetch(self.name, [filepath], fields)
+        if not found:
+            return None
+        row = found[0]
+        embedding = None
+        if row["has_embedding"]:
+            vectors = self._fetch(self.vectors_name, [filepath], ["embedding", "version"])
+            if vectors and vectors[0]["version"] == row["version"]:
+                embedding = _embedding_of(vectors[0])
+        return Record(
+            filepath,
+            _signature_of(row),
+            _metadata_of(row),
+            float(row["created"]),
+            float(row["updated"]),
+            embedding=embedding,
+        )
+
+    def count(self) -> int:
+        return self._count(self.name)
+
+    def list(self, offset: int = 0, limit: int = 20) -> builtins.list[str]:
+        if limit <= 0:
+            return []
+        offset = max(offset, 0)
+        if self._exclusive:
+            with self._lock:
+                order = self._order(load=True)
+                assert order is not None
+                return order.page(offset, limit)
+        pairs = self._seqs()
+        pairs.sort()
+        return [path for _, path in pairs[offset : offset + limit]]
+
+    def search(
+        self,
+        queries: npt.NDArray[np.int8],
+        *,
+        limit: int,
+        max_distance: float,
+        where: Filter | None = None,
+    ) -> builtins.list[Match]:
+        where = check_filter(where)
+        queries = check_queries(queries)
+        zero = [not row.any() for row in queries]
+        space = _Space(
+            collection=self.name,
+            field="signature",
+            fields=_RECORD,
+            queries=queries,
+            sent=[i for i in range(len(queries)) if not zero[i]],
+            constant=1.0 if any(zero) else math.inf,
+            floor=signature_floor(max_distance) if max_distance <= 1.0 else -math.inf,
+            bound=signature_bound,
+            rank=partial(_rank_signatures, queries, max_distance, where),
+        )
+        return self._search(space, limit, max_distance, where)
+
+    def search_embedding(
+        self,
+        queries: npt.NDArray[np.float32],
+        *,
+        limit: int,
+        max_distance: float,
+        where: Filter | None = None,
+    ) -> builtins.list[Match]:
+        where = check_filter(where)
+        queries = check_embedding_queries(queries)
+        zero = [not row.any() for row in queries]
+        space = _Space(
+            collection=self.vectors_name,
+            field="embedding",
+            fields=["embedding", "version"],
+            queries=queries,
+            sent=[i for i in range(len(queries)) if not zero[i]],
+            constant=1.0 if any(zero) else math.inf,
+            floor=embedding_floor(max_distance) if max_distance <= 1.0 else -math.inf,
+            bound=embedding_bound,
+            rank=partial(self._rank_embeddings, queries, max_distance, where),
+        )
+        return self._search(space, limit, max_distance, where)
+
+    def stats(self) -> dict[str, Any]:
+        count = self.count()
+        embeddings = self._count(self.vectors_name)
+        described = self.index + (
+            f" (M={_HNSW['M']}, ef {self.ef}+)" if self.index == "HNSW" else ""
+        )
+        order = self._order(load=False)
+        facts: dict[str, Any] = {
+            "backend": "milvus",
+            "url": self.target.shown,
+            "collection": self.name,
+            "count": count,
+            "embeddings": embeddings,
+            "index": f"{described} on cosine, {self.candidates}+ candidates per orientation,"
+            " exact re-rank",
+            "memory_bytes": order.nbytes if order is not None else 0,
+            "lite": self._lite_path is not None,
+        }
+        if self._lite_path is not None:
+            # Milvus Lite runs in this process: its vectors are this process's memory.
+            facts["memory_bytes"] += 4 * (count * LENGTH + embeddings * EMBEDDING_DIMENSION)
+        return facts
+
+    def reindex(self) -> dict[str, Any]:
+        """Flush both collections, so that Milvus seals and indexes their segments, and
+        wait until a server says every row is indexed (Milvus Lite builds its indexes in
+        the background and searches unindexed segments exactly meanwhile)."""
+        deadline = time.monotonic() + max(600.0, self.timeout)
+        for name, vector in ((self.name, "signature"), (self.vectors_name, "embedding")):
+            self._flush(name)
+            while time.monotonic() < deadline:
+                described = self._call(
+                    partial(self._client.describe_index, name, vector, timeout=self.timeout)
+                )
+                if not int(described.get("pending_index_rows") or 0):
+                    break
+                time.sleep(0.5)
+        return self.stats()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._client.close()
+        finally:
+            self._release()
+
+    # -- internals: the search ------------------------------------------------------------
+
+    def _search(
+        self, space: _Space, limit: int, max_distance: float, where: Filter | None
+    ) -> builtins.list[Match]:
+        """Candidates from Milvus, more of them until the answer is provably complete."""
+        if limit <= 0:
+            return []
+        expression = filter_expression(where)
+        if not space.sent:  # every row is all zeros: every record is at distance 1
+            if space.constant >= max_distance:
+                return []
+            return self._scan(space, expression, limit)
+        vectors = [space.queries[i].astype(np.float32).tolist() for i in space.sent]
+        k = self.candidates
+        while True:
+            hits = self._nearest(space, vectors, k, expression)
+            best: dict[str, float] = {}
+            for row in hits:
+                for path, similarity in row:
+                    s = math.inf if math.isnan(similarity) else similarity
+                    best[path] = max(best.get(path, -math.inf), s)
+            wanted = [path for path, s in best.items() if s > space.floor]
+            found = space.rank(self._fetch(space.collection, wanted, space.fields))
+            if _complete(space, hits, k, len(wanted) < len(best), found, limit, max_distance):
+                return found[:limit]
+            if k >= MAX_CANDIDATES:
+                return self._scan(space, expression, limit)  # the last resort
+            k = min(MAX_CANDIDATES, 4 * k)
+            if len(vectors) * k >= self._count(space.collection):
+                return self._scan(space, expression, limit)  # as cheap as asking for k
+
+    def _nearest(
+        self, space: _Space, vectors: builtins.list[builtins.list[float]], k: int, expression: str
+    ) -> builtins.list[builtins.list[tuple[str, float]]]:
+        """Each row's ``k`` most similar records: (filepath, cosine), most similar first."""
+        params: dict[str, Any] = {"metric_type": "COSINE", "params": {}}
+        if self.index == "HNSW":
+            params["params"] = {"ef": max(k, self.ef)}
+        answer = self._call(
+            partial(
+                self._client.search,
+                space.collection,
+                data=vectors,
+                anns_field=space.field,
+                limit=k,
+                filter=expression,
+                output_fields=["version"],
+                search_params=params,
+                timeout=self.timeout,
+                **_STRONG,
+            )
+        )
+        return [[(str(hit.id), float(hit.distance)) for hit in row] for row in answer]
+
+    def _scan(self, space: _Space, expression: str, limit: int) -> builtins.list[Match]:
+        """Every record (that passes the filter), ranked exactly."""
+        found: builtins.list[Match] = []
+        for rows in self._rows(space.collection, expression, space.fields):
+            found += space.rank(rows)
+        found.sort(key=lambda m: (m.distance, m.filepath))
+        return found[:limit]
+
+    def _rank_embeddings(
+        self,
+        queries: npt.NDArray[np.float32],
+        max_distance: float,
+        where: Filter | None,
+        vectors: builtins.list[Row],
+    ) -> builtins.list[Match]:
+        """Exact matches among embedding rows whose record is current and passes ``where``."""
+        paths = [vector["filepath"] for vector in vectors]
+        fields = ["version", "metadata"]
+        owners = {row["filepath"]: row for row in self._fetch(self.name, paths, fields)}
+        kept: builtins.list[tuple[Row, Metadata | None]] = []
+        for vector in vectors:
+            owner = owners.get(vector["filepath"])
+            if owner is None or owner["version"] != vector["version"]:
+                continue  # deleted, or left by a write that failed halfway
+            if _passes(metadata := _metadata_of(owner), where):
+                kept.append((vector, metadata))
+        if not kept:
+            return []
+        stored = np.stack([_embedding_of(vector) for vector, _ in kept])
+        found_distances, best = cosine_distances(queries, stored)
+        found = [
+            Match(
+                vector["filepath"],
+                float(found_distances[i]),
+                ORIENTATIONS[best[i]],
+                metadata,
+                method="embedding",
+            )
+            for i, (vector, metadata) in enumerate(kept)
+            if found_distances[i] < max_distance
+        ]
+        found.sort(key=lambda m: (m.distance, m.filepath))
+        return found
+
+    # -- internals: writes and reads ------------------------------------------------------
+
+    def _write(
+        self, checked: builtins.list[tuple[str, npt.NDArray[np.int8], Metadata | None, Any]]
+    ) -> None:
+        latest = {filepath: (sig, meta, emb) for filepath, sig, meta, emb in checked}
+        with self._lock:
+            fields = ["seq", "created", "has_embedding"]
+            old = {row["filepath"]: row for row in self._fetch(self.name, [*latest], fields)}
+            now = time.time()
+            rows, vectors, dropped, added = [], [], [], []
+            for filepath, (sig, metadata, embedding) in latest.items():
+                before = old.get(filepath)
+                if before is None:
+                    added.append(filepath)
+                version = random.getrandbits(62)
+                text, keys = _storable(metadata)
+                rows.append(
+                    {
+                        "filepath": filepath,
+                        "signature": sig.astype(np.float32).tolist() if sig.any() else _PLACEHOLDER,
+                        "blank": not sig.any(),
+                        "metadata": text,
+                        **keys,
+                        "seq": int(before["seq"]) if before else _next_seq(),
+                        "created": float(before["created"]) if before else now,
+                        "updated": now,
+                        "version": version,
+                        "has_embedding": embedding is not None,
+                    }
+                )
+                if embedding is not None:
+                    vectors.append(
+                        {
+                            "filepath": filepath,
+                            "embedding": embedding.tolist(),
+                            **keys,
+                            "version": version,
+                        }
+                    )
+                elif before is not None and before["has_embedding"]:
+                    dropped.append(filepath)
+            if vectors:
+                self._upsert(self.vectors_name, vectors)
+            self._upsert(self.name, rows)
+            if dropped:
+                self._remove(self.vectors_name, dropped)
+            if (order := self._order(load=False)) is not None:
+                for filepath in added:
+                    order.add(filepath)
+
+    def _upsert(self, collection: str, rows: builtins.list[Row]) -> None:
+        self._call(partial(self._client.upsert, collection, rows, timeout=self.timeout))
+        if self._lite_path is not None:
+            unflushed = self._shared.unflushed.get(collection, 0) + len(rows)
+            self._shared.unflushed[collection] = unflushed
+            if unflushed >= _LITE_FLUSH_ROWS:
+                self._flush(collection)
+
+    def _remove(self, collection: str, paths: builtins.list[str]) -> None:
+        where = in_expression("filepath", paths)
+        self._call(partial(self._client.delete, collection, filter=where, timeout=self.timeout))
+
+    def _flush(self, collection: str) -> None:
+        self._call(partial(self._client.flush, collection, timeout=self.timeout))
+        self._shared.unflushed[collection] = 0
+
+    def _fetch(
+        self, collection: str, paths: Sequence[str], fields: builtins.list[str]
+    ) -> builtins.list[Row]:
+        """The rows of these filepaths (those that exist), with ``fields``."""
+        found: builtins.list[Row] = []
+        for start in range(0, len(paths), _KEYS):
+            where = in_expression("filepath", paths[start : start + _KEYS])
+            found += self._query(collection, where, fields)
+        return found
+
+    def _query(self, collection: str, where: str, fields: builtins.list[str]) -> builtins.list[Row]:
+        return list(
+            self._call(
+                partial(
+                    self._client.query,
+                    collection,
+                    filter=where,
+                    output_fields=fields,
+                    timeout=self.timeout,
+                    **_STRONG,
+                )
+            )
+        )
+
+    def _rows(
+        self, collection: str, where: str, fields: builtins.list[str]
+    ) -> Iterator[builtins.list[Row]]:
+        """Every row (that passes ``where``), in batches: one unbounded query for Milvus
+        Lite (quick there, where iterators sort every batch), a query iterator otherwise."""
+        if self._exclusive:  # (Milvus wants a filter on an unbounded query: keys are never "")
+            yield self._query(collection, where or 'filepath != ""', fields)
+            return
+        iterator = self._call(
+            partial(
+                self._client.query_iterator,
+                collection,
+                batch_size=_KEYS,
+                filter=where,
+                output_fields=fields,
+                timeout=self.timeout,
+            )
+        )
+        try:
+            while batch := self._call(iterator.next):
+                yield list(batch)
+        finally:
+            iterator.close()
+
+    def _count(self, collection: str) -> int:
+        return int(self._query(collection, "", ["count(*)"])[0]["count(*)"])
+
+    def _seqs(self) -> builtins.list[tuple[int, str]]:
+        """(seq, filepath) of every record."""
+        return [
+            (int(row["seq"]), row["filepath"])
+            for rows in self._rows(self.name, "", ["seq"])
+            for row in rows
+        ]
+
+    def _order(self, *, load: bool) -> _Order | None:
+        """The insertion order kept in memory, if read (exclusive stores read it at their
+        first ``list``; writes keep it current whoever makes them)."""
+        order = self._shared.orders.get(self.name)
+        if order is None and load:
+            with self._lock:
+                if (order := self._shared.orders.get(self.name)) is None:
+                    pairs = self._seqs()
+                    _next_seq(at_least=max((seq for seq, _ in pairs), default=0) + 1)
+                    order = self._shared.orders[self.name] = _Order(pairs)
+        return order
+
+    # -- internals: the connection --------------------------------------------------------
+
+    def _connect(self, uri: str, token: str) -> Any:
+        try:
+            return MilvusClient(uri=uri, token=token, timeout=self.timeout)
+        except (MilvusException, grpc.RpcError) as error:
+            hint = (
+                " (Milvus Lite serves one process at a time: is another one using it?"
+                " Run `lookalike serve --workers 1`, or use a Milvus server)"
+                if self._lite_path is not None
+                else ""
+            )
+            raise BackendUnavailable(
+                f"cannot open Milvus at {self.target.shown}: {_message(error)}{hint}"
+            ) from None
+
+    def _prepare(self) -> None:
+        """Create both collections with their indices if missing, check them, load them."""
+        for name, vector, records in (
+            (self.name, "signature", True),
+            (self.vectors_name, "embedding", False),
+        ):
+            if not self._call(partial(self._client.has_collection, name, timeout=self.timeout)):
+                self._create(name, vector, records)
+            described = self._call(
+                partial(self._client.describe_collection, name, timeout=self.timeout)
+            )
+            have = {f["name"] for f in described.get("fields", [])}
+            need = {f.name for f in _schema(records).fields}
+            if not need <= have:
+                raise ConfigError(
+                    f"the Milvus collection {name!r} exists and is not a lookalike collection"
+                    f" (it lacks {', '.join(sorted(need - have))})"
+                )
+            self._call(partial(self._client.load_collection, name, timeout=self.timeout))
+
+    def _create(self, name: str, vector: str, records: bool) -> None:
+        client = self._client
+        try:
+            client.create_collection(name, schema=_schema(records), timeout=self.timeout, **_STRONG)
+            params = client.prepare_index_params()
+            params.add_index(
+                field_name=vector,
+                index_type=self.index,
+                metric_type="COSINE",
+                params=dict(_HNSW) if self.index == "HNSW" else {},
+            )
+            client.create_index(name, params, timeout=self.timeout, sync=False)
+        except (MilvusException, grpc.RpcError) as error:
+            if not self._call(partial(client.has_collection, name, timeout=self.timeout)):
+                raise BackendUnavailable(
+                    f"Milvus at {self.target.shown} cannot create {name!r}: {_message(error)}"
+                ) from None
+            # another process created it meanwhile: theirs is as good
+
+    def _call(self, request: Callable[[], T]) -> T:
+        """Run one client request; failures become BackendUnavailable. pymilvus retries
+        transient errors itself, within ``timeout``."""
+        try:
+            return request()
+        except (MilvusException, grpc.RpcError) as error:
+            raise BackendUnavailable(
+                f"Milvus at {self.target.shown} failed: {_message(error)}"
+            ) from None
+
+    def _release(self) -> None:
+        """Let go of this process's Milvus Lite server when its last user closes."""
+        if self._lite_path is None:
+            return
+        path, self._lite_path = self._lite_path, None
+        with _LITE_LOCK:
+            self._shared.users -= 1
+            if self._shared.users > 0:
+                return
+            del _LITE[path]
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(path)
+
+
+# -- pure helpers -------------------------------------------------------------------------
+
+
+def _schema(records: bool) -> Any:
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
+    schema.add_field("filepath", DataType.VARCHAR, is_primary=True, max_length=_MAX_TEXT)
+    if records:
+        schema.add_field("signature", DataType.FLOAT_VECTOR, dim=LENGTH)
+        schema.add_field("blank", DataType.BOOL)
+        schema.add_field("metadata", DataType.VARCHAR, max_length=_MAX_TEXT)  # JSON text
+        schema.add_field("seq", DataType.INT64)
+        schema.add_field("created", DataType.DOUBLE)
+        schema.add_field("updated", DataType.DOUBLE)
+        schema.add_field("version", DataType.INT64)
+        schema.add_field("has_embedding", DataType.BOOL)
+    else:
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=EMBEDDING_DIMENSION)
+        schema.add_field("version", DataType.INT64)
+    return schema
+
+
+def _complete(
+    space: _Space,
+    hits: list[list[tuple[str, float]]],
+    k: int,
+    pruned: bool,
+    found: list[Match],
+    limit: int,
+    max_distance: float,
+) -> bool:
+    """Whether no record outside ``found`` can belong in the answer (see milvus_queries).
+
+    A row that returned fewer than ``k`` hits has seen every record that passes the
+    filter; a full row bounds the distance of every record it did not return; a record
+    returned but not fetched (``pruned``) is beyond the cutoff through those rows."""
+    full = [row for row in hits if len(row) >= k]
+    if len(full) < len(hits) and not pruned:
+        return True  # every record was fetched and ranked
+    least = min([space.bound(row[-1][1]) for row in full] + [space.constant])
+    if least >= max_distance:
+        return True
+    return len(found) >= limit and least > found[limit - 1].distance
+
+
+def _rank_signatures(
+    queries: npt.NDArray[np.int8], max_distance: float, where: Filter | None, rows: list[Row]
+) -> list[Match]:
+    """Exact matches among record rows that pass ``where``, best first."""
+    kept = [(row, metadata) for row in rows if _passes(metadata := _metadata_of(row), where)]
+    if not kept:
+        return []
+    stored = np.stack([_signature_of(row) for row, _ in kept])
+    table = np.stack([distances(stored, row) for row in queries], axis=1)
+    best = table.argmin(axis=1)
+    found = [
+        Match(row["filepath"], float(table[i, best[i]]), ORIENTATIONS[best[i]], metadata)
+        for i, (row, metadata) in enumerate(kept)
+        if table[i, best[i]] < max_distance
+    ]
+    found.sort(key=lambda m: (m.distance, m.filepath))
+    return found
+
+
+def _passes(metadata: Metadata | None, where: Filter | None) -> bool:
+    return not where or matches_filter(metadata, where)
+
+
+def _checked(record: Record) -> _Checked:
+    filepath = check_filepath(record.filepath)
+    if len(filepath.encode("utf-8")) > _MAX_TEXT:
+        raise InvalidRequest(f"a Milvus store keeps filepaths of at most {_MAX_TEXT} bytes")
+    signature = np.asarray(record.signature)
+    if signature.shape != (LENGTH,):
+        raise ValueError(f"a signature has {LENGTH} values, got shape {signature.shape}")
+    metadata = check_metadata(record.metadata)
+    text, _ = _storable(metadata)
+    if len(text.encode("utf-8")) > _MAX_TEXT:
+        raise InvalidRequest(f"a Milvus store keeps metadata of at most {_MAX_TEXT} bytes of JSON")
+    return filepath, signature.astype(np.int8), metadata, check_embedding(record.embedding)
+
+
+def _storable(metadata: Metadata | None) -> tuple[str, dict[str, Any]]:
+    """Metadata as the exact JSON text it is kept as, and as the dynamic fields that
+    filters read: ``m:<key>`` for each key (Milvus Lite evaluates filters on the dynamic
+    field column alone, and fast; on a JSON field it converts every column of every row).
+
+    pymilvus refuses integers beyond 64 bits in JSON: in the dynamic fields they become
+    the float of equal value (None if there is none), which compares with a filter's
+    value as Python compares the exact one; the text keeps the metadata as it was given."""
+
+    def representable(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: representable(v) for key, v in value.items()}
+        if isinstance(value, list):
+            return [representable(v) for v in value]
+        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+            try:  # (booleans are ints too, but within range)
+                return float(value)
+            except OverflowError:
+                return None
+        return value
+
+    keys = {f"{FIELD_PREFIX}{k}": representable(v) for k, v in (metadata or {}).items()}
+    return json.dumps(metadata, ensure_ascii=False), keys
+
+
+def _metadata_of(row: Row) -> Metadata | None:
+    metadata: Metadata | None = json.loads(row["metadata"])  # "null" for none
+    return metadata
+
+
+def _signature_of(row: Row) -> npt.NDArray[np.int8]:
+    if row["blank"]:
+        return np.zeros(LENGTH, dtype=np.int8)
+    values = np.rint(np.asarray(row["signature"], dtype=np.float32))
+    signature: npt.NDArray[np.int8] = values.astype(np.int8)
+    return signature
+
+
+def _embedding_of(row: Row) -> npt.NDArray[np.float32]:
+    embedding: npt.NDArray[np.float32] = np.asarray(row["embedding"], dtype=np.float32)
+    return embedding
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, MilvusException):
+        return str(error.message)
+    if isinstance(error, grpc.RpcError):
+        return f"{error.code()}: {error.details()}"
+    return str(error)
