@@ -158,6 +158,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
     )
+    if settings.store.startswith("milvus:///") and settings.workers > 1:
+        # Milvus Lite runs inside one process and locks its file: the others could not open it.
+        print(
+            f"lookalike: Milvus Lite serves one process: 1 worker, not {settings.workers}",
+            file=sys.stderr,
+        )
+        settings = settings.replace(workers=1)
     # Workers are separate processes: hand them the settings through their environment.
     os.environ["LOOKALIKE_BACKEND"] = settings.backend
     tuning.prepare_worker_environment(blas_threads=1 if settings.workers > 1 else None)

@@ -26,10 +26,15 @@ class Served:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
+    yield from serve(tmp_path, "sqlite:///" + str(tmp_path / "store.db"))
+
+
+def serve(tmp_path: Path, backend: str) -> Iterator[Served]:
+    """`lookalike serve` with 2 workers on ``backend``, stopped at the end."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
     env |= {
-        "LOOKALIKE_BACKEND": "sqlite:///" + str(tmp_path / "store.db"),
+        "LOOKALIKE_BACKEND": backend,
         "LOOKALIKE_LOG_LEVEL": "warning",
         "WORKER_COUNT": "2",
         "PORT": str(port),
@@ -158,3 +163,18 @@ def test_serving_beyond_loopback_without_a_key_warns(tmp_path, capsys, monkeypat
         assert "warning: listening on 0.0.0.0 without LOOKALIKE_API_KEY" in loud
     finally:
         taken.close()
+
+
+def test_milvus_lite_is_served_by_one_worker(tmp_path, photo_bytes):
+    """Milvus Lite locks its file to one process: 2 workers asked, 1 served, and it works."""
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed")
+    for served in serve(tmp_path, "milvus:///" + str(tmp_path / "images.db")):
+        files = {"image": ("cat.jpg", photo_bytes["chelsea"])}
+        added = httpx.post(served.url + "/add", files=files, data={"filepath": "cat"}, timeout=60)
+        assert added.json()["status"] == "ok", added.text
+        found = httpx.post(served.url + "/search", files=files, timeout=60).json()["result"]
+        assert [r["filepath"] for r in found] == ["cat"]
+        workers = [c for c in _children_command_lines(served.pid) if "spawn_main" in c]
+        assert workers == []  # the server process serves itself
+    log = (tmp_path / "serve.log").read_text()
+    assert "Milvus Lite serves one process: 1 worker, not 2" in log
