@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..records import EMBEDDING_DIMENSION
-from .sqlite_index import IndexFolder
+from .sqlite_index import IndexFolder, run_build
 
 __all__ = ["EmbeddingIndex", "build", "check", "folder"]
 
@@ -240,21 +240,7 @@ def _crc32(path: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m lookalike.backends.embedding_index DATABASE", file=sys.stderr)
-        return 2
-    try:
-        header = build(args[0])
-    except (ValueError, OSError, sqlite3.Error) as error:
-        print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} index not built: {error}", flush=True)
-        return 1
-    print(
-        f"{time.strftime('%Y-%m-%dT%H:%M:%S')} built {header['name']}: {header['count']}"
-        f" embeddings in {header['build_seconds']:.1f} s",
-        flush=True,
-    )
-    return 0
+    return run_build(build, "lookalike.backends.embedding_index", "embeddings", argv)
 
 
 if __name__ == "__main__":

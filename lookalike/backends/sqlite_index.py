@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -219,10 +219,14 @@ def _sync_folder(path: Path) -> None:
         os.close(descriptor)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_build(
+    build: Callable[[str], dict[str, Any]], module: str, what: str, argv: list[str] | None
+) -> int:
+    """The command line of a background index build: ``python -m <module> DATABASE``,
+    one line of outcome for the build log, exit code 0, 1 (not built) or 2 (usage)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m lookalike.backends.sqlite_index DATABASE", file=sys.stderr)
+        print(f"usage: python -m {module} DATABASE", file=sys.stderr)
         return 2
     try:
         header = build(args[0])
@@ -230,11 +234,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} index not built: {error}", flush=True)
         return 1
     print(
-        f"{time.strftime('%Y-%m-%dT%H:%M:%S')} built {header['name']}: {header['count']} rows"
+        f"{time.strftime('%Y-%m-%dT%H:%M:%S')} built {header['name']}: {header['count']} {what}"
         f" in {header['build_seconds']:.1f} s",
         flush=True,
     )
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_build(build, "lookalike.backends.sqlite_index", "rows", argv)
 
 
 if __name__ == "__main__":
