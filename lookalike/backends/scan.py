@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from ..signature import LENGTH
 
-__all__ = ["Hits", "SignatureMatrix", "top", "within"]
+__all__ = ["Hits", "SignatureMatrix", "SlotMatrix", "top", "within"]
 
 _CHUNK_ROWS = 2048  # rows converted to float32 at once: 5 MB, within the caches
 
@@ -34,17 +34,30 @@ class Hits:
     orientations: npt.NDArray[np.int64]
 
 
-class SignatureMatrix:
-    """A growable int8 matrix of signatures addressed by slot, with a liveness mask and an
-    integer key per slot (a store's row id; slots appended in key order keep keys sorted)."""
+class SlotMatrix:
+    """A growable matrix of rows addressed by slot, each with a number derived from it
+    (its norm, as a subclass defines it), a liveness flag and an integer key (a store's
+    row id; slots appended in key order keep keys sorted). Subclasses set the row width
+    and types, how rows are stored (``_stored``) and their norms (``_norms_of``), and search."""
+
+    _WIDTH: int
+    _DTYPE: type[np.generic]
+    _NORM_DTYPE: type[np.generic]
 
     def __init__(self, capacity: int = 1024) -> None:
-        self._rows = np.zeros((max(capacity, 16), LENGTH), dtype=np.int8)
-        self._norms = np.zeros(len(self._rows), dtype=np.int32)
-        self._alive = np.zeros(len(self._rows), dtype=bool)
-        self._keys = np.zeros(len(self._rows), dtype=np.int64)
+        size = max(capacity, 16)
+        self._rows = np.zeros((size, self._WIDTH), dtype=self._DTYPE)
+        self._norms = np.zeros(size, dtype=self._NORM_DTYPE)
+        self._alive = np.zeros(size, dtype=bool)
+        self._keys = np.zeros(size, dtype=np.int64)
         self._used = 0
         self._live = 0
+
+    def _stored(self, rows: npt.ArrayLike) -> npt.NDArray[Any]:
+        return np.asarray(rows, dtype=self._DTYPE).reshape(-1, self._WIDTH)
+
+    def _norms_of(self, rows: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        raise NotImplementedError
 
     @property
     def used(self) -> int:
@@ -74,16 +87,16 @@ class SignatureMatrix:
         return self._rows.nbytes + self._norms.nbytes + self._alive.nbytes + self._keys.nbytes
 
     def append(
-        self, signatures: npt.NDArray[np.int8], keys: npt.ArrayLike | None = None
+        self, rows: npt.ArrayLike, keys: npt.ArrayLike | None = None
     ) -> npt.NDArray[np.int64]:
-        """Store signatures (shape (n, 648)) in new slots, with their keys; returns the slots."""
-        signatures = np.asarray(signatures, dtype=np.int8).reshape(-1, LENGTH)
-        n = len(signatures)
+        """Store rows (shape (n, width)) in new slots, with their keys; returns the slots."""
+        block = self._stored(rows)
+        n = len(block)
         self._reserve(self._used + n)
         slots = np.arange(self._used, self._used + n, dtype=np.int64)
         self._used += n
-        self._rows[slots] = signatures
-        self._norms[slots] = _squared_norms(signatures)
+        self._rows[slots] = block
+        self._norms[slots] = self._norms_of(block)
         self._alive[slots] = True
         if keys is not None:
             self._keys[slots] = keys
@@ -94,11 +107,12 @@ class SignatureMatrix:
         """Make room for ``extra`` more slots now: a big batch gets exactly its size."""
         self._reserve(self._used + extra)
 
-    def replace(self, slot: int, signature: npt.NDArray[np.int8]) -> None:
+    def replace(self, slot: int, row: npt.ArrayLike) -> None:
         if not self._alive[slot]:
             self._live += 1
-        self._rows[slot] = signature
-        self._norms[slot] = _squared_norms(signature.reshape(1, LENGTH))[0]
+        block = self._stored(row)
+        self._rows[slot] = block[0]
+        self._norms[slot] = self._norms_of(block)[0]
         self._alive[slot] = True
 
     def kill(self, slot: int) -> None:
@@ -106,9 +120,44 @@ class SignatureMatrix:
             self._alive[slot] = False
             self._live -= 1
 
-    def row(self, slot: int) -> npt.NDArray[np.int8]:
-        row: npt.NDArray[np.int8] = self._rows[slot].copy()
+    def row(self, slot: int) -> npt.NDArray[Any]:
+        row: npt.NDArray[Any] = self._rows[slot].copy()
         return row
+
+    def compact(self) -> npt.NDArray[np.int64]:
+        """Drop dead slots, keeping the order of the live ones; returns the old slot of
+        each new slot."""
+        keep = np.flatnonzero(self._alive[: self._used])
+        n = len(keep)
+        capacity = max(n + n // 16, 16)
+        for name in ("_rows", "_norms", "_alive", "_keys"):
+            old = getattr(self, name)
+            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
+            new[:n] = old[keep]
+            setattr(self, name, new)
+        self._used = self._live = n
+        return keep.astype(np.int64)
+
+    def _reserve(self, needed: int) -> None:
+        if needed <= len(self._rows):
+            return
+        capacity = max(needed, int(len(self._rows) * 1.5))
+        for name in ("_rows", "_norms", "_alive", "_keys"):
+            old = getattr(self, name)
+            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
+            new[: self._used] = old[: self._used]
+            setattr(self, name, new)
+
+
+class SignatureMatrix(SlotMatrix):
+    """Signatures as int8 rows, with their squared norms."""
+
+    _WIDTH = LENGTH
+    _DTYPE = np.int8
+    _NORM_DTYPE = np.int32
+
+    def _norms_of(self, rows: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return _squared_norms(rows)
 
     def search(
         self,
@@ -131,32 +180,6 @@ class SignatureMatrix:
             if keep.any():
                 found.append((near[keep] + start, best[keep], which[keep]))
         return _hits(found)
-
-    def compact(self) -> npt.NDArray[np.int64]:
-        """Drop dead slots; returns the old slot of each new slot."""
-        keep = np.flatnonzero(self._alive[: self._used])
-        n = len(keep)
-        rows = np.zeros((max(n + n // 16, 16), LENGTH), dtype=np.int8)
-        rows[:n] = self._rows[keep]
-        norms = np.zeros(len(rows), dtype=np.int32)
-        norms[:n] = self._norms[keep]
-        alive = np.zeros(len(rows), dtype=bool)
-        alive[:n] = True
-        keys = np.zeros(len(rows), dtype=np.int64)
-        keys[:n] = self._keys[keep]
-        self._rows, self._norms, self._alive, self._keys = rows, norms, alive, keys
-        self._used = self._live = n
-        return keep.astype(np.int64)
-
-    def _reserve(self, needed: int) -> None:
-        if needed <= len(self._rows):
-            return
-        capacity = max(needed, int(len(self._rows) * 1.5))
-        for name in ("_rows", "_norms", "_alive", "_keys"):
-            old = getattr(self, name)
-            new = np.zeros((capacity, *old.shape[1:]), dtype=old.dtype)
-            new[: self._used] = old[: self._used]
-            setattr(self, name, new)
 
 
 class _Queries:

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..records import EMBEDDING_DIMENSION
-from .scan import Hits
+from .scan import Hits, SlotMatrix
 
 __all__ = ["EmbeddingMatrix", "cosine_distances"]
 
@@ -52,86 +52,28 @@ def cosine_distances(
     return np.clip(distances, 0.0, 2.0), best
 
 
-class EmbeddingMatrix:
-    """A growable float32 matrix of float16-exact embeddings addressed by slot, with a
-    liveness mask and an integer key per slot, like ``scan.SignatureMatrix``."""
+class EmbeddingMatrix(SlotMatrix):
+    """Embeddings as float32 rows holding float16-exact values, with their inverse norms."""
 
-    def __init__(self, capacity: int = 1024) -> None:
-        self._rows = np.zeros((max(capacity, 16), EMBEDDING_DIMENSION), dtype=np.float32)
-        self._scale = np.zeros(len(self._rows), dtype=np.float32)  # 1 / norm
-        self._alive = np.zeros(len(self._rows), dtype=bool)
-        self._keys = np.zeros(len(self._rows), dtype=np.int64)
-        self._used = 0
-        self._live = 0
+    _WIDTH = EMBEDDING_DIMENSION
+    _DTYPE = np.float32
+    _NORM_DTYPE = np.float32
 
-    @property
-    def used(self) -> int:
-        return self._used
+    def _stored(self, rows: npt.ArrayLike) -> npt.NDArray[Any]:
+        return _exact16(rows).reshape(-1, EMBEDDING_DIMENSION)
 
-    @property
-    def live(self) -> int:
-        return self._live
-
-    @property
-    def keys(self) -> npt.NDArray[np.int64]:
-        view = self._keys[: self._used]
-        view.flags.writeable = False
-        return view
-
-    @property
-    def alive(self) -> npt.NDArray[np.bool_]:
-        view = self._alive[: self._used]
-        view.flags.writeable = False
-        return view
-
-    @property
-    def nbytes(self) -> int:
-        return self._rows.nbytes + self._scale.nbytes + self._alive.nbytes + self._keys.nbytes
+    def _norms_of(self, rows: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return _inverse_norms(rows)
 
     def rows(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         picked: npt.NDArray[np.float32] = self._rows[slots]
         return picked
 
-    def append(self, vectors: npt.ArrayLike, keys: npt.ArrayLike) -> npt.NDArray[np.int64]:
-        """Store embeddings (shape (n, 1280)) in new slots with their keys; returns the slots."""
-        block = _exact16(vectors).reshape(-1, EMBEDDING_DIMENSION)
-        n = len(block)
-        self._grow(self._used + n)
-        slots = np.arange(self._used, self._used + n, dtype=np.int64)
-        self._used += n
-        self._rows[slots] = block
-        self._scale[slots] = _inverse_norms(block)
-        self._alive[slots] = True
-        self._keys[slots] = keys
-        self._live += n
-        return slots
-
-    def replace(self, slot: int, vector: npt.ArrayLike) -> None:
-        if not self._alive[slot]:
-            self._live += 1
-        self._rows[slot] = _exact16(vector)
-        self._scale[slot] = _inverse_norms(self._rows[slot : slot + 1])[0]
-        self._alive[slot] = True
-
-    def kill(self, slot: int) -> None:
-        if self._alive[slot]:
-            self._alive[slot] = False
-            self._live -= 1
-
-    def compact(self) -> None:
-        """Drop dead slots, keeping the order of the live ones (slots change)."""
-        keep = np.flatnonzero(self._alive[: self._used])
-        n = len(keep)
-        for array in (self._rows, self._scale, self._alive, self._keys):
-            array[:n] = array[keep]
-        self._alive[n : self._used] = False
-        self._used = n
-
     def sort_by_key(self) -> None:
         """Drop dead slots and put the live ones in key order (slots change)."""
         self.compact()
         order = np.argsort(self._keys[: self._used], kind="stable")
-        for array in (self._rows, self._scale, self._keys):
+        for array in (self._rows, self._norms, self._keys):
             array[: self._used] = array[order]
 
     def search(
@@ -152,21 +94,12 @@ class EmbeddingMatrix:
             if not live.any():
                 continue
             similarity = (self._rows[start:stop] @ q).max(axis=1)
-            similarity *= self._scale[start:stop]
+            similarity *= self._norms[start:stop]
             found.append(start + np.flatnonzero(live & (similarity > floor)))
         slots = np.concatenate(found) if found else np.empty(0, np.int64)
         distances, best = cosine_distances(queries, self._rows[slots])
         keep = distances < max_distance
         return Hits(slots[keep], distances[keep], best[keep])
-
-    def _grow(self, needed: int) -> None:
-        if needed <= len(self._rows):
-            return
-        size = max(needed, int(len(self._rows) * 1.5))
-        self._rows = _resized(self._rows, size)
-        self._scale = _resized(self._scale, size)
-        self._alive = _resized(self._alive, size)
-        self._keys = _resized(self._keys, size)
 
 
 def _exact16(vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -179,9 +112,3 @@ def _inverse_norms(block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     norms = np.linalg.norm(block.astype(np.float32), axis=1)
     inverse: npt.NDArray[np.float32] = 1.0 / np.maximum(norms, np.float32(1e-12))
     return inverse
-
-
-def _resized(array: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
-    grown = np.zeros((size, *array.shape[1:]), dtype=array.dtype)
-    grown[: len(array)] = array
-    return grown
