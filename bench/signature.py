@@ -7,6 +7,8 @@ JPEG bytes to the 648-value signature, decode included, on one BLAS thread:
 * image-match: ``ImageSignature().generate_signature(bytes, bytestream=True)``, run in a
   worker process of a venv that has image-match (``bench/image_match_worker.py``);
 * lookalike exact: ``signature.signature(images.decode(bytes))``;
+* lookalike reference path: the same signature from the whole float64 grey image, as
+  lookalike computed it before the certified path (the gain of that path);
 * lookalike fast: the same with ``images.decode(..., fast=True)`` (libjpeg downscaling).
 
 Rounds alternate between the two processes, so machine noise hits both alike; the table
@@ -79,7 +81,7 @@ class BenchImage:
     data: bytes
     shape: tuple[int, int]
     times: dict[str, list[float]] = field(
-        default_factory=lambda: {"image_match": [], "exact": [], "fast": []}
+        default_factory=lambda: {"image_match": [], "exact": [], "reference": [], "fast": []}
     )
 
 
@@ -118,20 +120,34 @@ class ImageMatch:
         self._process.stdin.close()
 
 
-def lookalike_signature(data: bytes, *, fast: bool) -> np.ndarray[Any, np.dtype[np.int8]]:
+def lookalike_signature(
+    data: bytes, *, fast: bool, reference: bool = False
+) -> np.ndarray[Any, np.dtype[np.int8]]:
+    """JPEG bytes → signature; ``reference`` skips the certified path (whole float64 grey)."""
     pixels = images.decode(
         data, max_bytes=_LIMITS.max_image_bytes, max_pixels=_LIMITS.max_image_pixels, fast=fast
     )
-    return signature.signature(pixels)
+    return signature._reference_signature(pixels) if reference else signature.signature(pixels)
 
 
-def time_lookalike(data: bytes, *, fast: bool, reps: int) -> list[float]:
+def time_lookalike(data: bytes, *, fast: bool, reps: int, reference: bool = False) -> list[float]:
     out = []
     for _ in range(reps):
         start = perf_counter()
-        lookalike_signature(data, fast=fast)
+        lookalike_signature(data, fast=fast, reference=reference)
         out.append(perf_counter() - start)
     return out
+
+
+def certified_share(bench: list[BenchImage]) -> dict[str, int]:
+    """How many images the certified path decides (the rest take the reference path)."""
+    decided = 0
+    for image in bench:
+        pixels = images.decode(
+            image.data, max_bytes=_LIMITS.max_image_bytes, max_pixels=_LIMITS.max_image_pixels
+        )
+        decided += signature._certified(pixels, signature._LAYOUTS[:1]) is not None
+    return {"decided": decided, "images": len(bench)}
 
 
 def decoded_shape(data: bytes, *, fast: bool) -> tuple[int, int]:
@@ -175,7 +191,7 @@ def run_rounds(bench: list[BenchImage], worker: ImageMatch | None, rounds: int, 
         if worker is not None:
             worker.request(cmd="time", file=str(image.path), reps=1)
     for round_number in range(rounds):
-        order = ["exact", "image_match", "fast"]
+        order = ["exact", "image_match", "reference", "fast"]
         if round_number % 2:
             order.reverse()
         for image in bench:
@@ -185,7 +201,9 @@ def run_rounds(bench: list[BenchImage], worker: ImageMatch | None, rounds: int, 
                         reply = worker.request(cmd="time", file=str(image.path), reps=reps)
                         image.times[kind] += reply["seconds"]
                 else:
-                    image.times[kind] += time_lookalike(image.data, fast=kind == "fast", reps=reps)
+                    image.times[kind] += time_lookalike(
+                        image.data, fast=kind == "fast", reps=reps, reference=kind == "reference"
+                    )
         if sys.stderr.isatty():
             print(f"\r  round {round_number + 1}/{rounds}", end="", file=sys.stderr, flush=True)
     if sys.stderr.isatty():
@@ -242,10 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if worker is not None:
                 worker.close()
         drift = measure_drift(drift_set)
+        certified = certified_share(bench + drift_set)
 
     rows, results = [], []
     for image in bench:
         exact, fast = median(image.times["exact"]) * 1e3, median(image.times["fast"]) * 1e3
+        reference = median(image.times["reference"]) * 1e3
         theirs = median(image.times["image_match"]) * 1e3 if image.times["image_match"] else None
         fast_w, _ = decoded_shape(image.data, fast=True)
         reduction = image.shape[0] // fast_w
@@ -256,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{theirs:.1f}" if theirs else None,
                 f"{exact:.1f}",
                 f"{theirs / exact:.2f}×" if theirs else None,
+                f"{reference:.1f}",
                 f"{fast:.1f}",
                 f"{theirs / fast:.2f}×" if theirs else None,
                 f"1/{reduction}" if reduction > 1 else "none",
@@ -269,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "jpeg_bytes": len(image.data),
                 "image_match_ms": theirs,
                 "lookalike_exact_ms": exact,
+                "lookalike_reference_path_ms": reference,
                 "lookalike_fast_ms": fast,
                 "fast_decode_scale": 1 / reduction,
                 "samples": {k: len(v) for k, v in image.times.items()},
@@ -279,10 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     print()
-    headers = ["JPEG (q90)", "kB", "image-match ms", "lookalike ms", "speed-up"]
+    headers = ["JPEG (q90)", "kB", "image-match ms", "lookalike ms", "speed-up", "reference ms"]
     headers += ["fast_decode ms", "speed-up", "fast scale"]
     print(table(headers, rows))
     print(f"\nmedians of {rounds * args.reps} calls each, JPEG bytes → signature, 1 BLAS thread")
+    print(
+        f"certified path: decided {certified['decided']}/{certified['images']} images"
+        " (reference ms: the same signature from the whole float64 grey, as before it)"
+    )
     if identical is None:
         print("identical: not checked (no image-match)")
     else:
@@ -333,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "image_match": worker_info,
             "timings": results,
             "identical": identical,
+            "certified": certified,
             "fast_drift": drift,
         },
     )

@@ -7,9 +7,11 @@ differences are quantised to {-2, -1, 0, 1, 2}: 648 small integers.
 
 Every step below reproduces image-match's floating-point arithmetic (same grey formula,
 same summation orders, same percentile rules), so signatures are bit-identical to the
-ones stored in existing image-match and Match indices. The speed comes from not
-materialising large temporaries: the grey image and its crop profiles are built in one
-pass of cache-sized stripes.
+ones stored in existing image-match and Match indices. The speed comes from computing
+only what decides the result: an 8-bit image's crop is found from exact integer luma
+profiles, which decide the reference's crop limits unless rounding could tip one (then
+the reference path runs: whole float64 grey, built in cache-sized stripes), and the
+float64 grey is computed for the 81 patches' pixels only.
 
 Pure NumPy; no image decoding here (see ``images``).
 """
@@ -17,6 +19,7 @@ Pure NumPy; no image decoding here (see ``images``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any, Final, cast
 
 import numpy as np
@@ -97,8 +100,8 @@ def grey(rgb: npt.NDArray[np.uint8]) -> FloatArray:
 
 def signature(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
     """The 648-value signature of an 8-bit RGB image (H×W×3) or a float grey image (H×W)."""
-    g, rows, columns = _grey_of(image)
-    return _signature_from_profiles(g, rows, columns)
+    certain = _certified(image, _LAYOUTS[:1])
+    return certain[0] if certain is not None else _reference_signature(image)
 
 
 def orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
@@ -107,6 +110,19 @@ def orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
     Row ``i`` is the signature of ``ORIENTATIONS[i]`` applied to the image, computed as
     if that transformed image had been stored, so a stored picture that was rotated or
     mirrored is found at distance 0 by one of the rows.
+    """
+    certain = _certified(image, _LAYOUTS)
+    return certain if certain is not None else _reference_orientations(image)
+
+
+def _reference_signature(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
+    """``signature`` the way image-match computes it, from the whole float64 grey image."""
+    g, rows, columns = _grey_of(image)
+    return _signature_from_profiles(g, rows, columns)
+
+
+def _reference_orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
+    """``orientations`` from the whole float64 grey image and its transpose.
 
     The 8 images are 4 flips of the grey image and of its transpose; the crop profiles of
     a flip are the profiles of its base read backwards or summed the other way, and its
@@ -327,7 +343,7 @@ def _crop_limits(profile: FloatArray, size: int) -> tuple[int, int]:
 
 
 def _patch_means(
-    g: FloatArray,
+    pixels: FloatArray | npt.NDArray[np.uint8],
     row_points: npt.NDArray[np.int_],
     column_points: npt.NDArray[np.int_],
     flip_rows: bool = False,
@@ -335,35 +351,45 @@ def _patch_means(
 ) -> FloatArray:
     """Mean grey level of the P×P patch at each grid point, P = max(2, round(min side / 20)).
 
-    Points are in the coordinates of ``g`` with its rows and/or columns reversed.
+    ``pixels`` is the grey image, or the RGB image whose grey is computed here for the
+    patches' pixels only (the grey of a pixel depends on nothing else). Points are in the
+    coordinates of the image with its rows and/or columns reversed.
     """
-    height, width = g.shape
+    height, width = pixels.shape[:2]
     p = max(2.0, int(0.5 + min(height, width) / 20.0))
     row_spans = [_span(x, p, height) for x in row_points]
     column_spans = [_span(y, p, width) for y in column_points]
+    c = np.concatenate([np.arange(c0, c1) for c0, c1 in column_spans])
+    if flip_columns:
+        c = width - 1 - c
+    row_offsets = np.cumsum([0] + [r1 - r0 for r0, r1 in row_spans])
+    # The 9×9 patches side by side, gathered a band of rows at a time (only their pixels).
+    block = np.empty((row_offsets[-1], len(c), *pixels.shape[2:]), dtype=pixels.dtype)
+    rows_read = pixels[::-1] if flip_rows else pixels
+    for (r0, r1), offset in zip(row_spans, row_offsets[:-1], strict=True):
+        np.take(rows_read[r0:r1], c, axis=1, out=block[offset : offset + r1 - r0])
+    if block.ndim == 3:
+        block = grey(block)
     rows = {r1 - r0 for r0, r1 in row_spans}
     columns = {c1 - c0 for c0, c1 in column_spans}
     if len(rows) == 1 and len(columns) == 1 and rows.pop() * columns.pop() <= _BUFFER:
         # NumPy sums a strided patch through one contiguous buffer of up to _BUFFER values,
         # that is exactly as the pairwise sum of the patch flattened: do all 81 at once.
-        r = np.concatenate([np.arange(r0, r1) for r0, r1 in row_spans])
-        c = np.concatenate([np.arange(c0, c1) for c0, c1 in column_spans])
-        if flip_rows:
-            r = height - 1 - r
-        if flip_columns:
-            c = width - 1 - c
-        block = g.take(r, axis=0).take(c, axis=1)  # the 9×9 patches side by side
-        patches = block.reshape(GRID, len(r) // GRID, GRID, len(c) // GRID).transpose(0, 2, 1, 3)
+        patches = block.reshape(GRID, len(block) // GRID, GRID, len(c) // GRID).transpose(
+            0, 2, 1, 3
+        )
         flat = patches.reshape(GRID * GRID, -1)
         means: FloatArray = (flat.sum(axis=1) / flat.shape[1]).reshape(GRID, GRID)
         return means
-    view = np.ascontiguousarray(g[:: -1 if flip_rows else 1, :: -1 if flip_columns else 1])
+    # A strided view's sum depends on its shape only, not on the array it is cut from:
+    # each patch of the block sums as the same patch of the whole image would.
     means = np.empty((GRID, GRID), dtype=np.float64)
-    for i, (r0, r1) in enumerate(row_spans):
-        band = view[r0:r1]
-        for j, (c0, c1) in enumerate(column_spans):
+    column_offsets = np.cumsum([0] + [c1 - c0 for c0, c1 in column_spans])
+    for i in range(GRID):
+        band = block[row_offsets[i] : row_offsets[i + 1]]
+        for j in range(GRID):
             # The same reduction np.mean performs, without its per-call overhead.
-            patch = band[:, c0:c1]
+            patch = band[:, column_offsets[j] : column_offsets[j + 1]]
             means[i, j] = patch.sum() / patch.size
     return means
 
@@ -395,9 +421,8 @@ def _quantise(d: FloatArray) -> Signature:
     d[near] = 0.0
     if near.all():
         return np.zeros(LENGTH, dtype=np.int8)
-    fractions = np.linspace(0, 100, _LEVELS + 1)
-    positive = np.percentile(d[d > 0.0], fractions)
-    negative = np.percentile(d[d < 0.0], fractions[::-1])
+    positive = _level_bounds(d[d > 0.0])
+    negative = _level_bounds(d[d < 0.0])[::-1]
     for level in range(_LEVELS):
         low, high = positive[level], positive[level + 1]
         d[(d >= low) & (d <= high)] = level + 1
@@ -405,3 +430,214 @@ def _quantise(d: FloatArray) -> Signature:
         high, low = negative[level], negative[level + 1]
         d[(d <= high) & (d >= low)] = -(level + 1)
     return d.ravel().astype(np.int8)
+
+
+def _level_bounds(values: FloatArray) -> tuple[float, ...]:
+    """``np.percentile(values, linspace(0, 100, _LEVELS + 1))``, bit for bit, faster.
+
+    The 0th and 100th percentiles are the extremes; the others are NumPy's lerp of two
+    neighbouring order statistics, computed with NumPy's own position and formula.
+    """
+    fractions = np.linspace(0, 100, _LEVELS + 1)
+    inner = [_percentile_position(values.size, int(f)) for f in fractions[1:-1]]
+    if any(position is None for position in inner) or any(f % 1 for f in fractions):
+        return tuple(np.percentile(values, fractions).tolist())
+    ks = [k for k, _ in cast(list[tuple[int, float]], inner)]
+    ordered = np.partition(values, sorted({*ks, *(k + 1 for k in ks)}))
+    bounds = [float(values.min())]
+    for k, t in cast(list[tuple[int, float]], inner):
+        a, b = float(ordered[k]), float(ordered[k + 1])
+        gap = b - a
+        bounds.append(b - gap * (1 - t) if t >= 0.5 else a + gap * t)
+    bounds.append(float(values.max()))
+    return tuple(bounds)
+
+
+# -- the certified path -------------------------------------------------------------------
+# The crop limits depend on the profiles only through a few comparisons, and the patch
+# means on the grey of the patches' pixels only. So the profiles are computed from the
+# integer luma 2125 R + 7154 G + 721 B (image-match's weights × 10,000: exact in float32,
+# and its sums exact in float64) instead of the float64 grey; the reference's profiles
+# differ from these, divided by 2,550,000, by rounding alone, a few units in the 15th
+# digit. Where that could change a crop limit, the reference path runs instead;
+# otherwise the limits are the reference's, and the 81 patches get the reference's grey.
+# Same signatures, without a float64 copy of the whole image.
+
+_INTEGER_LUMA: Final = np.array([2125, 7154, 721], dtype=np.float32)
+_INTEGER_SCALE: Final = 2_550_000.0  # 255 × 10,000: integer luma → grey in [0, 1]
+_CERTIFIED_MIN_SIDE: Final = 32
+
+
+def _certified(
+    image: npt.NDArray[np.uint8] | FloatArray, layouts: tuple[tuple[bool, bool, bool], ...]
+) -> Signature | None:
+    """Signatures of ``image`` under ``layouts``, or None where rounding could decide."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        return None
+    rgb = cast(npt.NDArray[np.uint8], image)
+    height, width = rgb.shape[:2]
+    if min(height, width) < _CERTIFIED_MIN_SIDE:
+        return None
+    rows, columns = _integer_profiles(rgb)
+
+    def uniform_row(i: int) -> bool:
+        return bool((rgb[i] == rgb[i, 0]).all())
+
+    def uniform_column(j: int) -> bool:
+        return bool((rgb[:, j] == rgb[0, j]).all())
+
+    grids = []
+    for transposed, flip_rows, flip_columns in layouts:
+        shape = (width, height) if transposed else (height, width)
+        lines = [(rows, uniform_row), (columns, uniform_column)]
+        (row_profile, row_uniform), (column_profile, column_uniform) = (
+            lines[::-1] if transposed else lines
+        )
+        vertical = _certain_crop_limits(*_reading(row_profile, row_uniform, flip_rows), shape)
+        horizontal = _certain_crop_limits(
+            *_reading(column_profile, column_uniform, flip_columns), shape
+        )
+        if vertical is None or horizontal is None:
+            return None
+        grids.append(
+            (
+                np.linspace(*vertical, GRID + 2, dtype=int)[1:-1],
+                np.linspace(*horizontal, GRID + 2, dtype=int)[1:-1],
+            )
+        )
+    # One orientation needs the grey of its patches only; several share the whole grey.
+    pixels = rgb if len(layouts) == 1 else grey(rgb)
+    out = np.empty((len(layouts), LENGTH), dtype=np.int8)
+    for i, ((transposed, flip_rows, flip_columns), points) in enumerate(
+        zip(layouts, grids, strict=True)
+    ):
+        base = pixels.swapaxes(0, 1) if transposed else pixels
+        out[i] = _quantise(_differences(_patch_means(base, *points, flip_rows, flip_columns)))
+    return out
+
+
+def _reading(
+    profile: FloatArray, uniform: Callable[[int], bool], backwards: bool
+) -> tuple[FloatArray, Callable[[int], bool]]:
+    """A profile and its uniform-line test, read from the far end if ``backwards``."""
+    if not backwards:
+        return profile, uniform
+    last = profile.shape[0] - 1
+    return profile[::-1], lambda i: uniform(last - i)
+
+
+def _integer_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArray]:
+    """Row and column profiles of the integer luma, exact (float64 holding integers)."""
+    height, width = rgb.shape[:2]
+    rows = np.empty(height, dtype=np.float64)
+    columns = np.zeros(width, dtype=np.float64)
+    scaled = np.empty((_STRIPE_ROWS, width, 3), dtype=np.float32)
+    # Row 0 of ``luma`` holds the previous stripe's last row.
+    luma = np.empty((_STRIPE_ROWS + 1, width), dtype=np.float32)
+    across = np.empty((_STRIPE_ROWS, width - 1), dtype=np.float32)
+    down = np.empty((_STRIPE_ROWS, width), dtype=np.float32)
+    wide_across = np.empty((_STRIPE_ROWS, width - 1), dtype=np.float64)
+    wide_down = np.empty((_STRIPE_ROWS, width), dtype=np.float64)
+    ones_across = np.ones(width - 1, dtype=np.float64)
+    ones_down = np.ones(_STRIPE_ROWS, dtype=np.float64)
+    for start in range(0, height, _STRIPE_ROWS):
+        stop = min(start + _STRIPE_ROWS, height)
+        n = stop - start
+        np.copyto(scaled[:n], rgb[start:stop], casting="unsafe")
+        current = luma[1 : n + 1]
+        np.matmul(scaled[:n], _INTEGER_LUMA, out=current)  # integers below 2**24: exact
+        np.subtract(current[:, 1:], current[:, :-1], out=across[:n])
+        np.abs(across[:n], out=across[:n])
+        np.copyto(wide_across[:n], across[:n])
+        np.matmul(wide_across[:n], ones_across, out=rows[start:stop])  # below 2**53: exact
+        first = 0 if start else 1
+        steps = n - first
+        if steps > 0:
+            np.subtract(luma[first + 1 : n + 1], luma[first:n], out=down[:steps])
+            np.abs(down[:steps], out=down[:steps])
+            np.copyto(wide_down[:steps], down[:steps])
+            columns += ones_down[:steps] @ wide_down[:steps]
+        luma[0] = luma[n]
+    return rows, columns
+
+
+def _certain_crop_limits(
+    profile: FloatArray, uniform: Callable[[int], bool], shape: tuple[int, ...]
+) -> tuple[int, int] | None:
+    """``_crop_limits`` of the reference profile that ``profile`` (integer luma) stands
+    for, or None if its rounding could move either limit.
+
+    The reference's cumulative sums rise by at least 1 / 2,550,000 wherever ``profile``
+    does, and stay exactly level across a line whose pixels are all the same colour
+    (``uniform``); a zero of ``profile`` on any other line is undecided. With the 5th
+    percentile at NumPy's position (k, t), a lerp of entries k and k + 1, the lower limit
+    counts the entries <= it: 0..k always, then any level run from k + 1, or none if the
+    rise to k + 1 is clear. The upper limit counts the entries < the 95th percentile:
+    0..k if the rise to k + 1, weighted by t, is clear; otherwise the entries below the
+    level run that ends at k.
+    """
+    size = profile.shape[0]
+    lower_at = _percentile_position(size, _LOWER_PERCENTILE)
+    upper_at = _percentile_position(size, _UPPER_PERCENTILE)
+    if lower_at is None or upper_at is None:
+        return None
+    total = float(profile.sum()) / _INTEGER_SCALE
+    pixels = float(np.prod(shape[:2]))
+    # Rounding of the reference, generously: each grey value and difference a few units
+    # of 1e-16, every sum at most (terms) × 2**-53 of its value, and the lerp's own.
+    tolerance = 1e-13 * pixels + 1e-14 * (sum(shape[:2]) + 4) * total
+
+    def level(line: int) -> bool | None:
+        """True: the reference's sum stays level here; False: it rises clearly; None."""
+        if profile[line] > 0:
+            return None if profile[line] / _INTEGER_SCALE <= tolerance else False
+        return True if uniform(line) else None
+
+    def run(first: int, step: int) -> int | None:
+        """Level lines from ``first`` on, walking by ``step``; None if one is undecided."""
+        count, line = 0, first
+        while 0 <= line < size:
+            is_level = level(line)
+            if is_level is None:
+                return None
+            if not is_level:
+                break
+            count, line = count + 1, line + step
+        return count
+
+    k, t = lower_at
+    if profile[k + 1] * (1.0 - t) / _INTEGER_SCALE > tolerance:
+        lower: int | None = k + 1
+    else:
+        flat = run(k + 1, 1)  # level from k + 1: the percentile is entry k, repeated
+        lower = None if flat is None or flat == 0 else k + 1 + flat
+    k, t = upper_at
+    if t > 0.0 and profile[k + 1] * t / _INTEGER_SCALE > tolerance:
+        upper: int | None = k + 1
+    elif t > 0.0 and level(k + 1) is not True:
+        upper = None
+    else:  # the percentile is entry k exactly: count the entries below its level run
+        flat = run(k, -1)
+        upper = None if flat is None else max(k - flat, 0)
+    if lower is None or upper is None:
+        return None
+    if lower > upper:
+        lower = int(_LOWER_PERCENTILE / 100.0 * size)
+        upper = int(_UPPER_PERCENTILE / 100.0 * size)
+    return lower, upper
+
+
+@cache
+def _percentile_position(size: int, percentile: int) -> tuple[int, float] | None:
+    """NumPy's (k, t) for a percentile of ``size`` sorted values: it is the lerp of entries
+    k and k + 1 with weight t, read from NumPy itself on step arrays (lerp(0, 1, t) is t
+    exactly; lerp(1, 1, t) is 1). None at the last entry, or if no k is confirmed."""
+    positions = np.arange(size)
+    estimate = int(percentile / 100 * (size - 1))
+    for k in (estimate, estimate - 1, estimate + 1):
+        if not 0 <= k < size - 1:
+            continue
+        t = float(np.percentile((positions > k).astype(np.float64), percentile))
+        if 0.0 <= t < 1.0 and np.percentile((positions >= k).astype(np.float64), percentile) == 1:
+            return k, t
+    return None

@@ -370,3 +370,112 @@ def test_8_bit_grey_array_raises_value_error() -> None:
 def test_empty_image_raises_value_error(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError):
         sig.signature(np.zeros(shape, dtype=np.uint8))
+
+
+# -- the certified path -------------------------------------------------------------------
+# ``signature`` and ``orientations`` decide the crop from exact integer luma profiles and
+# compute the grey of the patches only; they must give what the reference path (the
+# whole float64 grey, as image-match) gives, and must not fall back to it on ordinary
+# pictures (or they would be correct and slow).
+
+
+def _with_border(rgb: RGB, top: int, bottom: int, left: int, right: int, colour: int) -> RGB:
+    return np.pad(rgb, ((top, bottom), (left, right), (0, 0)), constant_values=colour)
+
+
+def _same_luma_band(height: int, width: int, seed: int) -> RGB:
+    """Random pixels under a top third whose rows alternate (252, 0, 0) and (0, 68, 68):
+    2125 × 252 = (7154 + 721) × 68, so these rows' integer luma profile is 0."""
+    rng = np.random.default_rng(seed)
+    out = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    colours = np.array([[252, 0, 0], [0, 68, 68]], dtype=np.uint8)
+    out[: height // 3] = colours[np.arange(width) % 2]
+    return out
+
+
+def _certified_cases() -> dict[str, RGB]:
+    rng = np.random.default_rng(7)
+    cases: dict[str, RGB] = {}
+    for name in PHOTOS:
+        rgb = photo(name)
+        for height, width in ((481, 641), (480, 640), (101, 1001), (333, 77), (64, 2000)):
+            cases[f"{name}-{height}x{width}"] = np.asarray(
+                Image.fromarray(rgb).resize((width, height))
+            )
+        for i in range(3):
+            widths = rng.integers(0, 80, 4)
+            colour = int(rng.choice([0, 255, int(rng.integers(256))]))
+            cases[f"{name}-border{i}"] = _with_border(rgb, *map(int, widths), colour)
+        cases[f"{name}-letterbox"] = _with_border(
+            rgb, rgb.shape[0] // 3, rgb.shape[0] // 3, 0, 0, 0
+        )
+        turned = decoded("chelsea.jpg") if name == "chelsea" else rgb
+        cases[f"{name}-jpeg20"] = jpeg(turned, 20)
+    for name in NAMES:
+        cases[f"golden-{name}"] = decoded(name)
+    return cases
+
+
+CERTIFIED_CASES = _certified_cases()
+
+
+@pytest.mark.parametrize("name", sorted(CERTIFIED_CASES))
+def test_certified_path_equals_the_reference_path(name: str) -> None:
+    rgb = CERTIFIED_CASES[name]
+    assert sig.signature(rgb).tolist() == sig._reference_signature(rgb).tolist()
+    assert np.array_equal(sig.orientations(rgb), sig._reference_orientations(rgb))
+
+
+def test_certified_path_decides_ordinary_pictures() -> None:
+    big_enough = [rgb for rgb in CERTIFIED_CASES.values() if min(rgb.shape[:2]) >= 32]
+    decided = [sig._certified(rgb, sig._LAYOUTS) is not None for rgb in big_enough]
+    assert len(big_enough) > 60
+    assert sum(decided) >= 0.95 * len(big_enough)
+
+
+def test_a_uniform_border_at_the_percentile_is_decided_and_exact() -> None:
+    """A white border of exactly 5 % of the rows puts the lower limit on a level run."""
+    rgb = np.asarray(Image.fromarray(photo("coffee")).resize((400, 380)))
+    bordered = _with_border(rgb, 20, 0, 0, 0, 255)  # 20 of 400 rows
+    assert sig._certified(bordered, sig._LAYOUTS) is not None
+    assert np.array_equal(sig.orientations(bordered), sig._reference_orientations(bordered))
+
+
+def test_rows_of_different_colours_with_equal_luma_are_not_guessed() -> None:
+    """Integer luma cannot tell such a row from a uniform one: the reference decides."""
+    rgb = _same_luma_band(200, 300, 1)
+    assert sig._certified(rgb, sig._LAYOUTS[:1]) is None
+    assert sig.signature(rgb).tolist() == sig._reference_signature(rgb).tolist()
+    assert np.array_equal(sig.orientations(rgb), sig._reference_orientations(rgb))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    blocks=hnp.arrays(
+        np.uint8,
+        st.tuples(st.integers(1, 5), st.integers(1, 5), st.just(3)),
+        elements=st.sampled_from([0, 1, 128, 255]),
+    ),
+    scale=st.integers(7, 40),
+    border=st.tuples(*[st.integers(0, 30)] * 4),
+    colour=st.sampled_from([0, 255]),
+)
+def test_certified_path_on_blocky_images(
+    blocks: RGB, scale: int, border: tuple[int, int, int, int], colour: int
+) -> None:
+    """Few colours in blocks, bordered: level lines and ties, the certificate's hard case."""
+    image = _with_border(np.repeat(np.repeat(blocks, scale, 0), scale, 1), *border, colour)
+    assert sig.signature(image).tolist() == sig._reference_signature(image).tolist()
+    assert np.array_equal(sig.orientations(image), sig._reference_orientations(image))
+
+
+@pytest.mark.parametrize("size", [5, 20, 21, 40, 41, 480, 481, 640, 641, 1001])
+@pytest.mark.parametrize("percentile", [5, 50, 95])
+def test_percentile_positions_are_numpys(size: int, percentile: int) -> None:
+    position = sig._percentile_position(size, percentile)
+    assert position is not None
+    k, t = position
+    values = np.sort(np.random.default_rng(size).random(size))
+    expected = np.percentile(values, percentile)
+    a, b = values[k], values[k + 1]
+    assert (b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t) == expected
