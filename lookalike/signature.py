@@ -10,8 +10,8 @@ same summation orders, same percentile rules), so signatures are bit-identical t
 ones stored in existing image-match and Match indices. The speed comes from computing
 only what decides the result: an 8-bit image's crop is found from exact integer luma
 profiles, which decide the reference's crop limits unless rounding could tip one (then
-the reference path runs: whole float64 grey, built in cache-sized stripes), and the
-float64 grey is computed for the 81 patches' pixels only.
+the reference path runs: whole float64 grey, built in cache-sized stripes), and a
+single signature computes the float64 grey of the 81 patches' pixels only.
 
 Pure NumPy; no image decoding here (see ``images``).
 """
