@@ -43,6 +43,7 @@ SUFFIX = ".embeddings"
 CONNECTIVITY = 32
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 64  # search-time beam (raised to the candidate count when larger)
+SERIAL_ROWS = 100_000  # graphs up to this size are built by one thread: reproducible
 _FORMAT = 1
 _FILE = "embeddings.usearch"
 _BATCH = 10_000
@@ -79,7 +80,10 @@ class EmbeddingIndex:
         return cls(index, 0)
 
     def add(self, ids: Ids, vectors: npt.NDArray[np.float16]) -> None:
-        self._index.add(ids.astype(np.uint64), vectors)
+        # One thread inserts in a fixed order, so the same rows give the same graph and
+        # the same answers; above SERIAL_ROWS, where a build takes minutes, all cores.
+        threads = 1 if len(self) + len(ids) <= SERIAL_ROWS else 0
+        self._index.add(ids.astype(np.uint64), vectors, threads=threads)
 
     def save(self, directory: str | Path, **header: Any) -> None:
         """Write the index and its header into a fresh folder, synced to disk."""

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import pytest
 
 from lookalike.backends.base import check_embedding_queries
-from lookalike.backends.embedding_index import folder
+from lookalike.backends.embedding_index import SERIAL_ROWS, EmbeddingIndex, folder
 from lookalike.backends.memory import MemoryBackend
 from lookalike.backends.sqlite import SQLiteBackend
 from lookalike.backends.vectors import cosine_distances
@@ -226,3 +226,19 @@ def test_filters_are_exact(built: Built, rng: np.random.Generator) -> None:
         total += len(truth)
     assert hit / total >= 0.99
     store.close()
+
+
+def test_small_graphs_are_built_the_same_every_time() -> None:
+    """Below SERIAL_ROWS one thread inserts in order: the same rows, the same answers
+    (a graph built by several threads differs from run to run)."""
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((1500, 1280)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    answers = []
+    for _ in range(2):
+        index = EmbeddingIndex.create()
+        index.add(np.arange(len(vectors)), vectors.astype(np.float16))
+        answers.append(index.search(vectors[:40], 25))
+    assert len(vectors) <= SERIAL_ROWS
+    assert np.array_equal(answers[0][0], answers[1][0])
+    assert np.array_equal(answers[0][1], answers[1][1])
