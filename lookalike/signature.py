@@ -150,23 +150,26 @@ def distance(a: npt.ArrayLike, b: npt.ArrayLike) -> float:
     """Normalised distance ||a - b|| / (||a|| + ||b||): 0 identical, < 0.40 very likely a copy.
 
     Two featureless (all-zero) signatures are at distance 1, as image-match treats them.
+    Opposite signatures are at 1 too: the quotient's rounding can exceed 1 by an ulp,
+    and scores (100 × (1 − distance)) must not go below 0.
     """
     x = np.asarray(a, dtype=np.int64)
     y = np.asarray(b, dtype=np.int64)
     denominator = np.linalg.norm(x) + np.linalg.norm(y)
     if denominator == 0:
         return 1.0
-    return float(np.linalg.norm(y - x) / denominator)
+    return min(float(np.linalg.norm(y - x) / denominator), 1.0)
 
 
 def distances(stored: npt.NDArray[np.int8], query: npt.ArrayLike) -> FloatArray:
-    """Normalised distance from ``query`` to each row of ``stored`` (float64, exact)."""
+    """Normalised distance from ``query`` to each row of ``stored`` (float64, exact; at
+    most 1, as ``distance``)."""
     q = np.asarray(query, dtype=np.int64)
     s = stored.astype(np.int64)
     diff = np.sqrt(np.einsum("ij,ij->i", s - q, s - q).astype(np.float64))
     denominator = np.sqrt(np.einsum("ij,ij->i", s, s).astype(np.float64)) + np.sqrt(float(q @ q))
     with np.errstate(invalid="ignore", divide="ignore"):
-        result: FloatArray = diff / denominator
+        result: FloatArray = np.minimum(diff / denominator, 1.0)
     result[denominator == 0] = 1.0
     return result
 

@@ -479,3 +479,11 @@ def test_percentile_positions_are_numpys(size: int, percentile: int) -> None:
     expected = np.percentile(values, percentile)
     a, b = values[k], values[k + 1]
     assert (b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t) == expected
+
+
+def test_opposite_signatures_are_at_distance_one_not_beyond() -> None:
+    """‖a − b‖ / (‖a‖ + ‖b‖) is 1 for b = −2a; its float rounding gives 1 + 2e-16."""
+    a = np.ones(sig.LENGTH, dtype=np.int8)
+    b = np.full(sig.LENGTH, -2, dtype=np.int8)
+    assert sig.distance(a, b) == 1.0
+    assert sig.distances(np.stack([b, a]), a).tolist() == [1.0, 0.0]

@@ -224,7 +224,7 @@ class _Queries:
         np.maximum(squared, 0.0, out=squared)
         denominator = np.sqrt(stored)[:, None] + self.roots[None, :]
         with np.errstate(invalid="ignore", divide="ignore"):
-            d = np.sqrt(squared) / denominator
+            d = np.minimum(np.sqrt(squared) / denominator, 1.0)
         d[denominator == 0] = 1.0
         best = d.argmin(axis=1)
         return d[np.arange(len(d)), best], best.astype(np.int64)
