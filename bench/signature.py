@@ -9,12 +9,15 @@ JPEG bytes to the 648-value signature, decode included, on one BLAS thread:
 * lookalike exact: ``signature.signature(images.decode(bytes))``;
 * lookalike reference path: the same signature from the whole float64 grey image, as
   lookalike computed it before the certified path (the gain of that path);
-* lookalike fast: the same with ``images.decode(..., fast=True)`` (libjpeg downscaling).
+* lookalike fast: ``signature.signature(*images.decode_reduced(bytes))``: libjpeg
+  decodes at 1/2, 1/4 or 1/8 scale and the signature lays the full-size picture's crop,
+  grid and patches on the reduced pixels (``LOOKALIKE_FAST_DECODE``).
 
 Rounds alternate between the two processes, so machine noise hits both alike; the table
 gives medians. It also checks that lookalike's exact signatures equal image-match's, and
 measures how far fast-decode signatures drift from exact ones on every colour photo
-resized to 1024 px and 2000 px (long side).
+resized to 1024, 2000, 3000 and 4000 px (long side), and how far they would drift if the
+reduced image were signed as it is ("as decoded", the earlier fast path).
 
     python bench/signature.py [--quick] [--image-match-python PATH]
 
@@ -66,7 +69,7 @@ from lookalike.config import Settings
 DEFAULT_IMAGE_MATCH_PYTHON = "/tmp/scratch/imvenv/bin/python"
 BENCH_PHOTOS = ("astronaut", "coffee")
 BENCH_SIZES = ((640, 480), (1024, 768), (2000, 1500))
-DRIFT_SIZES = (1024, 2000)
+DRIFT_SIZES = (1024, 2000, 3000, 4000)
 HOW_TO_MAKE_VENV = (
     "python -m venv X && X/bin/pip install numpy pillow scikit-image threadpoolctl"
     " && X/bin/pip install --no-deps image-match==1.1.2"
@@ -124,9 +127,10 @@ def lookalike_signature(
     data: bytes, *, fast: bool, reference: bool = False
 ) -> np.ndarray[Any, np.dtype[np.int8]]:
     """JPEG bytes → signature; ``reference`` skips the certified path (whole float64 grey)."""
-    pixels = images.decode(
-        data, max_bytes=_LIMITS.max_image_bytes, max_pixels=_LIMITS.max_image_pixels, fast=fast
-    )
+    limits = {"max_bytes": _LIMITS.max_image_bytes, "max_pixels": _LIMITS.max_image_pixels}
+    if fast:
+        return signature.signature(*images.decode_reduced(data, **limits))
+    pixels = images.decode(data, **limits)
     return signature._reference_signature(pixels) if reference else signature.signature(pixels)
 
 
@@ -327,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "max drift",
                 "median drift",
                 "median (downscaled)",
+                "as decoded: max",
+                "median",
             ],
             [
                 [
@@ -338,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{d['median_downscaled_only']:.4f}"
                     if d["median_downscaled_only"] is not None
                     else None,
+                    f"{d['as_decoded_max']:.4f}" if d["as_decoded_max"] is not None else None,
+                    f"{d['as_decoded_median']:.4f}" if d["as_decoded_median"] is not None else None,
                 ]
                 for d in drift
             ],
@@ -373,6 +381,7 @@ class Drift:
     long_side: int
     downscaled: bool
     drift: float
+    drift_as_decoded: float
 
 
 def measure_drift(drift_set: list[BenchImage]) -> list[dict[str, Any]]:
@@ -382,12 +391,21 @@ def measure_drift(drift_set: list[BenchImage]) -> list[dict[str, Any]]:
         exact = lookalike_signature(image.data, fast=False)
         fast = lookalike_signature(image.data, fast=True)
         fast_width, _ = decoded_shape(image.data, fast=True)
+        as_decoded = signature.signature(
+            images.decode(
+                image.data,
+                max_bytes=_LIMITS.max_image_bytes,
+                max_pixels=_LIMITS.max_image_pixels,
+                fast=True,
+            )
+        )
         per_image.append(
             Drift(
                 image.name,
                 max(image.shape),
                 fast_width < image.shape[0],
                 signature.distance(exact, fast),
+                signature.distance(exact, as_decoded),
             )
         )
     groups = [(f"{side} px", [p for p in per_image if p.long_side == side]) for side in DRIFT_SIZES]
@@ -396,6 +414,7 @@ def measure_drift(drift_set: list[BenchImage]) -> list[dict[str, Any]]:
     for label, group in groups:
         drifts = [p.drift for p in group]
         reduced = [p.drift for p in group if p.downscaled]
+        before = [p.drift_as_decoded for p in group if p.downscaled]
         out.append(
             {
                 "size": label,
@@ -404,6 +423,8 @@ def measure_drift(drift_set: list[BenchImage]) -> list[dict[str, Any]]:
                 "max": max(drifts),
                 "median": median(drifts),
                 "median_downscaled_only": median(reduced) if reduced else None,
+                "as_decoded_max": max(before) if before else None,
+                "as_decoded_median": median(before) if before else None,
                 "per_image": [vars(p) for p in group] if label != "all" else None,
             }
         )

@@ -15,16 +15,16 @@ bit-identical to the one image-match stored for it, with two deliberate deviatio
   first) are scaled to 8 bits (``value >> 8``) where ``convert`` clips them at 255 and
   turns most of them white. Pillow already reduces 16-bit colour to its high byte.
 
-``fast=True`` lets libjpeg decode a large JPEG at 1/2, 1/4 or 1/8 scale (never below
-512 pixels on the short side): several times faster, at the cost of signatures that
-drift slightly from the full-size ones.
+``decode_reduced`` lets libjpeg decode a large JPEG at 1/2, 1/4 or 1/8 scale (never
+below 512 pixels on the short side), several times faster, and says where the reduced
+pixels lie on the full-size picture (a ``Footprint``), so that ``signature`` can lay its
+grid where the full-size picture's would be.
 
 The arrays returned are read-only (NumPy views of Pillow's bytes): copy before writing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import warnings
@@ -32,11 +32,12 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image
 
 from .errors import ImageTooLarge, InvalidImage
+from .records import Footprint
 
-__all__ = ["FORMATS", "decode", "read"]
+__all__ = ["FORMATS", "decode", "decode_reduced", "read", "read_reduced"]
 
 RGBArray = npt.NDArray[np.uint8]
 
@@ -56,6 +57,17 @@ _JPEG_FORMATS: Final = frozenset({"JPEG", "MPO"})
 _SIXTEEN_BIT_GREY: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _DRAFT_SCALES: Final = (8, 4, 2)  # libjpeg's reductions, strongest first
 _FAST_MIN_SIDE: Final = 512
+# EXIF orientation → Pillow's transpose, and the same as (transpose, flip rows, flip
+# columns) applied in that order.
+_EXIF_TURNS: Final = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT, (False, False, True)),
+    3: (Image.Transpose.ROTATE_180, (False, True, True)),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM, (False, True, False)),
+    5: (Image.Transpose.TRANSPOSE, (True, False, False)),
+    6: (Image.Transpose.ROTATE_270, (True, False, True)),
+    7: (Image.Transpose.TRANSVERSE, (True, True, True)),
+    8: (Image.Transpose.ROTATE_90, (True, True, False)),
+}
 
 
 def decode(data: bytes, *, max_bytes: int, max_pixels: int, fast: bool = False) -> RGBArray:
@@ -63,8 +75,16 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int, fast: bool = False) 
 
     Raises ``ImageTooLarge`` when ``data`` is over ``max_bytes`` or the image over
     ``max_pixels``, and ``InvalidImage`` for anything else that cannot be decoded.
-    ``fast`` decodes large JPEGs at a reduced scale (see the module docstring).
+    ``fast`` decodes large JPEGs at a reduced scale (see ``decode_reduced``).
     """
+    return decode_reduced(data, max_bytes=max_bytes, max_pixels=max_pixels, reduce=fast)[0]
+
+
+def decode_reduced(
+    data: bytes, *, max_bytes: int, max_pixels: int, reduce: bool = True
+) -> tuple[RGBArray, Footprint | None]:
+    """``decode``, a large JPEG at reduced scale: the pixels, and their ``Footprint`` on
+    the full-size picture (None when nothing was reduced)."""
     if len(data) > max_bytes:
         raise ImageTooLarge(f"image is {_sizes(len(data), max_bytes)}")
     if not data:
@@ -76,7 +96,7 @@ def decode(data: bytes, *, max_bytes: int, max_pixels: int, fast: bool = False) 
         warnings.filterwarnings("ignore", module=r"PIL\.")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            return _decode(data, max_pixels, fast)
+            return _decode(data, max_pixels, reduce)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             limit = Image.MAX_IMAGE_PIXELS
             message = "image is larger than the decoder's safety limit"
@@ -95,6 +115,13 @@ def read(
     Raises ``InvalidImage`` (with the path in the message) when the file cannot be read,
     otherwise as ``decode``.
     """
+    return read_reduced(path, max_bytes=max_bytes, max_pixels=max_pixels, reduce=fast)[0]
+
+
+def read_reduced(
+    path: str | os.PathLike[str], *, max_bytes: int, max_pixels: int, reduce: bool = True
+) -> tuple[RGBArray, Footprint | None]:
+    """``read``, as ``decode_reduced`` decodes."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as file:
@@ -107,10 +134,10 @@ def read(
         raise InvalidImage(f"no such file: {name}") from None
     except OSError as error:
         raise InvalidImage(f"cannot read {name}: {error.strerror or 'I/O error'}") from error
-    return decode(data, max_bytes=max_bytes, max_pixels=max_pixels, fast=fast)
+    return decode_reduced(data, max_bytes=max_bytes, max_pixels=max_pixels, reduce=reduce)
 
 
-def _decode(data: bytes, max_pixels: int, fast: bool) -> RGBArray:
+def _decode(data: bytes, max_pixels: int, reduce: bool) -> tuple[RGBArray, Footprint | None]:
     webp_size = _webp_size(data)
     if webp_size is not None:
         _check_pixels(webp_size, max_pixels)
@@ -128,20 +155,40 @@ def _decode(data: bytes, max_pixels: int, fast: bool) -> RGBArray:
     with image:
         kind = image.format or "image"
         _check_pixels(image.size, max_pixels)
-        if fast and kind in _JPEG_FORMATS:
-            _draft(image)
+        width, height = image.size
+        scale = _draft(image) if reduce and kind in _JPEG_FORMATS else 1
         try:
             image.load()
-            # Orientation is metadata: broken EXIF must not reject a picture image-match
-            # accepted. Pillow fails either before rotating or after (rewriting the EXIF);
-            # both leave whole, valid pixels.
-            with contextlib.suppress(Exception):
-                ImageOps.exif_transpose(image, in_place=True)
-            return _to_rgb(image)
+            turn = _orientation(image)
+            if turn is None:
+                rgb = _to_rgb(image)
+            else:
+                with image.transpose(turn[0]) as turned:
+                    rgb = _to_rgb(turned)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError):
             raise
         except Exception as error:
             raise InvalidImage(f"cannot decode this {kind}: it is truncated or corrupt") from error
+        if scale == 1:
+            return rgb, None
+        footprint = Footprint(scale, (height, width))
+        if turn is not None:
+            footprint = footprint.turned(*turn[1])
+        if rgb.shape[:2] != footprint.reduced_shape:
+            return rgb, None  # libjpeg reduced otherwise than asked: sign what it decoded
+        return rgb, footprint
+
+
+def _orientation(
+    image: Image.Image,
+) -> tuple[Image.Transpose, tuple[bool, bool, bool]] | None:
+    """The transpose the EXIF orientation asks for, if any. Orientation is metadata:
+    broken EXIF must not reject a picture image-match accepted."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # Pillow raises anything on hostile EXIF
+        return None
+    return _EXIF_TURNS.get(orientation)
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
@@ -155,8 +202,9 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _draft(image: Image.Image) -> None:
-    """Ask libjpeg for the strongest reduction that keeps the short side >= 512 px."""
+def _draft(image: Image.Image) -> int:
+    """Ask libjpeg for the strongest reduction that keeps the short side >= 512 px; the
+    reduction asked for (1: none)."""
     width, height = image.size
     short = min(width, height)
     for scale in _DRAFT_SCALES:
@@ -164,7 +212,8 @@ def _draft(image: Image.Image) -> None:
             # Pillow picks the scale as size // requested, which floor division makes
             # exactly `scale` for any side over 64 px.
             image.draft("RGB", (width // scale, height // scale))
-            return
+            return scale
+    return 1
 
 
 def _to_rgb(image: Image.Image) -> RGBArray:

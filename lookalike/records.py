@@ -1,4 +1,5 @@
-"""Value objects that cross the service/backend seam."""
+"""Value objects that cross layers: records and matches between the service and the
+stores, and the footprint of a reduced decode between ``images`` and ``signature``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["EMBEDDING_DIMENSION", "METHODS", "Match", "Metadata", "Record", "score_of"]
+__all__ = [
+    "EMBEDDING_DIMENSION",
+    "METHODS",
+    "Footprint",
+    "Match",
+    "Metadata",
+    "Record",
+    "score_of",
+]
 
 Metadata = dict[str, Any]
 
@@ -66,3 +75,43 @@ class Match:
             "orientation": self.orientation,
             "method": self.method,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """Where the pixels of a reduced decode lie on the full-size picture: along each axis
+    (rows, columns), pixel i covers the full-size pixels from ``scale × i − offset`` up
+    to ``scale × (i + 1) − offset``, clipped to ``shape`` (the full size). The offset is
+    0 where the reduced grid starts at the picture's first pixel; a flip anchors it at
+    the other end."""
+
+    scale: int
+    shape: tuple[int, int]
+    offsets: tuple[int, int] = (0, 0)
+
+    def turned(self, transposed: bool, flip_rows: bool, flip_columns: bool) -> Footprint:
+        """The footprint after transposing, then flipping rows and/or columns."""
+        shape, offsets = self.shape, self.offsets
+        if transposed:
+            shape, offsets = (shape[1], shape[0]), (offsets[1], offsets[0])
+        flips = (flip_rows, flip_columns)
+        return Footprint(
+            self.scale,
+            shape,
+            (
+                offsets[0] if not flips[0] else self._far_offset(shape[0], offsets[0]),
+                offsets[1] if not flips[1] else self._far_offset(shape[1], offsets[1]),
+            ),
+        )
+
+    @property
+    def reduced_shape(self) -> tuple[int, int]:
+        """(height, width) of the reduced pixels."""
+        return self.reduced_size(self.shape[0]), self.reduced_size(self.shape[1])
+
+    def reduced_size(self, full: int) -> int:
+        """Reduced pixels along an axis of ``full`` pixels (libjpeg rounds up)."""
+        return -(-full // self.scale)
+
+    def _far_offset(self, full: int, offset: int) -> int:
+        return self.scale * self.reduced_size(full) - full - offset

@@ -39,7 +39,7 @@ from .config import Settings
 from .errors import ConfigError, InvalidRequest, LookalikeError, NotFound
 from .fetch import AddressPolicy
 from .fetch import fetch as fetch_url
-from .records import METHODS, Match, Metadata, Record, score_of
+from .records import METHODS, Footprint, Match, Metadata, Record, score_of
 
 __all__ = ["SIGNATURE_SURE", "Comparison", "FileResult", "ImageSource", "Lookalike"]
 
@@ -106,8 +106,9 @@ class Lookalike:
     # -- images ---------------------------------------------------------------------------
 
     def pixels(self, source: ImageSource) -> npt.NDArray[np.uint8]:
-        """Decode an image within the configured limits: H×W×3 RGB."""
-        return _pixels(source, self.settings)
+        """Decode an image within the configured limits: H×W×3 RGB (reduced in scale if
+        the fast-decode setting is on)."""
+        return _decoded(source, self.settings)[0]
 
     def fetch(self, url: str) -> bytes:
         """Download an image URL within the configured limits and address policy."""
@@ -121,7 +122,7 @@ class Lookalike:
 
     def signature(self, source: ImageSource) -> npt.NDArray[np.int8]:
         """The image-match signature of an image (648 values in -2..2)."""
-        return signature.signature(self.pixels(source))
+        return signature.signature(*_decoded(source, self.settings))
 
     def embed(self, pixels: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
         """CNN embeddings (n, 1280) of RGB images, the model loaded on first use."""
@@ -138,9 +139,9 @@ class Lookalike:
             check_filepath(filepath),
             check_metadata(metadata),
         )  # cheap checks before decoding
-        pixels = self.pixels(source)
+        pixels, footprint = _decoded(source, self.settings)
         embedding = self.embed([pixels])[0] if self.settings.embeddings else None
-        record = Record(name, signature.signature(pixels), meta, embedding=embedding)
+        record = Record(name, signature.signature(pixels, footprint), meta, embedding=embedding)
         self.backend.add(record)
         return record
 
@@ -220,12 +221,13 @@ class Lookalike:
         """
         how = self._method(method)
         options = self._search_options(how, limit, max_distance, min_score, where, collapse)
-        pixels = self.pixels(source)  # after the cheap checks
+        pixels, footprint = _decoded(source, self.settings)  # after the cheap checks
         rotate = self.settings.all_orientations if all_orientations is None else all_orientations
         turns = range(len(signature.ORIENTATIONS) if rotate else 1)
         signatures = embedded = None
         if how != "embedding":
-            signatures = signature.orientations(pixels) if rotate else signature.signature(pixels)
+            sign = signature.orientations if rotate else signature.signature
+            signatures = sign(pixels, footprint)
         if how != "signature":
             embedded = self.embed([signature.turn(pixels, i) for i in turns])
         return self._search(how, signatures, embedded, options)
@@ -360,9 +362,13 @@ class Lookalike:
         ``method`` as for ``search``; with embeddings enabled, both methods' scores are
         reported whatever the method."""
         how = self._method(method)
-        one, two = self.pixels(first), self.pixels(second)
-        a = signature.signature(one)
-        rows = signature.orientations(two) if all_orientations else signature.signature(two)
+        (one, one_footprint), (two, two_footprint) = (
+            _decoded(first, self.settings),
+            _decoded(second, self.settings),
+        )
+        a = signature.signature(one, one_footprint)
+        sign = signature.orientations if all_orientations else signature.signature
+        rows = sign(two, two_footprint)
         d = signature.distances(np.atleast_2d(rows), a)
         turn = int(np.argmin(d))
         found = [Comparison(float(d[turn]), signature.ORIENTATIONS[turn])]
@@ -477,15 +483,18 @@ def _stored_embeddings(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float
 _worker_encoder: embeddings.Encoder | None = None  # one per ingest process, loaded once
 
 
-def _pixels(source: ImageSource, settings: Settings) -> npt.NDArray[np.uint8]:
+def _decoded(
+    source: ImageSource, settings: Settings
+) -> tuple[npt.NDArray[np.uint8], Footprint | None]:
+    """RGB pixels within the limits, and their footprint if fast decoding reduced them."""
     limits: dict[str, Any] = {
         "max_bytes": settings.max_image_bytes,
         "max_pixels": settings.max_image_pixels,
-        "fast": settings.fast_decode,
+        "reduce": settings.fast_decode,
     }
     if isinstance(source, bytes):
-        return images.decode(source, **limits)
-    return images.read(source, **limits)
+        return images.decode_reduced(source, **limits)
+    return images.read_reduced(source, **limits)
 
 
 def _sign_files(settings: Settings, chunk: list[tuple[str, str]]) -> list[_Signed]:
@@ -496,8 +505,8 @@ def _sign_files(settings: Settings, chunk: list[tuple[str, str]]) -> list[_Signe
     decoded: list[tuple[int, npt.NDArray[np.uint8]]] = []
     for name, path in chunk:
         try:
-            pixels = _pixels(path, settings)
-            out.append((name, signature.signature(pixels).tobytes(), None))
+            pixels, footprint = _decoded(path, settings)
+            out.append((name, signature.signature(pixels, footprint).tobytes(), None))
             decoded.append((len(out) - 1, pixels))
         except LookalikeError as error:
             out.append((name, str(error), None))

@@ -25,6 +25,8 @@ from typing import Any, Final, cast
 import numpy as np
 import numpy.typing as npt
 
+from .records import Footprint
+
 __all__ = [
     "GRID",
     "LENGTH",
@@ -98,19 +100,33 @@ def grey(rgb: npt.NDArray[np.uint8]) -> FloatArray:
     return _grey_and_profiles(rgb, profiles=False)[0]
 
 
-def signature(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
-    """The 648-value signature of an 8-bit RGB image (H×W×3) or a float grey image (H×W)."""
+def signature(
+    image: npt.NDArray[np.uint8] | FloatArray, footprint: Footprint | None = None
+) -> Signature:
+    """The 648-value signature of an 8-bit RGB image (H×W×3) or a float grey image (H×W).
+
+    With a ``footprint`` (an RGB image decoded at reduced scale, see
+    ``images.decode_reduced``), the signature the full-size picture would have, estimated:
+    its crop, grid and patches laid on the reduced pixels by their footprint.
+    """
+    if footprint is not None:
+        estimated: Signature = _estimated(image, footprint, _LAYOUTS[:1])[0]
+        return estimated
     certain = _certified(image, _LAYOUTS[:1])
     return certain[0] if certain is not None else _reference_signature(image)
 
 
-def orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
+def orientations(
+    image: npt.NDArray[np.uint8] | FloatArray, footprint: Footprint | None = None
+) -> Signature:
     """Signatures of the image under the 8 symmetries of the square, shape (8, 648).
 
     Row ``i`` is the signature of ``ORIENTATIONS[i]`` applied to the image, computed as
     if that transformed image had been stored, so a stored picture that was rotated or
-    mirrored is found at distance 0 by one of the rows.
+    mirrored is found at distance 0 by one of the rows. ``footprint`` as for ``signature``.
     """
+    if footprint is not None:
+        return _estimated(image, footprint, _LAYOUTS)
     certain = _certified(image, _LAYOUTS)
     return certain if certain is not None else _reference_orientations(image)
 
@@ -644,3 +660,74 @@ def _percentile_position(size: int, percentile: int) -> tuple[int, float] | None
         if 0.0 <= t < 1.0 and np.percentile((positions >= k).astype(np.float64), percentile) == 1:
             return k, t
     return None
+
+
+# -- full-size signatures from reduced decodes -------------------------------------------
+# A JPEG decoded at 1/s scale holds (nearly) the s×s block means of the full-size
+# picture. Signing it as it is moves the crop and the grid by rounding at that scale;
+# laying the full-size geometry on it instead (profiles spread over the full-size lines
+# each reduced line covers, patches averaged with each reduced pixel weighted by the
+# full-size pixels it covers) keeps the signature within a few hundredths of the
+# full-size one (bench/signature.py).
+
+
+def _estimated(
+    image: npt.NDArray[np.uint8] | FloatArray,
+    footprint: Footprint,
+    layouts: tuple[tuple[bool, bool, bool], ...],
+) -> Signature:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"a footprint needs an H×W×3 uint8 RGB image, got {image.shape}")
+    rgb = cast(npt.NDArray[np.uint8], image)
+    if rgb.shape[:2] != footprint.reduced_shape:
+        raise ValueError(f"image {rgb.shape[:2]} does not fit its footprint {footprint}")
+    rows, columns = _integer_profiles(rgb)
+    out = np.empty((len(layouts), LENGTH), dtype=np.int8)
+    for i, (transposed, flip_rows, flip_columns) in enumerate(layouts):
+        turned = footprint.turned(transposed, flip_rows, flip_columns)
+        base = rgb.swapaxes(0, 1) if transposed else rgb
+        base = base[:: -1 if flip_rows else 1, :: -1 if flip_columns else 1]
+        row_profile, column_profile = (columns, rows) if transposed else (rows, columns)
+        row_profile = row_profile[::-1] if flip_rows else row_profile
+        column_profile = column_profile[::-1] if flip_columns else column_profile
+        height, width = turned.shape
+        top, bottom = _crop_limits(_spread(row_profile, turned, 0), height)
+        left, right = _crop_limits(_spread(column_profile, turned, 1), width)
+        p = max(2.0, int(0.5 + min(height, width) / 20.0))
+        row_points = np.linspace(top, bottom, GRID + 2, dtype=int)[1:-1]
+        column_points = np.linspace(left, right, GRID + 2, dtype=int)[1:-1]
+        r, row_weights = _coverage([_span(x, p, height) for x in row_points], turned, 0)
+        c, column_weights = _coverage([_span(y, p, width) for y in column_points], turned, 1)
+        block = grey(np.ascontiguousarray(base.take(r, axis=0).take(c, axis=1)))
+        sums = row_weights @ block @ column_weights.T
+        means = sums / np.outer(row_weights.sum(axis=1), column_weights.sum(axis=1))
+        out[i] = _quantise(_differences(means))
+    return out
+
+
+def _spread(profile: FloatArray, footprint: Footprint, axis: int) -> FloatArray:
+    """A reduced profile spread over the full-size lines each reduced line covers."""
+    lines = np.arange(footprint.shape[axis]) + footprint.offsets[axis]
+    spread: FloatArray = profile[lines // footprint.scale]
+    return spread
+
+
+def _coverage(
+    spans: list[tuple[int, int]], footprint: Footprint, axis: int
+) -> tuple[npt.NDArray[np.intp], FloatArray]:
+    """Reduced indices covering the full-size ``spans`` along ``axis``, and per span the
+    weight of each (how many of its full-size pixels fall in the span)."""
+    scale, offset = footprint.scale, footprint.offsets[axis]
+    indices = [
+        np.arange((start + offset) // scale, (stop - 1 + offset) // scale + 1)
+        for start, stop in spans
+    ]
+    flat = np.concatenate(indices)
+    weights = np.zeros((len(spans), flat.size), dtype=np.float64)
+    position = 0
+    for row, ((start, stop), covering) in enumerate(zip(spans, indices, strict=True)):
+        first = covering * scale - offset
+        overlap = np.minimum(first + scale, stop) - np.maximum(first, start)
+        weights[row, position : position + covering.size] = overlap
+        position += covering.size
+    return flat, weights

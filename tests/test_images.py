@@ -19,7 +19,8 @@ from PIL import Image
 from skimage import data as photos
 
 from lookalike.errors import ImageTooLarge, InvalidImage
-from lookalike.images import decode, read
+from lookalike.images import decode, decode_reduced, read
+from lookalike.records import Footprint
 
 MAX_BYTES = 50_000_000
 MAX_PIXELS = 50_000_000
@@ -497,3 +498,66 @@ def test_fast_is_ignored_for_other_formats() -> None:
 def test_fast_checks_the_full_size_against_the_pixel_limit() -> None:
     with pytest.raises(ImageTooLarge, match="2000×1333"):
         dec(_jpeg_of_size(2000, 1333), fast=True, max_pixels=1_000_000)
+
+
+# -- reduced decoding and its footprint -------------------------------------------------
+
+
+def _blocky_jpeg(width: int, height: int, orientation: int = 1) -> bytes:
+    """Black and white blocks of 3×3 pixels: sharp edges off every 2-, 4- and 8-pixel grid."""
+    rng = np.random.default_rng(width * 7 + height)
+    cells = rng.integers(0, 2, (-(-height // 3), -(-width // 3)), dtype=np.uint8) * 255
+    grey = np.repeat(np.repeat(cells, 3, 0), 3, 1)[:height, :width]
+    image = Image.fromarray(np.stack([grey, grey // 2, 255 - grey], axis=2))
+    return encode(image, "JPEG", quality=95, exif=_exif(orientation))
+
+
+def _box_means(full: RGB, footprint: Footprint) -> npt.NDArray[np.float64]:
+    """The mean of ``full`` over each reduced pixel's footprint."""
+    out = full.astype(np.float64)
+    for axis in (0, 1):
+        size, scale = footprint.shape[axis], footprint.scale
+        starts = np.arange(footprint.reduced_size(size)) * scale - footprint.offsets[axis]
+        lo, hi = np.clip(starts, 0, size), np.clip(starts + scale, 0, size)
+        summed = np.cumsum(np.insert(out, 0, 0.0, axis=axis), axis=axis)
+        out = (summed.take(hi, axis=axis) - summed.take(lo, axis=axis)) / np.expand_dims(
+            hi - lo, tuple(a for a in range(3) if a != axis)
+        )
+    return out
+
+
+def test_a_small_or_non_jpeg_image_has_no_footprint() -> None:
+    for data in (
+        encode(Image.fromarray(CAT), "JPEG"),
+        encode(Image.new("RGB", (2000, 1333)), "PNG"),
+    ):
+        pixels, footprint = decode_reduced(data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+        assert footprint is None
+        assert np.array_equal(pixels, dec(data))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_footprint_says_where_reduced_pixels_lie(orientation: int) -> None:
+    """1031 × 1029 (odd, not multiples of 2): a flip anchors the reduced grid at the far
+    edge. The reduced pixels must fit the means of the full-size pixels their footprint
+    names (libjpeg's reduced IDCT is close to, not exactly, a box filter) far better than
+    those of the same grid anchored at any other edge."""
+    data = _blocky_jpeg(1031, 1029, orientation)
+    full = dec(data)
+    pixels, footprint = decode_reduced(data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    assert footprint is not None and footprint.scale == 2
+    assert footprint.shape == full.shape[:2]
+    assert pixels.shape[:2] == tuple(footprint.reduced_size(n) for n in footprint.shape)
+    error = np.abs(_box_means(full, footprint) - pixels).mean()
+    assert error < 25
+    for offsets in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        if offsets != footprint.offsets:
+            other = Footprint(2, footprint.shape, offsets)
+            assert np.abs(_box_means(full, other) - pixels).mean() > 1.5 * error
+
+
+def test_footprints_turn_like_the_pixels() -> None:
+    footprint = Footprint(4, (1001, 1998))  # reduced to 251 × 500
+    assert footprint.turned(False, True, False) == Footprint(4, (1001, 1998), (3, 0))
+    assert footprint.turned(True, False, True) == Footprint(4, (1998, 1001), (0, 3))
+    assert footprint.turned(False, True, True).turned(False, True, True) == footprint

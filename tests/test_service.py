@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from skimage import data
 
 from lookalike import InvalidImage, InvalidRequest, NotFound, Settings, signature
 from lookalike.service import Lookalike
@@ -160,3 +162,28 @@ def test_collapse_keeps_the_best_result_per_metadata_value(service, photo_bytes,
     assert len(service.search(photo_bytes["chelsea"], collapse="product", limit=1)) == 1
     with pytest.raises(InvalidRequest, match="collapse"):
         service.search(photo_bytes["chelsea"], collapse="")
+
+
+def test_fast_decoding_stores_what_full_decoding_finds(tmp_path):
+    """LOOKALIKE_FAST_DECODE: a 2000 px JPEG is decoded at half size, and its signature
+    still lands where the full-size decode's does, in add, search and compare."""
+    with Image.fromarray(data.rocket()) as rocket:
+        big = rocket.resize((2000, 1408))
+    buffer = BytesIO()
+    big.save(buffer, "JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    store = "sqlite:///" + str(tmp_path / "store.db")
+    with Lookalike(Settings(backend=store, fast_decode=True)) as fast:
+        assert fast.pixels(jpeg).shape == (704, 1000, 3)
+        fast.add("rocket.jpg", jpeg)
+        found = fast.search(jpeg)
+        assert [m.filepath for m in found] == ["rocket.jpg"] and found[0].distance == 0.0
+        turned = Image.open(BytesIO(jpeg)).transpose(Image.Transpose.ROTATE_90)
+        buffer = BytesIO()
+        turned.save(buffer, "JPEG", quality=90)
+        assert fast.search(buffer.getvalue())[0].distance <= 0.05
+    with Lookalike(Settings(backend=store)) as exact:
+        stored = exact.get("rocket.jpg").signature
+        assert signature.distance(stored, exact.signature(jpeg)) <= 0.05
+        assert exact.search(jpeg)[0].filepath == "rocket.jpg"
+        assert exact.compare(jpeg, jpeg).distance == 0.0

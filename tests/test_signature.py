@@ -25,7 +25,9 @@ from PIL import Image
 from skimage import data
 from skimage.color import rgb2gray
 
+from lookalike import images
 from lookalike import signature as sig
+from lookalike.records import Footprint
 
 GOLDEN = Path(__file__).parent / "golden"
 IMAGES = GOLDEN / "images"
@@ -479,6 +481,57 @@ def test_percentile_positions_are_numpys(size: int, percentile: int) -> None:
     expected = np.percentile(values, percentile)
     a, b = values[k], values[k + 1]
     assert (b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t) == expected
+
+
+# -- signatures of reduced decodes --------------------------------------------------------
+
+REDUCED_PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry"]
+
+
+@cache
+def reduced_decode(name: str) -> tuple[RGB, RGB, Footprint]:
+    """A photo as a 2000 px JPEG: decoded at full size, and at 1/2 with its footprint."""
+    with Image.fromarray(photo(name)) as image:
+        scale = 2000 / max(image.size)
+        big = image.resize((round(image.width * scale), round(image.height * scale)))
+    buffer = BytesIO()
+    big.save(buffer, "JPEG", quality=90)
+    limits = {"max_bytes": 50_000_000, "max_pixels": 50_000_000}
+    full = images.decode(buffer.getvalue(), **limits)
+    small, footprint = images.decode_reduced(buffer.getvalue(), **limits)
+    assert footprint is not None and footprint.scale == 2
+    return full, small, footprint
+
+
+def test_reduced_decodes_sign_like_the_full_size_picture() -> None:
+    """The footprint puts crop, grid and patches where the full-size picture has them:
+    far closer than signing the reduced pixels as they are."""
+    with_footprint, as_decoded = [], []
+    for name in REDUCED_PHOTOS:
+        full, small, footprint = reduced_decode(name)
+        exact = sig.signature(full)
+        with_footprint.append(sig.distance(exact, sig.signature(small, footprint)))
+        as_decoded.append(sig.distance(exact, sig.signature(small)))
+    assert max(with_footprint) <= 0.05
+    assert np.median(with_footprint) <= 0.01
+    assert np.mean(with_footprint) < 0.5 * np.mean(as_decoded)
+
+
+@pytest.mark.parametrize("name", ["chelsea", "rocket"])
+def test_reduced_decodes_in_every_orientation(name: str) -> None:
+    full, small, footprint = reduced_decode(name)
+    rows = sig.orientations(small, footprint)
+    for i in range(len(sig.ORIENTATIONS)):
+        turned = np.ascontiguousarray(sig.turn(full, i))
+        assert sig.distance(rows[i], sig.signature(turned)) <= 0.05, sig.ORIENTATIONS[i]
+
+
+def test_a_footprint_must_fit_the_pixels() -> None:
+    _, small, footprint = reduced_decode("coffee")
+    with pytest.raises(ValueError, match="footprint"):
+        sig.signature(small[:-3], footprint)
+    with pytest.raises(ValueError, match="footprint"):
+        sig.signature(small.mean(axis=2), footprint)
 
 
 def test_opposite_signatures_are_at_distance_one_not_beyond() -> None:
