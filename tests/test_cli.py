@@ -143,3 +143,23 @@ def test_reindex_builds_the_index_that_info_then_reports(store, photo_files):
     assert facts["changes_since_index"] == 0
     found = run(store, "search", str(next(iter(photo_files.values()))), "--json")
     assert json.loads(found.stdout)[0]["score"] == 100.0
+
+
+def test_search_options_as_the_readme_shows_them(store, photo_files, tmp_path, edit):
+    """`search --json --limit 5 --min-score 80`, `--filter`, `--method`: as in README.md."""
+    folder = next(iter(photo_files.values())).parent
+    assert run(store, "add", str(folder)).returncode == 0
+    query = tmp_path / "query.jpg"
+    query.write_bytes(edit("coffee", lambda im: im.resize((im.width // 2, im.height // 2))))
+    found = json.loads(run(store, "search", str(query), "--json", "--limit", "5").stdout)
+    assert found[0]["filepath"] == str(photo_files["coffee"]) and 80 < found[0]["score"] < 100
+    strict = run(store, "search", str(query), "--json", "--limit", "5", "--min-score", "80")
+    assert [r["filepath"] for r in json.loads(strict.stdout)] == [str(photo_files["coffee"])]
+    exact_only = run(store, "search", str(query), "--json", "--min-score", "100")
+    assert json.loads(exact_only.stdout) == []
+    filtered = run(
+        store, "search", str(query), "--no-orientations", "--filter", '{"shop": "north"}'
+    )
+    assert filtered.returncode == 0 and filtered.stdout.strip() == ""
+    hybrid = run(store, "search", str(query), "--method", "hybrid", "--collapse", "product")
+    assert hybrid.returncode == 2 and "LOOKALIKE_EMBEDDINGS=true" in hybrid.stderr
