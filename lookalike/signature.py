@@ -19,7 +19,7 @@ Pure NumPy; no image decoding here (see ``images``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
+from functools import lru_cache
 from typing import Any, Final, cast
 
 import numpy as np
@@ -646,7 +646,7 @@ def _certain_crop_limits(
     return lower, upper
 
 
-@cache
+@lru_cache(maxsize=4096)  # sizes seen in practice are few; requests choose them
 def _percentile_position(size: int, percentile: int) -> tuple[int, float] | None:
     """NumPy's (k, t) for a percentile of ``size`` sorted values: it is the lerp of entries
     k and k + 1 with weight t, read from NumPy itself on step arrays (lerp(0, 1, t) is t
