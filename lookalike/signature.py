@@ -8,10 +8,10 @@ differences are quantised to {-2, -1, 0, 1, 2}: 648 small integers.
 Every step below reproduces image-match's floating-point arithmetic (same grey formula,
 same summation orders, same percentile rules), so signatures are bit-identical to the
 ones stored in existing image-match and Match indices. The speed comes from computing
-only what decides the result: an 8-bit image's crop is found from exact integer luma
-profiles, which decide the reference's crop limits unless rounding could tip one (then
-the reference path runs: whole float64 grey, built in cache-sized stripes), and a
-single signature computes the float64 grey of the 81 patches' pixels only.
+only what decides the result: an 8-bit image's crop is decided by the exact integer
+luma of the few lines where its limits sit, unless rounding could tip one (then the
+reference path runs: whole float64 grey, built in cache-sized stripes), and a single
+signature computes the float64 grey of the 81 patches' pixels only.
 
 Pure NumPy; no image decoding here (see ``images``).
 """
@@ -19,7 +19,7 @@ Pure NumPy; no image decoding here (see ``images``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, Final, cast
 
 import numpy as np
@@ -473,12 +473,14 @@ def _level_bounds(values: FloatArray) -> tuple[float, ...]:
 
 
 # -- the certified path -------------------------------------------------------------------
-# The crop limits depend on the profiles only through a few comparisons, and the patch
-# means on the grey of the patches' pixels only. So the profiles are computed from the
-# integer luma 2125 R + 7154 G + 721 B (image-match's weights × 10,000: exact in float32,
-# and its sums exact in float64) instead of the float64 grey; the reference's profiles
-# differ from these, divided by 2,550,000, by rounding alone, a few units in the 15th
-# digit. Where that could change a crop limit, the reference path runs instead;
+# image-match crops at the 5th and 95th percentiles of the *values* of the cumulative
+# profile, which is sorted: the limits sit at fixed positions (k + 1 of NumPy's (k, t)),
+# and the profile decides them only through the lines there, which must rise clearly
+# or be level. So the crop is read from the integer luma 2125 R + 7154 G + 721 B
+# (image-match's weights × 10,000, exact in any arithmetic used here) of those few
+# lines, against a bound on the reference's float64 rounding; first the bound that fits
+# any picture of the size, then, if that is too loose, the picture's own from all its
+# lines. If rounding could still change a limit, the reference path runs instead;
 # otherwise the limits are the reference's, and the 81 patches get the reference's grey.
 # Same signatures, without a float64 copy of the whole image.
 
@@ -497,7 +499,6 @@ def _certified(
     height, width = rgb.shape[:2]
     if min(height, width) < _CERTIFIED_MIN_SIDE:
         return None
-    rows, columns = _integer_profiles(rgb)
 
     def uniform_row(i: int) -> bool:
         return bool((rgb[i] == rgb[i, 0]).all())
@@ -505,25 +506,30 @@ def _certified(
     def uniform_column(j: int) -> bool:
         return bool((rgb[:, j] == rgb[0, j]).all())
 
-    grids = []
-    for transposed, flip_rows, flip_columns in layouts:
-        shape = (width, height) if transposed else (height, width)
-        lines = [(rows, uniform_row), (columns, uniform_column)]
-        (row_profile, row_uniform), (column_profile, column_uniform) = (
-            lines[::-1] if transposed else lines
-        )
-        vertical = _certain_crop_limits(*_reading(row_profile, row_uniform, flip_rows), shape)
-        horizontal = _certain_crop_limits(
-            *_reading(column_profile, column_uniform, flip_columns), shape
-        )
-        if vertical is None or horizontal is None:
-            return None
-        grids.append(
+    # The limits sit near fixed positions (image-match takes percentiles of the
+    # cumulative sums' values, which are sorted): the few lines there decide them,
+    # against a rounding bound for the largest sums an image of this size can have.
+    # Only if that bound is too loose are all the lines summed, for the actual bound.
+    area = float(height * width)  # the largest sum of |grey steps| a profile can reach
+    row_line = cache(lambda i: _line_profile(rgb[i]))
+    column_line = cache(lambda j: _line_profile(rgb[:, j]))
+    grids = _certain_grids(
+        layouts,
+        (height, width),
+        ((row_line, uniform_row, area), (column_line, uniform_column, area)),
+    )
+    if grids is None:
+        rows, columns = _integer_profiles(rgb)
+        grids = _certain_grids(
+            layouts,
+            (height, width),
             (
-                np.linspace(*vertical, GRID + 2, dtype=int)[1:-1],
-                np.linspace(*horizontal, GRID + 2, dtype=int)[1:-1],
-            )
+                (rows.__getitem__, uniform_row, float(rows.sum()) / _INTEGER_SCALE),
+                (columns.__getitem__, uniform_column, float(columns.sum()) / _INTEGER_SCALE),
+            ),
         )
+    if grids is None:
+        return None
     # One orientation needs the grey of its patches only; several share the whole grey.
     pixels = rgb if len(layouts) == 1 else grey(rgb)
     out = np.empty((len(layouts), LENGTH), dtype=np.int8)
@@ -535,14 +541,49 @@ def _certified(
     return out
 
 
+_Axis = tuple[Callable[[int], float], Callable[[int], bool], float]
+"""Per line: its integer-luma profile, whether it is one colour; and a bound on the
+profile's total, in grey levels."""
+
+
+def _certain_grids(
+    layouts: tuple[tuple[bool, bool, bool], ...],
+    shape: tuple[int, int],
+    axes: tuple[_Axis, _Axis],
+) -> list[tuple[npt.NDArray[np.int_], npt.NDArray[np.int_]]] | None:
+    """Grid points of each layout from certain crop limits, or None if one is undecided."""
+    grids = []
+    for transposed, flip_rows, flip_columns in layouts:
+        turned = (shape[1], shape[0]) if transposed else shape
+        down, across = axes[::-1] if transposed else axes
+        vertical = _certain_crop_limits(*_reading(down, turned[0], flip_rows), turned)
+        horizontal = _certain_crop_limits(*_reading(across, turned[1], flip_columns), turned)
+        if vertical is None or horizontal is None:
+            return None
+        grids.append(
+            (
+                np.linspace(*vertical, GRID + 2, dtype=int)[1:-1],
+                np.linspace(*horizontal, GRID + 2, dtype=int)[1:-1],
+            )
+        )
+    return grids
+
+
 def _reading(
-    profile: FloatArray, uniform: Callable[[int], bool], backwards: bool
-) -> tuple[FloatArray, Callable[[int], bool]]:
-    """A profile and its uniform-line test, read from the far end if ``backwards``."""
+    axis: _Axis, size: int, backwards: bool
+) -> tuple[Callable[[int], float], Callable[[int], bool], int, float]:
+    """An axis's lines, read from the far end if ``backwards``; and their count."""
+    profile, uniform, total = axis
     if not backwards:
-        return profile, uniform
-    last = profile.shape[0] - 1
-    return profile[::-1], lambda i: uniform(last - i)
+        return profile, uniform, size, total
+    last = size - 1
+    return (lambda i: profile(last - i)), (lambda i: uniform(last - i)), size, total
+
+
+def _line_profile(line: npt.NDArray[np.uint8]) -> float:
+    """The integer-luma profile of one row or column (N×3): exact."""
+    luma = line.astype(np.int64) @ _INTEGER_LUMA.astype(np.int64)
+    return float(np.abs(np.diff(luma)).sum())
 
 
 def _integer_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArray]:
@@ -581,7 +622,11 @@ def _integer_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArra
 
 
 def _certain_crop_limits(
-    profile: FloatArray, uniform: Callable[[int], bool], shape: tuple[int, ...]
+    profile: Callable[[int], float],
+    uniform: Callable[[int], bool],
+    size: int,
+    total: float,
+    shape: tuple[int, int],
 ) -> tuple[int, int] | None:
     """``_crop_limits`` of the reference profile that ``profile`` (integer luma) stands
     for, or None if its rounding could move either limit.
@@ -593,23 +638,22 @@ def _certain_crop_limits(
     counts the entries <= it: 0..k always, then any level run from k + 1, or none if the
     rise to k + 1 is clear. The upper limit counts the entries < the 95th percentile:
     0..k if the rise to k + 1, weighted by t, is clear; otherwise the entries below the
-    level run that ends at k.
+    level run that ends at k. ``total`` bounds the sum of the profile, in grey levels.
     """
-    size = profile.shape[0]
     lower_at = _percentile_position(size, _LOWER_PERCENTILE)
     upper_at = _percentile_position(size, _UPPER_PERCENTILE)
     if lower_at is None or upper_at is None:
         return None
-    total = float(profile.sum()) / _INTEGER_SCALE
-    pixels = float(np.prod(shape[:2]))
+    pixels = float(shape[0] * shape[1])
     # Rounding of the reference, generously: each grey value and difference a few units
     # of 1e-16, every sum at most (terms) × 2**-53 of its value, and the lerp's own.
     tolerance = 1e-13 * pixels + 1e-14 * (sum(shape[:2]) + 4) * total
 
     def level(line: int) -> bool | None:
         """True: the reference's sum stays level here; False: it rises clearly; None."""
-        if profile[line] > 0:
-            return None if profile[line] / _INTEGER_SCALE <= tolerance else False
+        rise = profile(line)
+        if rise > 0:
+            return None if rise / _INTEGER_SCALE <= tolerance else False
         return True if uniform(line) else None
 
     def run(first: int, step: int) -> int | None:
@@ -625,13 +669,13 @@ def _certain_crop_limits(
         return count
 
     k, t = lower_at
-    if profile[k + 1] * (1.0 - t) / _INTEGER_SCALE > tolerance:
+    if profile(k + 1) * (1.0 - t) / _INTEGER_SCALE > tolerance:
         lower: int | None = k + 1
     else:
         flat = run(k + 1, 1)  # level from k + 1: the percentile is entry k, repeated
         lower = None if flat is None or flat == 0 else k + 1 + flat
     k, t = upper_at
-    if t > 0.0 and profile[k + 1] * t / _INTEGER_SCALE > tolerance:
+    if t > 0.0 and profile(k + 1) * t / _INTEGER_SCALE > tolerance:
         upper: int | None = k + 1
     elif t > 0.0 and level(k + 1) is not True:
         upper = None

@@ -540,3 +540,38 @@ def test_opposite_signatures_are_at_distance_one_not_beyond() -> None:
     b = np.full(sig.LENGTH, -2, dtype=np.int8)
     assert sig.distance(a, b) == 1.0
     assert sig.distances(np.stack([b, a]), a).tolist() == [1.0, 0.0]
+
+
+def _decided_by_lines_alone(rgb: RGB) -> bool:
+    """Whether the first tier (a few lines, the loosest rounding bound) decides the crop."""
+    height, width = rgb.shape[:2]
+    area = float(height * width)
+    rows = (lambda i: sig._line_profile(rgb[i]), lambda i: bool((rgb[i] == rgb[i, 0]).all()))
+    columns = (
+        lambda j: sig._line_profile(rgb[:, j]),
+        lambda j: bool((rgb[:, j] == rgb[0, j]).all()),
+    )
+    axes = ((*rows, area), (*columns, area))
+    return sig._certain_grids(sig._LAYOUTS, (height, width), axes) is not None
+
+
+def test_a_few_lines_decide_ordinary_pictures() -> None:
+    """The crop limits sit at fixed positions unless lines there are level: reading those
+    few lines decides nearly every picture, without summing the others."""
+    big_enough = [rgb for rgb in CERTIFIED_CASES.values() if min(rgb.shape[:2]) >= 32]
+    assert sum(map(_decided_by_lines_alone, big_enough)) >= 0.9 * len(big_enough)
+
+
+def test_a_faint_line_at_the_limit_is_decided_by_all_the_lines() -> None:
+    """A smooth 1990 px gradient whose line 100 (k + 1) has a single luma step of 38 (of
+    2,550,000): too faint for the bound that fits any picture of this size, clear for
+    the bound from the picture's own (small) variation."""
+    height = width = 1990
+    image = np.full((height, width, 3), 100, dtype=np.uint8)
+    image[:, :, 1] = np.linspace(0, 255, width).round().astype(np.uint8)
+    image[100] = (120, 50, 60)
+    image[100, width // 2 :] = (119, 50, 63)  # 2125 × -1 + 721 × 3 = 38
+    assert not _decided_by_lines_alone(image)
+    assert sig._certified(image, sig._LAYOUTS) is not None
+    assert sig.signature(image).tolist() == sig._reference_signature(image).tolist()
+    assert np.array_equal(sig.orientations(image), sig._reference_orientations(image))
