@@ -54,6 +54,7 @@ _LOWER_PERCENTILE: Final = 5
 _UPPER_PERCENTILE: Final = 95
 _IDENTICAL_TOLERANCE: Final = 2 / 255.0
 _LEVELS: Final = 2
+_LEVEL_FRACTIONS: Final = np.linspace(0, 100, _LEVELS + 1)  # percentiles splitting a sign
 # scikit-image's rgb2gray (ITU-R BT.709), which image-match uses.
 _LUMA: Final = np.array([0.2125, 0.7154, 0.0721])
 _STRIPE_ROWS: Final = 64
@@ -343,10 +344,17 @@ def _signature_from_profiles(
     """The signature of ``g`` (read with its rows and/or columns reversed) from its profiles."""
     top, bottom = _crop_limits(rows, g.shape[0])
     left, right = _crop_limits(columns, g.shape[1])
-    row_points = np.linspace(top, bottom, GRID + 2, dtype=int)[1:-1]
-    column_points = np.linspace(left, right, GRID + 2, dtype=int)[1:-1]
+    row_points, column_points = _grid(top, bottom), _grid(left, right)
     means = _patch_means(g, row_points, column_points, flip_rows, flip_columns)
     return _quantise(_differences(means))
+
+
+@lru_cache(maxsize=4096)
+def _grid(lower: int, upper: int) -> npt.NDArray[np.int_]:
+    """The 9 grid positions strictly between two crop limits (read-only: shared)."""
+    points = np.linspace(lower, upper, GRID + 2, dtype=int)[1:-1]
+    points.flags.writeable = False
+    return points
 
 
 def _crop_limits(profile: FloatArray, size: int) -> tuple[int, int]:
@@ -367,55 +375,85 @@ def _patch_means(
     column_points: npt.NDArray[np.int_],
     flip_rows: bool = False,
     flip_columns: bool = False,
+    transposed: bool = False,
 ) -> FloatArray:
     """Mean grey level of the P×P patch at each grid point, P = max(2, round(min side / 20)).
 
     ``pixels`` is the grey image, or the RGB image whose grey is computed here for the
     patches' pixels only (the grey of a pixel depends on nothing else). Points are in the
-    coordinates of the image with its rows and/or columns reversed.
+    coordinates of the image transposed, then with its rows and/or columns reversed.
     """
-    height, width = pixels.shape[:2]
+    height, width = pixels.shape[1::-1] if transposed else pixels.shape[:2]
     p = max(2.0, int(0.5 + min(height, width) / 20.0))
-    row_spans = [_span(x, p, height) for x in row_points]
-    column_spans = [_span(y, p, width) for y in column_points]
-    c = np.concatenate([np.arange(c0, c1) for c0, c1 in column_spans])
-    if flip_columns:
-        c = width - 1 - c
-    row_offsets = np.cumsum([0] + [r1 - r0 for r0, r1 in row_spans])
-    # The 9×9 patches side by side, gathered a band of rows at a time (only their pixels).
-    block = np.empty((row_offsets[-1], len(c), *pixels.shape[2:]), dtype=pixels.dtype)
-    rows_read = pixels[::-1] if flip_rows else pixels
-    for (r0, r1), offset in zip(row_spans, row_offsets[:-1], strict=True):
-        np.take(rows_read[r0:r1], c, axis=1, out=block[offset : offset + r1 - r0])
-    if block.ndim == 3:
-        block = grey(block)
-    rows = {r1 - r0 for r0, r1 in row_spans}
-    columns = {c1 - c0 for c0, c1 in column_spans}
-    if len(rows) == 1 and len(columns) == 1 and rows.pop() * columns.pop() <= _BUFFER:
+    row_starts, row_sizes = _spans(row_points, p, height)
+    column_starts, column_sizes = _spans(column_points, p, width)
+    patch = (int(row_sizes[0]), int(column_sizes[0]))
+    uniform = (row_sizes == patch[0]).all() and (column_sizes == patch[1]).all()
+    if uniform and patch[0] * patch[1] <= _BUFFER:
         # NumPy sums a strided patch through one contiguous buffer of up to _BUFFER values,
-        # that is exactly as the pairwise sum of the patch flattened: do all 81 at once.
-        patches = block.reshape(GRID, len(block) // GRID, GRID, len(c) // GRID).transpose(
-            0, 2, 1, 3
-        )
-        flat = patches.reshape(GRID * GRID, -1)
+        # that is exactly as the pairwise sum of the patch flattened: gather each patch
+        # flattened, all 81 at once, and sum them so.
+        rows = (row_starts[:, None] + np.arange(patch[0]))[:, None, :, None]
+        columns = (column_starts[:, None] + np.arange(patch[1]))[None, :, None, :]
+        gathered = _gather(pixels, rows, columns, flip_rows, flip_columns, transposed)
+        flat = gathered.reshape(GRID * GRID, patch[0] * patch[1], *pixels.shape[2:])
+        if flat.ndim == 3:
+            flat = grey(cast(npt.NDArray[np.uint8], flat))
         means: FloatArray = (flat.sum(axis=1) / flat.shape[1]).reshape(GRID, GRID)
         return means
-    # A strided view's sum depends on its shape only, not on the array it is cut from:
-    # each patch of the block sums as the same patch of the whole image would.
+    # The patches side by side in one block. A strided view's sum depends on its shape
+    # only, not on the array it is cut from: each patch of the block sums as the same
+    # patch of the whole image would.
+    rows = np.concatenate([np.arange(r, r + n) for r, n in zip(row_starts, row_sizes, strict=True)])
+    columns = np.concatenate(
+        [np.arange(c, c + n) for c, n in zip(column_starts, column_sizes, strict=True)]
+    )
+    block = _gather(pixels, rows[:, None], columns[None, :], flip_rows, flip_columns, transposed)
+    if block.ndim == 3:
+        block = grey(np.ascontiguousarray(block))
     means = np.empty((GRID, GRID), dtype=np.float64)
-    column_offsets = np.cumsum([0] + [c1 - c0 for c0, c1 in column_spans])
+    row_offsets = np.concatenate([[0], np.cumsum(row_sizes)])
+    column_offsets = np.concatenate([[0], np.cumsum(column_sizes)])
     for i in range(GRID):
         band = block[row_offsets[i] : row_offsets[i + 1]]
         for j in range(GRID):
             # The same reduction np.mean performs, without its per-call overhead.
-            patch = band[:, column_offsets[j] : column_offsets[j + 1]]
-            means[i, j] = patch.sum() / patch.size
+            view = band[:, column_offsets[j] : column_offsets[j + 1]]
+            means[i, j] = view.sum() / view.size
     return means
 
 
-def _span(centre: int, p: float, limit: int) -> tuple[int, int]:
-    start = int(max(centre - p / 2, 0))
-    return start, int(min(start + p, limit))
+def _gather(
+    pixels: FloatArray | npt.NDArray[np.uint8],
+    rows: npt.NDArray[np.int_],
+    columns: npt.NDArray[np.int_],
+    flip_rows: bool,
+    flip_columns: bool,
+    transposed: bool,
+) -> FloatArray | npt.NDArray[np.uint8]:
+    """``turned[rows, columns]`` (broadcast) of the image turned as the layout says, read
+    from ``pixels`` in one gather, without turning it."""
+    height, width = pixels.shape[1::-1] if transposed else pixels.shape[:2]
+    if flip_rows:
+        rows = height - 1 - rows
+    if flip_columns:
+        columns = width - 1 - columns
+    if transposed:
+        rows, columns = columns, rows
+    flat = rows * pixels.shape[1] + columns
+    gathered: FloatArray | npt.NDArray[np.uint8] = pixels.reshape(-1, *pixels.shape[2:]).take(
+        flat, axis=0
+    )
+    return gathered
+
+
+def _spans(
+    centres: npt.NDArray[np.int_], p: float, limit: int
+) -> tuple[npt.NDArray[np.int_], npt.NDArray[np.int_]]:
+    """First pixel and length of the patch around each centre, clipped to the image."""
+    starts = np.maximum(centres - p / 2, 0).astype(np.int64)
+    stops = np.minimum(starts + p, limit).astype(np.int64)
+    return starts, stops - starts
 
 
 def _differences(means: FloatArray) -> FloatArray:
@@ -457,10 +495,9 @@ def _level_bounds(values: FloatArray) -> tuple[float, ...]:
     The 0th and 100th percentiles are the extremes; the others are NumPy's lerp of two
     neighbouring order statistics, computed with NumPy's own position and formula.
     """
-    fractions = np.linspace(0, 100, _LEVELS + 1)
-    inner = [_percentile_position(values.size, int(f)) for f in fractions[1:-1]]
-    if any(position is None for position in inner) or any(f % 1 for f in fractions):
-        return tuple(np.percentile(values, fractions).tolist())
+    inner = [_percentile_position(values.size, int(f)) for f in _LEVEL_FRACTIONS[1:-1]]
+    if any(position is None for position in inner) or any(f % 1 for f in _LEVEL_FRACTIONS):
+        return tuple(np.percentile(values, _LEVEL_FRACTIONS).tolist())
     ks = [k for k, _ in cast(list[tuple[int, float]], inner)]
     ordered = np.partition(values, sorted({*ks, *(k + 1 for k in ks)}))
     bounds = [float(values.min())]
@@ -536,8 +573,8 @@ def _certified(
     for i, ((transposed, flip_rows, flip_columns), points) in enumerate(
         zip(layouts, grids, strict=True)
     ):
-        base = pixels.swapaxes(0, 1) if transposed else pixels
-        out[i] = _quantise(_differences(_patch_means(base, *points, flip_rows, flip_columns)))
+        means = _patch_means(pixels, *points, flip_rows, flip_columns, transposed)
+        out[i] = _quantise(_differences(means))
     return out
 
 
@@ -562,8 +599,8 @@ def _certain_grids(
             return None
         grids.append(
             (
-                np.linspace(*vertical, GRID + 2, dtype=int)[1:-1],
-                np.linspace(*horizontal, GRID + 2, dtype=int)[1:-1],
+                _grid(*vertical),
+                _grid(*horizontal),
             )
         )
     return grids
@@ -738,10 +775,9 @@ def _estimated(
         top, bottom = _crop_limits(_spread(row_profile, turned, 0), height)
         left, right = _crop_limits(_spread(column_profile, turned, 1), width)
         p = max(2.0, int(0.5 + min(height, width) / 20.0))
-        row_points = np.linspace(top, bottom, GRID + 2, dtype=int)[1:-1]
-        column_points = np.linspace(left, right, GRID + 2, dtype=int)[1:-1]
-        r, row_weights = _coverage([_span(x, p, height) for x in row_points], turned, 0)
-        c, column_weights = _coverage([_span(y, p, width) for y in column_points], turned, 1)
+        row_points, column_points = _grid(top, bottom), _grid(left, right)
+        r, row_weights = _coverage(_spans(row_points, p, height), turned, 0)
+        c, column_weights = _coverage(_spans(column_points, p, width), turned, 1)
         block = grey(np.ascontiguousarray(base.take(r, axis=0).take(c, axis=1)))
         sums = row_weights @ block @ column_weights.T
         means = sums / np.outer(row_weights.sum(axis=1), column_weights.sum(axis=1))
@@ -757,19 +793,20 @@ def _spread(profile: FloatArray, footprint: Footprint, axis: int) -> FloatArray:
 
 
 def _coverage(
-    spans: list[tuple[int, int]], footprint: Footprint, axis: int
+    spans: tuple[npt.NDArray[np.int_], npt.NDArray[np.int_]], footprint: Footprint, axis: int
 ) -> tuple[npt.NDArray[np.intp], FloatArray]:
-    """Reduced indices covering the full-size ``spans`` along ``axis``, and per span the
-    weight of each (how many of its full-size pixels fall in the span)."""
+    """Reduced indices covering the full-size ``spans`` (starts, lengths) along ``axis``,
+    and per span the weight of each (how many of its full-size pixels fall in the span)."""
     scale, offset = footprint.scale, footprint.offsets[axis]
+    spans_list = [(int(a), int(a + n)) for a, n in zip(*spans, strict=True)]
     indices = [
         np.arange((start + offset) // scale, (stop - 1 + offset) // scale + 1)
-        for start, stop in spans
+        for start, stop in spans_list
     ]
     flat = np.concatenate(indices)
-    weights = np.zeros((len(spans), flat.size), dtype=np.float64)
+    weights = np.zeros((len(spans_list), flat.size), dtype=np.float64)
     position = 0
-    for row, ((start, stop), covering) in enumerate(zip(spans, indices, strict=True)):
+    for row, ((start, stop), covering) in enumerate(zip(spans_list, indices, strict=True)):
         first = covering * scale - offset
         overlap = np.minimum(first + scale, stop) - np.maximum(first, start)
         weights[row, position : position + covering.size] = overlap
