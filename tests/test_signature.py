@@ -575,3 +575,16 @@ def test_a_faint_line_at_the_limit_is_decided_by_all_the_lines() -> None:
     assert sig._certified(image, sig._LAYOUTS) is not None
     assert sig.signature(image).tolist() == sig._reference_signature(image).tolist()
     assert np.array_equal(sig.orientations(image), sig._reference_orientations(image))
+
+
+def test_this_blas_gives_each_pixel_one_grey() -> None:
+    """The patches-only grey relies on it here (checked at run time everywhere)."""
+    assert sig._grey_is_per_pixel()
+
+
+def test_without_a_per_pixel_grey_the_whole_grey_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a BLAS rounds a row's tail differently, signatures stay the reference's."""
+    monkeypatch.setattr(sig, "_grey_is_per_pixel", lambda: False)
+    for name in ("astronaut-480x640", "coffee-border0", "golden-tiny.png"):
+        rgb = CERTIFIED_CASES[name]
+        assert sig.signature(rgb).tolist() == sig._reference_signature(rgb).tolist()
