@@ -23,7 +23,6 @@ import os
 import sqlite3
 import sys
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..records import EMBEDDING_DIMENSION
-from .sqlite_index import IndexFolder, run_build
+from .sqlite_index import IndexFolder, generation_problem, run_build
 
 __all__ = ["EmbeddingIndex", "build", "check", "folder"]
 
@@ -99,7 +98,6 @@ class EmbeddingIndex:
             "connectivity": CONNECTIVITY,
             "expansion_add": EXPANSION_ADD,
             "bytes": (path / _FILE).stat().st_size,
-            "crc32": _crc32(path / _FILE),
             **header,
         }
         with open(path / "header.json", "w") as file:
@@ -111,7 +109,7 @@ class EmbeddingIndex:
     def load(cls, directory: str | Path) -> tuple[EmbeddingIndex, dict[str, Any]]:
         """Memory-map a saved generation; ValueError says what is wrong with a bad one.
 
-        The size is checked on every open; the CRC only where ``check`` samples rows."""
+        The size is checked on every open; the contents where ``check`` samples rows."""
         path = Path(directory)
         try:
             header = json.loads((path / "header.json").read_text())
@@ -210,14 +208,10 @@ def check(
     Call inside a read transaction. Like ``sqlite_index.check``: same identity, a version
     the database has passed and whose changes since are still logged, and a sample of
     its vectors equal to the database's rows of that version."""
-    (identity,) = db.execute("SELECT value FROM lookalike WHERE key = 'identity'").fetchone()
-    if header.get("identity") != identity:
-        return "it was built from another database"
-    built = header.get("version")
-    if not isinstance(built, int) or built > version:
-        return f"it is of version {built}, newer than the database's {version} (a restored backup?)"
-    if built < pruned:
-        return f"the changes since its version {built} are no longer logged"
+    problem = generation_problem(db, header, version, pruned)
+    if problem is not None:
+        return problem
+    built = header["version"]
     keys = index.keys()
     sample = np.random.default_rng().choice(keys, size=min(_SAMPLE, len(keys)), replace=False)
     marks = ",".join("?" * len(sample))
@@ -233,14 +227,6 @@ def check(
         if vector.astype("<f2").tobytes() != blob:
             return f"its vector for id {row_id} differs from the database's"
     return None
-
-
-def _crc32(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 22):
-            crc = zlib.crc32(chunk, crc)
-    return crc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,14 +160,12 @@ def build(database: str | Path, *, nlist: int | None = None) -> dict[str, Any]:
         return header
 
 
-def check(
-    db: sqlite3.Connection, index: IvfIndex, header: dict[str, Any], version: int, pruned: int
+def generation_problem(
+    db: sqlite3.Connection, header: dict[str, Any], version: int, pruned: int
 ) -> str | None:
-    """Why this generation cannot serve the database as it is now, or None if it can.
-
-    Call inside a read transaction. The index must come from this database (same
-    identity), from a version it has passed and whose changes since are still logged,
-    and a sample of its rows must equal the database's rows of that version."""
+    """Why a saved generation of any derived index cannot follow this database, from its
+    header alone, or None: it must come from this database (same identity), from a
+    version the database has passed, and the changes since must still be logged."""
     (identity,) = db.execute("SELECT value FROM lookalike WHERE key = 'identity'").fetchone()
     if header.get("identity") != identity:
         return "it was built from another database"
@@ -176,6 +174,21 @@ def check(
         return f"it is of version {built}, newer than the database's {version} (a restored backup?)"
     if built < pruned:
         return f"the changes since its version {built} are no longer logged"
+    return None
+
+
+def check(
+    db: sqlite3.Connection, index: IvfIndex, header: dict[str, Any], version: int, pruned: int
+) -> str | None:
+    """Why this generation cannot serve the database as it is now, or None if it can.
+
+    Call inside a read transaction. The index must come from this database (same
+    identity), from a version it has passed and whose changes since are still logged,
+    and a sample of its rows must equal the database's rows of that version."""
+    problem = generation_problem(db, header, version, pruned)
+    if problem is not None:
+        return problem
+    built = header["version"]
     rng = np.random.default_rng()
     positions = rng.choice(len(index), size=min(_SAMPLE, len(index)), replace=False)
     wanted = {int(index.keys[p]): int(p) for p in positions}
