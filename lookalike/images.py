@@ -160,11 +160,10 @@ def _decode(data: bytes, max_pixels: int, reduce: bool) -> tuple[RGBArray, Footp
         try:
             image.load()
             turn = _orientation(image)
-            if turn is None:
-                rgb = _to_rgb(image)
-            else:
-                with image.transpose(turn[0]) as turned:
-                    rgb = _to_rgb(turned)
+            turned = image if turn is None else _transposed(image, turn[0])
+            if turned is image:
+                turn = None
+            rgb = _to_rgb(turned)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError):
             raise
         except Exception as error:
@@ -177,6 +176,15 @@ def _decode(data: bytes, max_pixels: int, reduce: bool) -> tuple[RGBArray, Footp
         if rgb.shape[:2] != footprint.reduced_shape:
             return rgb, None  # libjpeg reduced otherwise than asked: sign what it decoded
         return rgb, footprint
+
+
+def _transposed(image: Image.Image, method: Image.Transpose) -> Image.Image:
+    """The image turned as its EXIF asks, or as it is if Pillow cannot turn it: the
+    orientation is metadata, never a reason to refuse a picture."""
+    try:
+        return image.transpose(method)
+    except Exception:  # Pillow raises anything on odd modes
+        return image
 
 
 def _orientation(

@@ -54,7 +54,7 @@ _LOWER_PERCENTILE: Final = 5
 _UPPER_PERCENTILE: Final = 95
 _IDENTICAL_TOLERANCE: Final = 2 / 255.0
 _LEVELS: Final = 2
-_LEVEL_FRACTIONS: Final = np.linspace(0, 100, _LEVELS + 1)  # percentiles splitting a sign
+_LEVEL_FRACTIONS: Final = (0, 50, 100)  # percentiles splitting a sign into _LEVELS
 # scikit-image's rgb2gray (ITU-R BT.709), which image-match uses.
 _LUMA: Final = np.array([0.2125, 0.7154, 0.0721])
 _STRIPE_ROWS: Final = 64
@@ -216,7 +216,7 @@ def _grey_of(
     image; ValueError for anything else."""
     if image.size == 0:
         raise ValueError(f"cannot sign an empty image of shape {image.shape}")
-    if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+    if _is_rgb8(image):
         return _grey_and_profiles(cast(npt.NDArray[np.uint8], image), profiles=profiles)
     if image.ndim == 2 and np.issubdtype(image.dtype, np.floating):
         g = np.ascontiguousarray(image, dtype=np.float64)
@@ -298,7 +298,7 @@ def _grey_and_profiles(
     each row profile is the same pairwise sum over one row, and the column profile is
     accumulated row after row exactly as NumPy's reduction over axis 0 does.
     """
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+    if not _is_rgb8(rgb):
         raise ValueError(f"expected an H×W×3 uint8 RGB array, got {rgb.dtype} {rgb.shape}")
     height, width = rgb.shape[:2]
     g = np.empty((height, width), dtype=np.float64)
@@ -346,7 +346,8 @@ def _signature_from_profiles(
     left, right = _crop_limits(columns, g.shape[1])
     row_points, column_points = _grid(top, bottom), _grid(left, right)
     means = _patch_means(g, row_points, column_points, flip_rows, flip_columns)
-    return _quantise(_differences(means))
+    quantised: Signature = _quantise_rows(_differences(means).reshape(1, -1))[0]
+    return quantised
 
 
 @lru_cache(maxsize=4096)
@@ -384,7 +385,7 @@ def _patch_means(
     coordinates of the image transposed, then with its rows and/or columns reversed.
     """
     height, width = pixels.shape[1::-1] if transposed else pixels.shape[:2]
-    p = max(2.0, int(0.5 + min(height, width) / 20.0))
+    p = _patch_size(height, width)
     row_starts, row_sizes = _spans(row_points, p, height)
     column_starts, column_sizes = _spans(column_points, p, width)
     patch = (int(row_sizes[0]), int(column_sizes[0]))
@@ -447,6 +448,15 @@ def _gather(
     return gathered
 
 
+def _patch_size(height: int, width: int) -> float:
+    """P, the side of the patch averaged at each grid point (image-match's formula)."""
+    return max(2.0, int(0.5 + min(height, width) / 20.0))
+
+
+def _is_rgb8(image: npt.NDArray[Any]) -> bool:
+    return image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+
+
 def _spans(
     centres: npt.NDArray[np.int_], p: float, limit: int
 ) -> tuple[npt.NDArray[np.int_], npt.NDArray[np.int_]]:
@@ -468,19 +478,13 @@ def _differences(means: FloatArray) -> FloatArray:
     return out
 
 
-def _quantise(d: FloatArray) -> Signature:
-    """Zero the near-equal differences, then split each sign into 2 equally populated levels.
+def _quantise_rows(d: FloatArray) -> Signature:
+    """For each row of ``d`` (signatures × 648): zero the near-equal differences, then
+    split each sign into 2 equally populated levels.
 
     Levels are assigned one after the other, a later level overwriting an earlier one where
     their closed intervals overlap: image-match does so, and identity depends on it.
     """
-    quantised: Signature = _quantise_rows(d.reshape(1, -1))[0]
-    return quantised
-
-
-def _quantise_rows(d: FloatArray) -> Signature:
-    """``_quantise`` of each row of ``d`` (signatures × 648), element for element the
-    same steps, done for all rows at once."""
     near = np.abs(d) < _IDENTICAL_TOLERANCE
     d[near] = 0.0
     featureless = cast(npt.NDArray[np.bool_], near.all(axis=1))
@@ -505,8 +509,8 @@ def _level_bounds(values: FloatArray) -> tuple[float, ...]:
     The 0th and 100th percentiles are the extremes; the others are NumPy's lerp of two
     neighbouring order statistics, computed with NumPy's own position and formula.
     """
-    inner = [_percentile_position(values.size, int(f)) for f in _LEVEL_FRACTIONS[1:-1]]
-    if any(position is None for position in inner) or any(f % 1 for f in _LEVEL_FRACTIONS):
+    inner = [_percentile_position(values.size, f) for f in _LEVEL_FRACTIONS[1:-1]]
+    if any(position is None for position in inner):
         return tuple(np.percentile(values, _LEVEL_FRACTIONS).tolist())
     ks = [k for k, _ in cast(list[tuple[int, float]], inner)]
     ordered = np.partition(values, sorted({*ks, *(k + 1 for k in ks)}))
@@ -540,30 +544,46 @@ def _certified(
     image: npt.NDArray[np.uint8] | FloatArray, layouts: tuple[tuple[bool, bool, bool], ...]
 ) -> Signature | None:
     """Signatures of ``image`` under ``layouts``, or None where rounding could decide."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    if not _is_rgb8(image):
         return None
     rgb = cast(npt.NDArray[np.uint8], image)
     height, width = rgb.shape[:2]
     if min(height, width) < _CERTIFIED_MIN_SIDE:
         return None
 
-    def uniform_row(i: int) -> bool:
-        return bool((rgb[i] == rgb[i, 0]).all())
+    # Only a level run (a border, a flat picture) asks whether lines are one colour: then
+    # the whole axis is answered in one pass, once.
+    @cache
+    def one_colour(axis: int) -> npt.NDArray[np.bool_]:
+        flat = rgb.reshape(height, width * 3)  # compared a whole row of bytes at a time
+        if axis == 0:  # each pixel of a row equals the one before it
+            same = (flat[:, 3:] == flat[:, :-3]).all(axis=1)
+        else:  # each row equals the first, column by column
+            same = (flat == flat[0]).all(axis=0).reshape(width, 3).all(axis=1)
+        return cast(npt.NDArray[np.bool_], same)
 
-    def uniform_column(j: int) -> bool:
-        return bool((rgb[:, j] == rgb[0, j]).all())
+    def uniform_rows(lines: Lines) -> npt.NDArray[np.bool_]:
+        return one_colour(0)[lines]
+
+    def uniform_columns(lines: Lines) -> npt.NDArray[np.bool_]:
+        return one_colour(1)[lines]
 
     # The limits sit near fixed positions (image-match takes percentiles of the
     # cumulative sums' values, which are sorted): the few lines there decide them,
     # against a rounding bound for the largest sums an image of this size can have.
     # Only if that bound is too loose are all the lines summed, for the actual bound.
     area = float(height * width)  # the largest sum of |grey steps| a profile can reach
-    row_line = cache(lambda i: _line_profile(rgb[i]))
-    column_line = cache(lambda j: _line_profile(rgb[:, j]))
+
+    def row_lines(lines: Lines) -> FloatArray:
+        return _line_profiles(rgb[lines])
+
+    def column_lines(lines: Lines) -> FloatArray:
+        return _line_profiles(rgb[:, lines].swapaxes(0, 1))
+
     grids = _certain_grids(
         layouts,
         (height, width),
-        ((row_line, uniform_row, area), (column_line, uniform_column, area)),
+        ((row_lines, uniform_rows, area), (column_lines, uniform_columns, area)),
     )
     if grids is None:
         rows, columns = _integer_profiles(rgb)
@@ -571,8 +591,8 @@ def _certified(
             layouts,
             (height, width),
             (
-                (rows.__getitem__, uniform_row, float(rows.sum()) / _INTEGER_SCALE),
-                (columns.__getitem__, uniform_column, float(columns.sum()) / _INTEGER_SCALE),
+                (rows.__getitem__, uniform_rows, float(rows.sum()) / _INTEGER_SCALE),
+                (columns.__getitem__, uniform_columns, float(columns.sum()) / _INTEGER_SCALE),
             ),
         )
     if grids is None:
@@ -588,9 +608,10 @@ def _certified(
     return _quantise_rows(differences)
 
 
-_Axis = tuple[Callable[[int], float], Callable[[int], bool], float]
-"""Per line: its integer-luma profile, whether it is one colour; and a bound on the
-profile's total, in grey levels."""
+Lines = npt.NDArray[np.int64]
+_Axis = tuple[Callable[[Lines], FloatArray], Callable[[Lines], npt.NDArray[np.bool_]], float]
+"""For given lines: their integer-luma profiles, whether each is one colour; and a bound
+on the profile's total, in grey levels."""
 
 
 def _certain_grids(
@@ -598,33 +619,34 @@ def _certain_grids(
     shape: tuple[int, int],
     axes: tuple[_Axis, _Axis],
 ) -> list[tuple[npt.NDArray[np.int_], npt.NDArray[np.int_]]] | None:
-    """Grid points of each layout from certain crop limits, or None if one is undecided."""
+    """Grid points of each layout from certain crop limits, or None if one is undecided.
+
+    The 8 layouts read the 2 axes in 2 directions: 4 pairs of limits, each found once."""
+
+    @cache
+    def limits(axis: int, backwards: bool) -> tuple[int, int] | None:
+        size = shape[axis]
+        return _certain_crop_limits(*_reading(axes[axis], size, backwards), shape)
+
     grids = []
     for transposed, flip_rows, flip_columns in layouts:
-        turned = (shape[1], shape[0]) if transposed else shape
-        down, across = axes[::-1] if transposed else axes
-        vertical = _certain_crop_limits(*_reading(down, turned[0], flip_rows), turned)
-        horizontal = _certain_crop_limits(*_reading(across, turned[1], flip_columns), turned)
+        vertical = limits(1 if transposed else 0, flip_rows)
+        horizontal = limits(0 if transposed else 1, flip_columns)
         if vertical is None or horizontal is None:
             return None
-        grids.append(
-            (
-                _grid(*vertical),
-                _grid(*horizontal),
-            )
-        )
+        grids.append((_grid(*vertical), _grid(*horizontal)))
     return grids
 
 
 def _reading(
     axis: _Axis, size: int, backwards: bool
-) -> tuple[Callable[[int], float], Callable[[int], bool], int, float]:
+) -> tuple[Callable[[Lines], FloatArray], Callable[[Lines], npt.NDArray[np.bool_]], int, float]:
     """An axis's lines, read from the far end if ``backwards``; and their count."""
     profile, uniform, total = axis
     if not backwards:
         return profile, uniform, size, total
     last = size - 1
-    return (lambda i: profile(last - i)), (lambda i: uniform(last - i)), size, total
+    return (lambda lines: profile(last - lines)), (lambda lines: uniform(last - lines)), size, total
 
 
 @cache
@@ -647,10 +669,11 @@ def _grey_is_per_pixel() -> bool:
     return True
 
 
-def _line_profile(line: npt.NDArray[np.uint8]) -> float:
-    """The integer-luma profile of one row or column (N×3): exact."""
-    luma = line.astype(np.int64) @ _INTEGER_LUMA.astype(np.int64)
-    return float(np.abs(np.diff(luma)).sum())
+def _line_profiles(lines: npt.NDArray[np.uint8]) -> FloatArray:
+    """The integer-luma profile of each of n rows or columns (n × N × 3): exact."""
+    luma = lines.astype(np.int64) @ _INTEGER_LUMA.astype(np.int64)
+    profiles: FloatArray = np.abs(np.diff(luma, axis=1)).sum(axis=1).astype(np.float64)
+    return profiles
 
 
 def _integer_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArray]:
@@ -689,8 +712,8 @@ def _integer_profiles(rgb: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArra
 
 
 def _certain_crop_limits(
-    profile: Callable[[int], float],
-    uniform: Callable[[int], bool],
+    profile: Callable[[Lines], FloatArray],
+    uniform: Callable[[Lines], npt.NDArray[np.bool_]],
     size: int,
     total: float,
     shape: tuple[int, int],
@@ -716,35 +739,44 @@ def _certain_crop_limits(
     # of 1e-16, every sum at most (terms) × 2**-53 of its value, and the lerp's own.
     tolerance = 1e-13 * pixels + 1e-14 * (sum(shape[:2]) + 4) * total
 
-    def level(line: int) -> bool | None:
-        """True: the reference's sum stays level here; False: it rises clearly; None."""
-        rise = profile(line)
-        if rise > 0:
-            return None if rise / _INTEGER_SCALE <= tolerance else False
-        return True if uniform(line) else None
+    def levels(lines: Lines) -> npt.NDArray[np.int8]:
+        """Per line: 1 the reference's sum stays level (the line is one colour), 0 it
+        rises clearly, -1 undecided."""
+        marks = np.ones(len(lines), dtype=np.int8)
+        other = ~uniform(lines)
+        if other.any():
+            rises = profile(lines[other]) / _INTEGER_SCALE
+            marks[other] = np.where(rises > tolerance, 0, -1)
+        return marks
+
+    def rise(line: int) -> float:
+        return float(profile(np.array([line]))[0]) / _INTEGER_SCALE
 
     def run(first: int, step: int) -> int | None:
-        """Level lines from ``first`` on, walking by ``step``; None if one is undecided."""
-        count, line = 0, first
-        while 0 <= line < size:
-            is_level = level(line)
-            if is_level is None:
-                return None
-            if not is_level:
-                break
-            count, line = count + 1, line + step
-        return count
+        """Level lines from ``first`` on, walking by ``step`` (in growing chunks); None
+        if one is undecided."""
+        count, chunk = 0, 8
+        while True:
+            lines = first + step * (count + np.arange(chunk))
+            lines = lines[(lines >= 0) & (lines < size)]
+            if not len(lines):
+                return count
+            marks = levels(lines)
+            stops = np.flatnonzero(marks != 1)
+            if len(stops):
+                return None if marks[stops[0]] == -1 else count + int(stops[0])
+            count, chunk = count + len(lines), chunk * 2
 
     k, t = lower_at
-    if profile(k + 1) * (1.0 - t) / _INTEGER_SCALE > tolerance:
+    if rise(k + 1) * (1.0 - t) > tolerance:
         lower: int | None = k + 1
     else:
         flat = run(k + 1, 1)  # level from k + 1: the percentile is entry k, repeated
         lower = None if flat is None or flat == 0 else k + 1 + flat
     k, t = upper_at
-    if t > 0.0 and profile(k + 1) * t / _INTEGER_SCALE > tolerance:
+    if t > 0.0 and rise(k + 1) * t > tolerance:
         upper: int | None = k + 1
-    elif t > 0.0 and level(k + 1) is not True:
+    elif t > 0.0 and levels(np.array([k + 1]))[0] != 1:
         upper = None
     else:  # the percentile is entry k exactly: count the entries below its level run
         flat = run(k, -1)
@@ -787,7 +819,7 @@ def _estimated(
     footprint: Footprint,
     layouts: tuple[tuple[bool, bool, bool], ...],
 ) -> Signature:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    if not _is_rgb8(image):
         raise ValueError(f"a footprint needs an H×W×3 uint8 RGB image, got {image.shape}")
     rgb = cast(npt.NDArray[np.uint8], image)
     if rgb.shape[:2] != footprint.reduced_shape:
@@ -804,7 +836,7 @@ def _estimated(
         height, width = turned.shape
         top, bottom = _crop_limits(_spread(row_profile, turned, 0), height)
         left, right = _crop_limits(_spread(column_profile, turned, 1), width)
-        p = max(2.0, int(0.5 + min(height, width) / 20.0))
+        p = _patch_size(height, width)
         row_points, column_points = _grid(top, bottom), _grid(left, right)
         r, row_weights = _coverage(_spans(row_points, p, height), turned, 0)
         c, column_weights = _coverage(_spans(column_points, p, width), turned, 1)

@@ -546,10 +546,14 @@ def _decided_by_lines_alone(rgb: RGB) -> bool:
     """Whether the first tier (a few lines, the loosest rounding bound) decides the crop."""
     height, width = rgb.shape[:2]
     area = float(height * width)
-    rows = (lambda i: sig._line_profile(rgb[i]), lambda i: bool((rgb[i] == rgb[i, 0]).all()))
+
+    def uniform(block: RGB) -> npt.NDArray[np.bool_]:
+        return (block == block[:, :1]).all(axis=(1, 2))
+
+    rows = (lambda i: sig._line_profiles(rgb[i]), lambda i: uniform(rgb[i]))
     columns = (
-        lambda j: sig._line_profile(rgb[:, j]),
-        lambda j: bool((rgb[:, j] == rgb[0, j]).all()),
+        lambda j: sig._line_profiles(rgb[:, j].swapaxes(0, 1)),
+        lambda j: uniform(rgb[:, j].swapaxes(0, 1)),
     )
     axes = ((*rows, area), (*columns, area))
     return sig._certain_grids(sig._LAYOUTS, (height, width), axes) is not None
