@@ -57,6 +57,7 @@ __all__ = [
     "Encoder",
     "build_graph",
     "default_cache_dir",
+    "load_runtime",
     "preprocess",
     "read_state_dict",
 ]
@@ -319,6 +320,17 @@ def preprocess(images: Sequence[Array], crop: bool = True) -> Float32Array:
 
 
 # --- the encoder ---------------------------------------------------------------------
+
+
+def load_runtime() -> None:
+    """Load onnxruntime now, if it is installed. Loaded after usearch's compiled module
+    (the HNSW index of the SQLite store), onnxruntime crashes the process as it loads
+    (usearch 2.26, onnxruntime 1.32); the other way round both work. So whatever loads
+    usearch calls this first."""
+    from importlib.util import find_spec
+
+    if find_spec("onnxruntime") is not None:
+        _require("onnxruntime")
 
 
 def _require(module: str) -> Any:

@@ -23,12 +23,14 @@ import os
 import sqlite3
 import sys
 import time
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from ..embeddings import load_runtime
 from ..records import EMBEDDING_DIMENSION
 from .sqlite_index import IndexFolder, generation_problem, run_build
 
@@ -66,9 +68,7 @@ class EmbeddingIndex:
 
     @classmethod
     def create(cls) -> EmbeddingIndex:
-        from usearch.index import Index
-
-        index = Index(
+        index = _usearch().Index(
             ndim=EMBEDDING_DIMENSION,
             metric="cos",
             dtype="f16",
@@ -118,9 +118,7 @@ class EmbeddingIndex:
             size = (path / _FILE).stat().st_size
             if size != header["bytes"]:
                 raise ValueError(f"{_FILE} has {size} bytes, its header says {header['bytes']}")
-            from usearch.index import Index
-
-            index = Index.restore(str(path / _FILE), view=True)
+            index = _usearch().Index.restore(str(path / _FILE), view=True)
         except (OSError, KeyError, json.JSONDecodeError, RuntimeError) as error:
             raise ValueError(f"cannot open the embedding index {path}: {error}") from None
         if index is None or index.size != header["count"] or index.ndim != EMBEDDING_DIMENSION:
@@ -159,6 +157,19 @@ class EmbeddingIndex:
             valid = np.arange(keys.shape[1])[None, :] < np.asarray(found.counts)[:, None]
             keys, distances = keys[valid], distances[valid]
         return keys.reshape(-1).astype(np.int64), distances.reshape(-1)
+
+
+def _usearch() -> Any:
+    """usearch's index module, loaded after onnxruntime (see ``embeddings.load_runtime``)."""
+    load_runtime()
+    import usearch.index
+
+    return usearch.index
+
+
+def index_available() -> bool:
+    """Whether usearch (the cnn extra) is installed: without it, searches stay exact."""
+    return find_spec("usearch") is not None
 
 
 def build(database: str | Path) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,3 +244,18 @@ def test_small_graphs_are_built_the_same_every_time() -> None:
     assert len(vectors) <= SERIAL_ROWS
     assert np.array_equal(answers[0][0], answers[1][0])
     assert np.array_equal(answers[0][1], answers[1][1])
+
+
+def test_an_index_opened_before_the_model_loads_does_not_crash_the_process() -> None:
+    """usearch loaded before onnxruntime made onnxruntime crash the process as it loaded
+    (a server whose store adopted its HNSW index before the first query was embedded)."""
+    pytest.importorskip("onnxruntime", reason="the cnn extra is not installed")
+    script = (
+        "from lookalike.backends.embedding_index import EmbeddingIndex\n"
+        "EmbeddingIndex.create()\n"
+        "import onnxruntime\n"
+        "print('loaded', onnxruntime.__version__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("loaded")
