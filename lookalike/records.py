@@ -16,6 +16,7 @@ __all__ = [
     "Match",
     "Metadata",
     "Record",
+    "as_stored",
     "score_of",
 ]
 
@@ -27,6 +28,15 @@ EMBEDDING_DIMENSION = 1280
 METHODS = ("signature", "embedding", "hybrid")
 """How a search compares images: the Goldberg signature (copies), the CNN embedding
 (look-alikes and crops), or both fused."""
+
+
+def as_stored(embeddings: npt.ArrayLike) -> npt.NDArray[np.float32]:
+    """Embedding values as every store keeps them: rounded to float16, held as float32
+    (exact either way), so an embedding reads back as it was written, in any store."""
+    rounded: npt.NDArray[np.float32] = (
+        np.asarray(embeddings, dtype=np.float32).astype(np.float16).astype(np.float32)
+    )
+    return rounded
 
 
 def score_of(distance: float) -> float:

@@ -19,7 +19,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from .base import Backend
 
-__all__ = ["Backend", "open_backend"]
+__all__ = ["Backend", "one_process_only", "open_backend"]
 
 
 def open_backend(url: str, settings: Settings | None = None) -> Backend:
@@ -71,3 +71,13 @@ def open_backend(url: str, settings: Settings | None = None) -> Backend:
         f"unknown store {url!r}: use sqlite:///path.db, memory://, milvus:///path.db,"
         " milvus://host:19530 or an Elasticsearch http(s) URL"
     )
+
+
+def one_process_only(url: str) -> bool:
+    """Whether the store a URL names can be open in one process at a time: Milvus Lite
+    runs inside its process and locks its folder."""
+    if urlsplit(url).scheme != "milvus":
+        return False
+    from .milvus_queries import parse_url  # no client library: safe to import
+
+    return parse_url(url).lite is not None

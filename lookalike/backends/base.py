@@ -33,15 +33,16 @@ from __future__ import annotations
 import builtins
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
 
 from ..errors import InvalidRequest
-from ..records import EMBEDDING_DIMENSION, Match, Metadata, Record
-from ..signature import LENGTH, ORIENTATIONS
+from ..records import EMBEDDING_DIMENSION, Match, Metadata, Record, as_stored
+from ..signature import LENGTH, ORIENTATIONS, distances
 
 __all__ = [
     "Backend",
@@ -55,7 +56,7 @@ __all__ = [
     "matches_filter",
 ]
 
-_INT64 = (-(2**63), 2**63 - 1)
+INT64_RANGE = (-(2**63), 2**63 - 1)  # what JSON stores such as Milvus keep as integers
 
 Filter = Mapping[str, Any]
 
@@ -128,7 +129,7 @@ def check_filter(where: Filter | None) -> dict[str, Any] | None:
             raise InvalidRequest(f"filter value for {key!r} must be a string, number or boolean")
         if isinstance(value, str) and "\x00" in value:
             raise InvalidRequest(f"filter value for {key!r} must not contain NUL")
-        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        if isinstance(value, int) and not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
             raise InvalidRequest(f"filter value for {key!r} is beyond 64-bit integers")
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidRequest(f"filter value for {key!r} must be a finite number")
@@ -207,6 +208,14 @@ def matches_filter(metadata: Metadata | None, where: Filter) -> bool:
     return True
 
 
+def check_signature(signature: npt.ArrayLike) -> npt.NDArray[np.int8]:
+    """A stored signature: 648 values, as int8 (a copy); ValueError otherwise."""
+    sig = np.asarray(signature)
+    if sig.shape != (LENGTH,):
+        raise ValueError(f"a signature has {LENGTH} values, got shape {sig.shape}")
+    return sig.astype(np.int8, copy=True)
+
+
 def check_embedding(embedding: npt.ArrayLike | None) -> npt.NDArray[np.float32] | None:
     """A stored embedding: 1280 finite values of unit length, rounded to float16 (so that
     every backend keeps them exactly); ValueError otherwise."""
@@ -218,8 +227,7 @@ def check_embedding(embedding: npt.ArrayLike | None) -> npt.NDArray[np.float32] 
     norm = float(np.linalg.norm(vector)) if np.isfinite(vector).all() else math.nan
     if not abs(norm - 1.0) < 1e-2:
         raise ValueError(f"an embedding must be a finite unit vector (its norm is {norm:.4g})")
-    rounded: npt.NDArray[np.float32] = vector.astype(np.float16).astype(np.float32)
-    return rounded
+    return as_stored(vector)
 
 
 def check_embedding_queries(queries: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -236,3 +244,41 @@ def check_embedding_queries(queries: npt.ArrayLike) -> npt.NDArray[np.float32]:
     norms = np.linalg.norm(q, axis=1, keepdims=True)
     unit: npt.NDArray[np.float32] = q / np.maximum(norms, np.float32(1e-12))
     return unit
+
+
+def signature_distances(
+    queries: npt.NDArray[np.int8], stored: npt.NDArray[np.int8]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Each stored signature's smallest distance to any query row, and which row."""
+    table = np.stack([distances(stored, row) for row in queries], axis=1)
+    best = table.argmin(axis=1)
+    return table[np.arange(len(table)), best], best
+
+
+def ranked(
+    candidates: Sequence[tuple[str, Metadata | None]],
+    found: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]],
+    max_distance: float,
+    method: str = "signature",
+) -> builtins.list[Match]:
+    """The exact re-rank that approximate stores end with: the candidates (filepath,
+    metadata) whose distance (with the query row it was measured to, as ``found``
+    gives them) is within ``max_distance``, best first, ties by filepath."""
+    distance, best = found
+    matches = [
+        Match(path, float(distance[i]), ORIENTATIONS[best[i]], metadata, method=method)
+        for i, (path, metadata) in enumerate(candidates)
+        if distance[i] < max_distance
+    ]
+    matches.sort(key=lambda m: (m.distance, m.filepath))
+    return matches
+
+
+def redacted(url: str) -> str:
+    """The URL without a password, as it may appear in messages and stats."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))

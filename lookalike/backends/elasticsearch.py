@@ -32,14 +32,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
 
 from ..errors import BackendUnavailable, ConfigError
 from ..records import Match, Record
-from ..signature import LENGTH, ORIENTATIONS, distances
 from .base import (
     Filter,
     check_embedding,
@@ -48,7 +46,11 @@ from .base import (
     check_filter,
     check_metadata,
     check_queries,
+    check_signature,
     matches_filter,
+    ranked,
+    redacted,
+    signature_distances,
 )
 from .elasticsearch_queries import (
     EMBEDDING,
@@ -112,16 +114,6 @@ def normalise_url(url: str) -> str:
     if not url:
         raise ConfigError("ELASTICSEARCH_URL is empty")
     return url if "://" in url else f"http://{url}"
-
-
-def redacted(url: str) -> str:
-    """The URL without a password, as it may appear in messages and stats."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # -- the backend --------------------------------------------------------------------------
@@ -457,20 +449,12 @@ class ElasticsearchBackend:
         max_distance: float,
         where: Filter | None,
     ) -> builtins.list[Match]:
-        if where:
-            sources = [s for s in sources if matches_filter(s.get("metadata"), where)]
+        sources = [s for s in sources if matches_filter(s.get("metadata"), where or {})]
         if not sources:
             return []
         stored = np.asarray([s["signature"] for s in sources], dtype=np.int8)
-        table = np.stack([distances(stored, row) for row in queries], axis=1)
-        best = table.argmin(axis=1)
-        found = [
-            Match(s["path"], float(table[i, best[i]]), ORIENTATIONS[best[i]], s.get("metadata"))
-            for i, s in enumerate(sources)
-            if table[i, best[i]] < max_distance
-        ]
-        found.sort(key=lambda m: (m.distance, m.filepath))
-        return found[:limit]
+        candidates = [(s["path"], s.get("metadata")) for s in sources]
+        return ranked(candidates, signature_distances(queries, stored), max_distance)[:limit]
 
     def _rank_embeddings(
         self,
@@ -483,33 +467,18 @@ class ElasticsearchBackend:
         """The exact re-rank: ``cosine_distances`` over the stored embeddings (as every
         backend computes it), the cutoff, best first, ties by filepath, at most ``limit``.
         Elasticsearch's _score (from quantized vectors) is not used."""
-        if where:
-            candidates = [c for c in candidates if matches_filter(c[0].get("metadata"), where)]
+        candidates = [c for c in candidates if matches_filter(c[0].get("metadata"), where or {})]
         if not candidates:
             return []
-        sources = [source for source, _ in candidates]
-        table, best = cosine_distances(queries, np.stack([vector for _, vector in candidates]))
-        found = [
-            Match(
-                s["path"],
-                float(table[i]),
-                ORIENTATIONS[best[i]],
-                s.get("metadata"),
-                method="embedding",
-            )
-            for i, s in enumerate(sources)
-            if table[i] < max_distance
-        ]
-        found.sort(key=lambda m: (m.distance, m.filepath))
-        return found[:limit]
+        stored = np.stack([vector for _, vector in candidates])
+        found = cosine_distances(queries, stored)
+        named = [(source["path"], source.get("metadata")) for source, _ in candidates]
+        return ranked(named, found, max_distance, method="embedding")[:limit]
 
     def _checked(self, record: Record) -> Record:
-        signature = np.asarray(record.signature)
-        if signature.shape != (LENGTH,):
-            raise ValueError(f"a signature has {LENGTH} values, got shape {signature.shape}")
         return Record(
             check_filepath(record.filepath),
-            signature.astype(np.int8),
+            check_signature(record.signature),
             check_metadata(record.metadata),
             embedding=check_embedding(record.embedding),
         )

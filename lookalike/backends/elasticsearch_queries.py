@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import BackendUnavailable
-from ..records import EMBEDDING_DIMENSION, Record
+from ..records import EMBEDDING_DIMENSION, Record, as_stored
 from ..signature import LENGTH, words
 from .base import Filter, check_filepath
 
@@ -152,10 +152,7 @@ def embedding_of(source: dict[str, Any]) -> npt.NDArray[np.float32] | None:
     values = source.get(EMBEDDING)
     if values is None:
         return None
-    vector: npt.NDArray[np.float32] = (
-        np.asarray(values, dtype=np.float32).astype(np.float16).astype(np.float32)
-    )
-    return vector
+    return as_stored(values)
 
 
 def filter_clauses(where: Filter | None, legacy: bool) -> list[dict[str, Any]]:

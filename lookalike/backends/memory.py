@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..records import Match, Record
-from ..signature import LENGTH, ORIENTATIONS
+from ..signature import ORIENTATIONS
 from .base import (
     Filter,
     check_embedding,
@@ -25,6 +25,7 @@ from .base import (
     check_filter,
     check_metadata,
     check_queries,
+    check_signature,
     matches_filter,
 )
 from .scan import Hits, SignatureMatrix, top
@@ -53,7 +54,7 @@ class MemoryBackend:
         checked = [
             (
                 check_filepath(r.filepath),
-                _checked(r.signature),
+                check_signature(r.signature),
                 check_metadata(r.metadata),
                 check_embedding(r.embedding),
             )
@@ -193,10 +194,3 @@ class MemoryBackend:
             self._vectors = EmbeddingMatrix()
             self._vector_slots.clear()
             self._vector_paths.clear()
-
-
-def _checked(signature: npt.ArrayLike) -> npt.NDArray[np.int8]:
-    sig = np.asarray(signature)
-    if sig.shape != (LENGTH,):
-        raise ValueError(f"a signature has {LENGTH} values, got shape {sig.shape}")
-    return sig.astype(np.int8, copy=True)

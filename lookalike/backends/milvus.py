@@ -53,8 +53,9 @@ import numpy.typing as npt
 
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest
 from ..records import EMBEDDING_DIMENSION, Match, Metadata, Record
-from ..signature import LENGTH, ORIENTATIONS, distances
+from ..signature import LENGTH
 from .base import (
+    INT64_RANGE,
     Filter,
     check_embedding,
     check_embedding_queries,
@@ -62,7 +63,10 @@ from .base import (
     check_filter,
     check_metadata,
     check_queries,
+    check_signature,
     matches_filter,
+    ranked,
+    signature_distances,
 )
 from .milvus_queries import (
     FIELD_PREFIX,
@@ -99,7 +103,6 @@ _HNSW = {"M": 16, "efConstruction": 200}  # Milvus Lite's own defaults, said exp
 _LITE_FLUSH_ROWS = 1000
 _PLACEHOLDER = [1.0] + [0.0] * (LENGTH - 1)
 _STRONG = {"consistency_level": "Strong"}  # a write is seen by the next read
-_INT64 = (-(2**63), 2**63 - 1)
 _RECORD = ["signature", "blank", "metadata"]  # what ranking reads
 
 
@@ -446,7 +449,6 @@ class MilvusBackend:
                 anns_field=space.field,
                 limit=k,
                 filter=expression,
-                output_fields=["version"],
                 search_params=params,
                 timeout=self.timeout,
                 **_STRONG,
@@ -478,25 +480,13 @@ class MilvusBackend:
             owner = owners.get(vector["filepath"])
             if owner is None or owner["version"] != vector["version"]:
                 continue  # deleted, or left by a write that failed halfway
-            if _passes(metadata := _metadata_of(owner), where):
+            if matches_filter(metadata := _metadata_of(owner), where or {}):
                 kept.append((vector, metadata))
         if not kept:
             return []
         stored = np.stack([_embedding_of(vector) for vector, _ in kept])
-        found_distances, best = cosine_distances(queries, stored)
-        found = [
-            Match(
-                vector["filepath"],
-                float(found_distances[i]),
-                ORIENTATIONS[best[i]],
-                metadata,
-                method="embedding",
-            )
-            for i, (vector, metadata) in enumerate(kept)
-            if found_distances[i] < max_distance
-        ]
-        found.sort(key=lambda m: (m.distance, m.filepath))
-        return found
+        named = [(vector["filepath"], metadata) for vector, metadata in kept]
+        return ranked(named, cosine_distances(queries, stored), max_distance, method="embedding")
 
     # -- internals: writes and reads ------------------------------------------------------
 
@@ -764,37 +754,28 @@ def _rank_signatures(
     queries: npt.NDArray[np.int8], max_distance: float, where: Filter | None, rows: list[Row]
 ) -> list[Match]:
     """Exact matches among record rows that pass ``where``, best first."""
-    kept = [(row, metadata) for row in rows if _passes(metadata := _metadata_of(row), where)]
+    kept = [
+        (row, metadata)
+        for row in rows
+        if matches_filter(metadata := _metadata_of(row), where or {})
+    ]
     if not kept:
         return []
     stored = np.stack([_signature_of(row) for row, _ in kept])
-    table = np.stack([distances(stored, row) for row in queries], axis=1)
-    best = table.argmin(axis=1)
-    found = [
-        Match(row["filepath"], float(table[i, best[i]]), ORIENTATIONS[best[i]], metadata)
-        for i, (row, metadata) in enumerate(kept)
-        if table[i, best[i]] < max_distance
-    ]
-    found.sort(key=lambda m: (m.distance, m.filepath))
-    return found
-
-
-def _passes(metadata: Metadata | None, where: Filter | None) -> bool:
-    return not where or matches_filter(metadata, where)
+    named = [(row["filepath"], metadata) for row, metadata in kept]
+    return ranked(named, signature_distances(queries, stored), max_distance)
 
 
 def _checked(record: Record) -> _Checked:
     filepath = check_filepath(record.filepath)
     if len(filepath.encode("utf-8")) > _MAX_TEXT:
         raise InvalidRequest(f"a Milvus store keeps filepaths of at most {_MAX_TEXT} bytes")
-    signature = np.asarray(record.signature)
-    if signature.shape != (LENGTH,):
-        raise ValueError(f"a signature has {LENGTH} values, got shape {signature.shape}")
+    signature = check_signature(record.signature)
     metadata = check_metadata(record.metadata)
     text, _ = _storable(metadata)
     if len(text.encode("utf-8")) > _MAX_TEXT:
         raise InvalidRequest(f"a Milvus store keeps metadata of at most {_MAX_TEXT} bytes of JSON")
-    return filepath, signature.astype(np.int8), metadata, check_embedding(record.embedding)
+    return filepath, signature, metadata, check_embedding(record.embedding)
 
 
 def _storable(metadata: Metadata | None) -> tuple[str, dict[str, Any]]:
@@ -811,7 +792,7 @@ def _storable(metadata: Metadata | None) -> tuple[str, dict[str, Any]]:
             return {key: representable(v) for key, v in value.items()}
         if isinstance(value, list):
             return [representable(v) for v in value]
-        if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        if isinstance(value, int) and not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
             try:  # (booleans are ints too, but within range)
                 return float(value)
             except OverflowError:

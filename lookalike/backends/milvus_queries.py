@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import ConfigError
+from .base import redacted
 
 __all__ = [
     "COSINE_SLACK",
@@ -99,16 +100,7 @@ def parse_url(url: str) -> MilvusTarget:
     except ValueError:
         raise ConfigError(f"{url!r}: the port is not a number from 0 to 65535") from None
     uri = urlunsplit((scheme, parts.netloc, parts.path, "", ""))
-    return MilvusTarget(uri=uri, lite=None, shown=_redacted(uri))
-
-
-def _redacted(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return MilvusTarget(uri=uri, lite=None, shown=redacted(uri))
 
 
 def check_collection_name(name: str) -> str:

@@ -12,6 +12,7 @@ for a query block, and knows nothing of filepaths or storage.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +139,27 @@ class SlotMatrix:
         self._used = self._live = n
         return keep.astype(np.int64)
 
+    def compact_if_sparse(self) -> bool:
+        """Compact once over a quarter of the slots (and over 1,024) are dead: scans then
+        skip little, and compacting costs little per kill. True if it compacted."""
+        if self._used - self._live <= max(1024, self._live // 4):
+            return False
+        self.compact()
+        return True
+
+    def _live_blocks(
+        self, size: int, allowed: npt.NDArray[np.bool_] | None
+    ) -> Iterator[tuple[int, int, npt.NDArray[np.bool_]]]:
+        """(start, stop, mask) of each block of ``size`` slots that holds a live (and
+        allowed) row: what every search walks."""
+        for start in range(0, self._used, size):
+            stop = min(start + size, self._used)
+            live = self._alive[start:stop]
+            if allowed is not None:
+                live = live & allowed[start:stop]
+            if live.any():
+                yield start, stop, live
+
     def _reserve(self, needed: int) -> None:
         if needed <= len(self._rows):
             return
@@ -168,13 +190,7 @@ class SignatureMatrix(SlotMatrix):
         """Every live (and allowed) slot whose best distance to a query row is < max_distance."""
         prepared = _Queries(queries, max_distance)
         found: list[tuple[npt.NDArray[Any], ...]] = []
-        for start in range(0, self._used, _CHUNK_ROWS):
-            stop = min(start + _CHUNK_ROWS, self._used)
-            live = self._alive[start:stop]
-            if allowed is not None:
-                live = live & allowed[start:stop]
-            if not live.any():
-                continue
+        for start, stop, live in self._live_blocks(_CHUNK_ROWS, allowed):
             near, best, which = prepared.within(self._rows[start:stop], self._norms[start:stop])
             keep = live[near]
             if keep.any():

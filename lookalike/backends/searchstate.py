@@ -61,9 +61,7 @@ class ExactState:
         for row_id in ids.tolist():
             if (slot := self._slot(row_id)) is not None:
                 self._matrix.kill(slot)
-        dead = self._matrix.used - self._matrix.live
-        if dead > max(1024, self._matrix.live // 4):
-            self._matrix.compact()
+        self._matrix.compact_if_sparse()
 
     def ids(self) -> Ids:
         """Live row ids, ascending."""
@@ -137,8 +135,7 @@ class IndexedState:
         for row_id in ids.tolist():
             if (slot := self._delta_slots.pop(row_id, None)) is not None:
                 self._delta.kill(slot)
-        if self._delta.used - self._delta.live > max(1024, self._delta.live // 4):
-            self._delta.compact()
+        if self._delta.compact_if_sparse():
             keys = self._delta.keys.tolist()
             self._delta_slots = dict(zip(keys, range(len(keys)), strict=True))
 

@@ -49,6 +49,7 @@ from .base import (
     check_filter,
     check_metadata,
     check_queries,
+    check_signature,
 )
 from .scan import Hits, top
 from .searchstate import ExactState, IndexedState
@@ -389,8 +390,8 @@ class SQLiteBackend:
         if published != self._index_name:
             self._index_name = published
             self._adopt(published, version, pruned)
+        self._embeddings.catch_up(self._db, version, pruned)
         if version == self._version:
-            self._embeddings.catch_up(self._db, version, pruned)
             return
         if self._version < pruned:  # never loaded, or older than the tombstones kept
             (count,) = self._db.execute("SELECT count(*) FROM images").fetchone()
@@ -410,7 +411,6 @@ class SQLiteBackend:
             blob = b"".join(signature for _, signature in batch)
             self._state.upsert(ids, np.frombuffer(blob, dtype=np.int8).reshape(-1, LENGTH))
         self._version = version
-        self._embeddings.catch_up(self._db, version, pruned)
         self._maybe_build()
 
     def _adopt(self, name: str | None, version: int, pruned: int) -> None:
@@ -470,13 +470,11 @@ _Row = tuple[str, bytes, str | None, bytes | None]
 
 
 def _row(record: Record) -> _Row:
-    signature = np.asarray(record.signature)
-    if signature.shape != (LENGTH,):
-        raise ValueError(f"a signature has {LENGTH} values, got shape {signature.shape}")
+    signature = check_signature(record.signature)
     metadata = check_metadata(record.metadata)
     text = None if metadata is None else json.dumps(metadata, allow_nan=False)
     embedding = encode(check_embedding(record.embedding))
-    return check_filepath(record.filepath), signature.astype(np.int8).tobytes(), text, embedding
+    return check_filepath(record.filepath), signature.tobytes(), text, embedding
 
 
 def _loads(text: str | None) -> Metadata | None:

@@ -20,7 +20,6 @@ import contextlib
 import logging
 import math
 import sqlite3
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..records import EMBEDDING_DIMENSION
-from .embedding_index import EmbeddingIndex, build, check, folder
+from .embedding_index import EmbeddingIndex, build, check, folder, index_available
 from .scan import Hits
 from .vectors import EmbeddingMatrix, cosine_distances
 
@@ -96,8 +95,7 @@ class _Exact:
         slots = self._slots(ids)
         for slot in slots[slots >= 0].tolist():
             self.matrix.kill(slot)
-        if self.matrix.used - self.matrix.live > max(1024, self.matrix.live // 4):
-            self.matrix.compact()
+        self.matrix.compact_if_sparse()
 
 
 class EmbeddingRows:
@@ -115,7 +113,7 @@ class EmbeddingRows:
         self.min_rows = min_rows
         self.build_in_background = build_in_background
         # The index needs usearch (the cnn extra); without it every search is exact.
-        indexable = min_rows > 0 and find_spec("usearch") is not None
+        indexable = min_rows > 0 and index_available()
         self._folder = folder(database) if database is not None and indexable else None
         self._exact = _Exact()  # every embedding, or the delta of an index
         self._index: EmbeddingIndex | None = None
@@ -179,28 +177,31 @@ class EmbeddingRows:
         if version == self.version:
             return
         dead = db.execute("SELECT id FROM tombstones WHERE version > ?", (self.version,))
-        gone = [row_id for (row_id,) in dead]
-        if self.live:  # rows replaced by ones without an embedding
-            cleared = db.execute(
-                "SELECT id FROM images WHERE version > ? AND embedding IS NULL", (self.version,)
-            )
-            gone += [row_id for (row_id,) in cleared]
-        self._mask(np.array(gone, dtype=np.int64))
-        self._exact.remove(np.array(gone, dtype=np.int64))
+        self._forget(np.array([row_id for (row_id,) in dead], dtype=np.int64))
         rows = db.execute(
-            "SELECT id, embedding FROM images WHERE version > ? AND embedding IS NOT NULL"
-            " ORDER BY id",
-            (self.version,),
+            "SELECT id, embedding FROM images WHERE version > ? ORDER BY id", (self.version,)
         )
         while batch := rows.fetchmany(_BATCH):
-            ids = np.fromiter((row_id for row_id, _ in batch), dtype=np.int64, count=len(batch))
-            blob = b"".join(vector for _, vector in batch)
+            # Rows without an embedding may have replaced rows that had one.
+            self._forget(np.array([i for i, vector in batch if vector is None], dtype=np.int64))
+            with_vectors = [(i, vector) for i, vector in batch if vector is not None]
+            if not with_vectors:
+                continue
+            ids = np.array([i for i, _ in with_vectors], dtype=np.int64)
+            blob = b"".join(vector for _, vector in with_vectors)
             self._mask(ids)
             self._exact.upsert(
                 ids, np.frombuffer(blob, dtype="<f2").reshape(-1, EMBEDDING_DIMENSION)
             )
         self.version = version
         self._maybe_build()
+
+    def _forget(self, ids: Ids) -> None:
+        """Rows gone or left without an embedding: out of the index's results, and of
+        the exact rows."""
+        if len(ids) and self.live:
+            self._mask(ids)
+            self._exact.remove(ids)
 
     def search(
         self,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..records import EMBEDDING_DIMENSION
+from ..records import EMBEDDING_DIMENSION, as_stored
 from .scan import Hits, SlotMatrix
 
 __all__ = ["EmbeddingMatrix", "cosine_distances"]
@@ -60,14 +60,10 @@ class EmbeddingMatrix(SlotMatrix):
     _NORM_DTYPE = np.float32
 
     def _stored(self, rows: npt.ArrayLike) -> npt.NDArray[Any]:
-        return _exact16(rows).reshape(-1, EMBEDDING_DIMENSION)
+        return as_stored(rows).reshape(-1, EMBEDDING_DIMENSION)
 
     def _norms_of(self, rows: npt.NDArray[Any]) -> npt.NDArray[Any]:
         return _inverse_norms(rows)
-
-    def rows(self, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        picked: npt.NDArray[np.float32] = self._rows[slots]
-        return picked
 
     def sort_by_key(self) -> None:
         """Drop dead slots and put the live ones in key order (slots change)."""
@@ -86,13 +82,7 @@ class EmbeddingMatrix(SlotMatrix):
         q = np.ascontiguousarray(queries, dtype=np.float32).T
         floor = np.float32(1.0 - max_distance - _SLACK)
         found: list[npt.NDArray[np.int64]] = []
-        for start in range(0, self._used, _BLOCK):
-            stop = min(start + _BLOCK, self._used)
-            live = self._alive[start:stop]
-            if allowed is not None:
-                live = live & allowed[start:stop]
-            if not live.any():
-                continue
+        for start, stop, live in self._live_blocks(_BLOCK, allowed):
             similarity = (self._rows[start:stop] @ q).max(axis=1)
             similarity *= self._norms[start:stop]
             found.append(start + np.flatnonzero(live & (similarity > floor)))
@@ -100,12 +90,6 @@ class EmbeddingMatrix(SlotMatrix):
         distances, best = cosine_distances(queries, self._rows[slots])
         keep = distances < max_distance
         return Hits(slots[keep], distances[keep], best[keep])
-
-
-def _exact16(vectors: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """Values rounded to float16 (a no-op for checked embeddings), held as float32."""
-    rounded: npt.NDArray[np.float32] = np.asarray(vectors).astype(np.float16).astype(np.float32)
-    return rounded
 
 
 def _inverse_norms(block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
