@@ -29,7 +29,7 @@ from .errors import (
     NotFound,
 )
 from .records import METHODS
-from .service import Lookalike
+from .service import Lookalike, one_process_store
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -158,8 +158,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
     )
-    if settings.store.startswith("milvus:///") and settings.workers > 1:
-        # Milvus Lite runs inside one process and locks its file: the others could not open it.
+    if settings.workers > 1 and one_process_store(settings):
         print(
             f"lookalike: Milvus Lite serves one process: 1 worker, not {settings.workers}",
             file=sys.stderr,

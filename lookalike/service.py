@@ -32,16 +32,23 @@ import numpy as np
 import numpy.typing as npt
 
 from . import embeddings, images, signature
-from .backends import Backend, open_backend
+from .backends import Backend, one_process_only, open_backend
 from .backends.base import Filter, check_filepath, check_filter, check_metadata
 from .backends.vectors import cosine_distances
 from .config import Settings
 from .errors import ConfigError, InvalidRequest, LookalikeError, NotFound
 from .fetch import AddressPolicy
 from .fetch import fetch as fetch_url
-from .records import METHODS, Footprint, Match, Metadata, Record, score_of
+from .records import METHODS, Footprint, Match, Metadata, Record, as_stored, score_of
 
-__all__ = ["SIGNATURE_SURE", "Comparison", "FileResult", "ImageSource", "Lookalike"]
+__all__ = [
+    "SIGNATURE_SURE",
+    "Comparison",
+    "FileResult",
+    "ImageSource",
+    "Lookalike",
+    "one_process_store",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -82,6 +89,12 @@ class FileResult:
     error: str | None = None
 
 
+def one_process_store(settings: Settings) -> bool:
+    """Whether the configured store can be open in one process at a time (Milvus Lite):
+    a server must then run one worker."""
+    return one_process_only(settings.store)
+
+
 class Lookalike:
     """Add, search, compare and manage images in one store."""
 
@@ -91,8 +104,6 @@ class Lookalike:
         if backend is None:
             backend = open_backend(self.settings.store, self.settings)
         self.backend = backend
-        self._encoder: embeddings.Encoder | None = None
-        self._encoder_lock = threading.Lock()
 
     def __enter__(self) -> Self:
         return self
@@ -126,10 +137,7 @@ class Lookalike:
 
     def embed(self, pixels: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
         """CNN embeddings (n, 1280) of RGB images, the model loaded on first use."""
-        with self._encoder_lock:
-            if self._encoder is None:
-                self._encoder = _load_encoder(self.settings)
-        return _stored_embeddings(self._encoder.embed(pixels))
+        return _embed(self.settings, pixels)
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -282,35 +290,36 @@ class Lookalike:
             found += self.backend.search_embedding(
                 embedded, limit=limit, max_distance=cutoff, where=where
             )
+        ranked: Iterable[Match] = found
         if how == "hybrid" and embedded is not None:
-            found = self._without_vetoed(found, embedded)
-            scale = self.settings.max_distance / self.settings.embedding_max_distance
-            found = _fuse(found, scale)
+            by_embedding = {m.filepath for m in found if m.method == "embedding"}
+            ranked = (
+                match
+                for match in _fuse(found, self._hybrid_scale)
+                if match.filepath in by_embedding or not self._vetoed(match, embedded)
+            )
         if collapse is not None:
-            found = _collapse(found, collapse)
-        return found[: options["limit"]]
+            ranked = _collapse(ranked, collapse)
+        return list(islice(ranked, options["limit"]))
 
-    def _without_vetoed(self, found: list[Match], embedded: npt.NDArray[np.float32]) -> list[Match]:
-        """Hybrid drops a signature match the signature is unsure of (distance from
-        ``SIGNATURE_SURE`` on) when the embeddings call the two pictures unrelated (their
-        distance at least twice the embedding cutoff): smooth, featureless images have
-        close signatures without looking alike. A record without an embedding is kept."""
-        by_embedding = {m.filepath for m in found if m.method == "embedding"}
-        veto = 2 * self.settings.embedding_max_distance
-        kept = []
-        for match in found:
-            if (
-                match.method == "signature"
-                and match.distance >= SIGNATURE_SURE
-                and match.filepath not in by_embedding
-            ):
-                record = self.backend.get(match.filepath)
-                if record is not None and record.embedding is not None:
-                    distance, _ = cosine_distances(embedded, record.embedding[None])
-                    if distance[0] >= veto:
-                        continue
-            kept.append(match)
-        return kept
+    @property
+    def _hybrid_scale(self) -> float:
+        """What an embedding distance is multiplied by to sit on the signature's scale."""
+        return self.settings.max_distance / self.settings.embedding_max_distance
+
+    def _vetoed(self, match: Match, embedded: npt.NDArray[np.float32]) -> bool:
+        """Whether hybrid drops this match found by the signature alone: one the signature
+        is unsure of (distance from ``SIGNATURE_SURE`` on) when the embeddings call the two
+        pictures unrelated (distance at least twice the embedding cutoff): smooth,
+        featureless images have close signatures without looking alike. A record without
+        an embedding is kept. Asked lazily, best match first, until enough are kept."""
+        if match.method != "signature" or match.distance < SIGNATURE_SURE:
+            return False
+        record = self.backend.get(match.filepath)
+        if record is None or record.embedding is None:
+            return False
+        distance, _ = cosine_distances(embedded, record.embedding[None])
+        return bool(distance[0] >= 2 * self.settings.embedding_max_distance)
 
     def _search_options(
         self,
@@ -380,7 +389,7 @@ class Lookalike:
             found.append(Comparison(float(cosine[0]), orientation, "embedding"))
         scores = {c.method: c.score for c in found}
         if how == "hybrid":
-            scale = self.settings.max_distance / self.settings.embedding_max_distance
+            scale = self._hybrid_scale
             by_signature = [c if c.method == "signature" else _scaled(c, scale) for c in found]
             chosen = min(by_signature, key=lambda c: c.distance)
         else:
@@ -436,7 +445,7 @@ def _fuse(found: list[Match], scale: float) -> list[Match]:
     best: dict[str, Match] = {}
     for match in found:
         if match.method == "embedding":
-            match = dataclasses.replace(match, distance=min(match.distance * scale, 1.0))
+            match = dataclasses.replace(match, distance=_rescaled(match.distance, scale))
         kept = best.get(match.filepath)
         if kept is None or (match.distance, match.method) < (kept.distance, kept.method):
             best[match.filepath] = match
@@ -450,11 +459,10 @@ _COLLAPSE_FETCH = 10  # a collapsed search looks at 10 × limit matches ...
 _COLLAPSE_MOST = 10_000  # ... or at most this many
 
 
-def _collapse(found: list[Match], key: str) -> list[Match]:
+def _collapse(found: Iterable[Match], key: str) -> Iterator[Match]:
     """The first (best) match of each value of metadata ``key``; matches without the key
     stand for themselves."""
     seen: set[str] = set()
-    kept = []
     for match in found:
         metadata = match.metadata or {}
         if key in metadata:
@@ -462,25 +470,31 @@ def _collapse(found: list[Match], key: str) -> list[Match]:
             if value in seen:
                 continue
             seen.add(value)
-        kept.append(match)
-    return kept
+        yield match
 
 
 def _scaled(comparison: Comparison, scale: float) -> Comparison:
-    return dataclasses.replace(comparison, distance=min(comparison.distance * scale, 1.0))
+    return dataclasses.replace(comparison, distance=_rescaled(comparison.distance, scale))
 
 
-def _load_encoder(settings: Settings) -> embeddings.Encoder:
-    return embeddings.Encoder.load(settings.model_cache or None, threads=settings.embedding_threads)
+def _rescaled(distance: float, scale: float) -> float:
+    """An embedding distance on the signature's scale (at most 1, as distances are)."""
+    return min(distance * scale, 1.0)
 
 
-def _stored_embeddings(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """Embeddings as stores keep them: float16 values, unit length."""
-    rounded: npt.NDArray[np.float32] = vectors.astype(np.float16).astype(np.float32)
-    return rounded
+_encoders: dict[tuple[str, int], embeddings.Encoder] = {}  # one model per process
+_encoders_lock = threading.Lock()
 
 
-_worker_encoder: embeddings.Encoder | None = None  # one per ingest process, loaded once
+def _embed(settings: Settings, pixels: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+    """Embeddings as stores keep them, by this process's model (loaded on first use)."""
+    key = (settings.model_cache, settings.embedding_threads)
+    with _encoders_lock:
+        if key not in _encoders:
+            _encoders[key] = embeddings.Encoder.load(
+                settings.model_cache or None, threads=settings.embedding_threads
+            )
+    return as_stored(_encoders[key].embed(pixels))
 
 
 def _decoded(
@@ -500,7 +514,6 @@ def _decoded(
 def _sign_files(settings: Settings, chunk: list[tuple[str, str]]) -> list[_Signed]:
     """Signatures (as bytes) or error messages for a chunk of ``(filepath, path)`` files,
     and their embeddings when the collection has them."""
-    global _worker_encoder
     out: list[_Signed] = []
     decoded: list[tuple[int, npt.NDArray[np.uint8]]] = []
     for name, path in chunk:
@@ -511,9 +524,7 @@ def _sign_files(settings: Settings, chunk: list[tuple[str, str]]) -> list[_Signe
         except LookalikeError as error:
             out.append((name, str(error), None))
     if settings.embeddings and decoded:
-        if _worker_encoder is None:
-            _worker_encoder = _load_encoder(settings)
-        vectors = _stored_embeddings(_worker_encoder.embed([p for _, p in decoded]))
+        vectors = _embed(settings, [p for _, p in decoded])
         for (i, _), vector in zip(decoded, vectors, strict=True):
             out[i] = (out[i][0], out[i][1], vector)
     return out
