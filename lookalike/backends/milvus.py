@@ -417,6 +417,8 @@ class MilvusBackend:
             return self._scan(space, expression, limit)
         vectors = [space.queries[i].astype(np.float32).tolist() for i in space.sent]
         k = self.candidates
+        fetched: dict[str, Row] = {}  # a wider round fetches only the candidates it adds
+        total: int | None = None
         while True:
             hits = self._nearest(space, vectors, k, expression)
             best: dict[str, float] = {}
@@ -425,13 +427,19 @@ class MilvusBackend:
                     s = math.inf if math.isnan(similarity) else similarity
                     best[path] = max(best.get(path, -math.inf), s)
             wanted = [path for path, s in best.items() if s > space.floor]
-            found = space.rank(self._fetch(space.collection, wanted, space.fields))
+            new = [path for path in wanted if path not in fetched]
+            fetched.update(
+                (got["filepath"], got) for got in self._fetch(space.collection, new, space.fields)
+            )
+            found = space.rank([fetched[path] for path in wanted if path in fetched])
             if _complete(space, hits, k, len(wanted) < len(best), found, limit, max_distance):
                 return found[:limit]
             if k >= MAX_CANDIDATES:
                 return self._scan(space, expression, limit)  # the last resort
             k = min(MAX_CANDIDATES, 4 * k)
-            if len(vectors) * k >= self._count(space.collection):
+            if total is None:
+                total = self._count(space.collection)
+            if len(vectors) * k >= total:
                 return self._scan(space, expression, limit)  # as cheap as asking for k
 
     def _nearest(
