@@ -85,9 +85,10 @@ def arguments_of(stage: list[tuple[str, str]], keyword: str) -> list[str]:
     return [arguments for name, arguments in stage if name == keyword]
 
 
-def image_env() -> dict[str, str]:
+def image_env(stage: list[tuple[str, str]] | None = None) -> dict[str, str]:
+    """The ENV settings of a stage (the final one unless given)."""
     env: dict[str, str] = {}
-    for arguments in arguments_of(final_stage(), "ENV"):
+    for arguments in arguments_of(final_stage() if stage is None else stage, "ENV"):
         for pair in shlex.split(arguments):
             name, equals, value = pair.partition("=")
             assert equals, f"ENV {pair!r}: use the NAME=value form"
@@ -194,8 +195,7 @@ def test_image_starts_lookalike_serve_in_exec_form_with_a_health_check() -> None
 def test_image_settings_are_container_defaults_lookalike_accepts() -> None:
     """The final stage sets the container defaults (all interfaces, port 8888 as EXPOSEd, the
     SQLite store on the /data volume, no .pyc, unbuffered logs), lookalike's own Settings parse
-    them, no secret is baked in, and pip installs with the elasticsearch extra and no cache.
-    Does not prove what a running container's environment holds."""
+    them and no secret is baked in. Does not prove what a running container's environment holds."""
     stage = final_stage()
     env = image_env()
     assert env["LOOKALIKE_HOST"] == "0.0.0.0"
@@ -206,9 +206,25 @@ def test_image_settings_are_container_defaults_lookalike_accepts() -> None:
     settings = Settings.from_env(env)
     assert (settings.host, settings.port) == ("0.0.0.0", 8888)
     assert arguments_of(stage, "VOLUME") == ['["/data"]']
-    installs = [run for run in arguments_of(stage, "RUN") if "pip install" in run]
-    assert len(installs) == 1
-    assert "--no-cache-dir" in installs[0] and "lookalike[elasticsearch]" in installs[0]
+
+
+def test_image_installs_exactly_the_committed_lock() -> None:
+    """The build stage installs uv from requirements-uv.txt with its hashes, then syncs
+    uv.lock with --locked (a lock that no longer matches pyproject.toml fails the build),
+    without the dev group, with the elasticsearch extra and no cache; the final stage
+    installs nothing itself: it copies that virtualenv and puts it first on PATH. Does not
+    prove that the image builds (no Docker daemon here)."""
+    build, final = stages()[0], final_stage()
+    runs = arguments_of(build, "RUN")
+    assert any("--require-hashes -r requirements-uv.txt" in run for run in runs)
+    syncs = [run for run in runs if "uv sync" in run]
+    assert len(syncs) == 1
+    for flag in ("--locked", "--no-dev", "--no-editable", "--no-cache", "--extra elasticsearch"):
+        assert flag in syncs[0], flag
+    venv = image_env(build)["UV_PROJECT_ENVIRONMENT"]
+    assert not [run for run in arguments_of(final, "RUN") if "install" in run]
+    assert f"--from=build {venv} {venv}" in arguments_of(final, "COPY")
+    assert image_env()["PATH"].startswith(f"{venv}/bin:")
 
 
 def free_port() -> int:
@@ -326,12 +342,13 @@ def in_build_context(path: str, patterns: list[str]) -> bool:
 
 def test_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -> None:
     """With deploy/Dockerfile.dockerignore (BuildKit reads `<Dockerfile>.dockerignore` beside the
-    Dockerfile), the repository root sends only pyproject.toml, README.md and lookalike/ without
+    Dockerfile), the repository root sends only pyproject.toml, the locks, README.md and
+    lookalike/ without
     bytecode; each COPY source exists and is sent; .venv, .git, stores and tests stay out.
     The matching is an emulation of Docker's, enough for this allowlist; no build ran it."""
     patterns = dockerignore_patterns()
     top_level = {p.name for p in ROOT.iterdir() if in_build_context(p.name, patterns)}
-    assert top_level == {"pyproject.toml", "README.md", "lookalike"}
+    assert top_level == {"pyproject.toml", "uv.lock", "requirements-uv.txt", "README.md", "lookalike"}
     for path in (ROOT / "lookalike").rglob("*"):
         relative = path.relative_to(ROOT).as_posix()
         expected = "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo")
