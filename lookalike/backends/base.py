@@ -241,8 +241,11 @@ def check_embedding_queries(queries: npt.ArrayLike) -> npt.NDArray[np.float32]:
         )
     if not np.isfinite(q).all():
         raise ValueError("query embeddings must be finite")
-    norms = np.linalg.norm(q, axis=1, keepdims=True)
-    unit: npt.NDArray[np.float32] = q / np.maximum(norms, np.float32(1e-12))
+    # Each norm is summed exactly (squares of float32 values are exact in float64), so a
+    # query row scales the same whatever rows come with it.
+    q64 = q.astype(np.float64)
+    norms = np.array([math.sqrt(math.fsum(row * row)) for row in q64])
+    unit: npt.NDArray[np.float32] = (q64 / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
     return unit
 
 

@@ -5,9 +5,10 @@ is lost. In memory they are held as float32 (5,120 bytes each): NumPy converts f
 in software, at several nanoseconds a value, which made a scan of 20k embeddings take
 hundreds of milliseconds; float32 holds the same values exactly. A search scores all
 query rows (the orientations) in one pass of float32 products over cache-sized blocks;
-rows that come near the cutoff are scored again by :func:`cosine_distances` in float64,
-the one definition of the embedding distance that every backend, exact or approximate,
-re-ranks with. So a distance does not depend on the store that found the record.
+rows that come near the cutoff are scored again by :func:`cosine_distances`, exactly (in
+integers), the one definition of the embedding distance that every backend, exact or
+approximate, re-ranks with. So a distance does not depend on the store that found the
+record, nor on what else was scored with it.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from .scan import Hits, SlotMatrix
 __all__ = ["EmbeddingMatrix", "cosine_distances"]
 
 _BLOCK = 4096  # rows scored at once: a 20 MB block
-_EXACT_BLOCK = 128  # rows scored exactly at once: 128 × 8 × 1280 float64 = 10 MB
-_SLACK = 1e-3  # float32 first pass vs float64: far above its rounding error
+_EXACT_BLOCK = 1024  # rows scored exactly at once: 1024 × 1280 int64 = 10 MB
+_FIXED = 2.0**24  # every float16 value is an integer multiple of 2**-24
+_SLACK = 1e-3  # float32 first pass vs the exact distance: far above their difference
 
 
 def cosine_distances(
@@ -32,24 +34,40 @@ def cosine_distances(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """For each row, 1 − its best cosine similarity to any query row, and which row that was.
 
-    ``queries`` are unit rows (``check_embedding_queries``); stored rows are divided by
-    their own norm, as float16 rounding leaves it a little off 1. A zero row is at 1.
-    Each value is summed on its own (not by BLAS, whose rounding depends on the batch),
-    so a row's distance does not depend on which other rows it is scored with.
+    The one definition of the embedding distance. Stored values are float16 (rows are
+    rounded as stores keep them), so each is an integer multiple of 2**-24; query values
+    are rounded to that grid. Dot products and squared norms of those integers are exact
+    in int64 (values within ±2, 1280 of them: below 2**60), and only the last steps round:
+    ``cos = dot / (sqrt(‖row‖²) · sqrt(‖query‖²))``, each term converted to float64 once.
+    So a row's distance depends on that row and the query alone, never on which other
+    rows share its batch, their order or the BLAS. A zero row (or query) is at 1.
     """
-    rows64 = np.asarray(rows, dtype=np.float64).reshape(-1, EMBEDDING_DIMENSION)
-    q64 = queries.astype(np.float64)
-    distances = np.empty(len(rows64), dtype=np.float64)
-    best = np.empty(len(rows64), dtype=np.int64)
-    for start in range(0, len(rows64), _EXACT_BLOCK):
-        block = rows64[start : start + _EXACT_BLOCK]
-        norms = np.sqrt(np.sum(block * block, axis=1))
-        similarity = np.sum(block[:, None, :] * q64[None, :, :], axis=2)
-        similarity /= np.maximum(norms, 1e-12)[:, None]
+    q = _fixed(queries)
+    q_norms = np.sqrt(np.einsum("ij,ij->i", q, q).astype(np.float64))
+    rows16 = np.asarray(rows).reshape(-1, EMBEDDING_DIMENSION)
+    distances = np.empty(len(rows16), dtype=np.float64)
+    best = np.empty(len(rows16), dtype=np.int64)
+    for start in range(0, len(rows16), _EXACT_BLOCK):
+        block = _fixed(as_stored(rows16[start : start + _EXACT_BLOCK]))
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block).astype(np.float64))
+        denominators = norms[:, None] * q_norms[None, :]
+        dots = (block @ q.T).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            similarity = np.where(denominators > 0, dots / denominators, 0.0)
         pick = np.argmax(similarity, axis=1)
         best[start : start + len(block)] = pick
         distances[start : start + len(block)] = 1.0 - similarity[np.arange(len(block)), pick]
     return np.clip(distances, 0.0, 2.0), best
+
+
+def _fixed(values: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Values as integer multiples of 2**-24 (exact for float16 values); at most 2 each,
+    which keeps 1280 products of two of them summed within int64."""
+    scaled = np.asarray(values, dtype=np.float64) * _FIXED
+    if not np.all(np.abs(scaled) <= 2 * _FIXED):  # also refuses NaN
+        raise ValueError("embedding values must be finite and at most 2 in magnitude")
+    fixed: npt.NDArray[np.int64] = np.rint(scaled).astype(np.int64)
+    return fixed
 
 
 class EmbeddingMatrix(SlotMatrix):

@@ -16,6 +16,7 @@ Only NumPy and lookalike are imported, so the worker starts quickly.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -29,6 +30,32 @@ from lookalike.records import Match, Metadata, Record
 from lookalike.signature import LENGTH, ORIENTATIONS
 
 Signature = npt.NDArray[np.int8]
+
+
+def exact_cosine_distances(query: npt.ArrayLike, stored: npt.ArrayLike) -> list[float]:
+    """1 − cosine of a query row (scaled to unit length by its exact norm, then rounded to
+    float32, as a search takes it) and each stored vector (float16 values), by the
+    definition every store reports, written out here rather than taken from lookalike:
+    values as integers in units of 2**-24 (queries rounded to that grid, half to even),
+    the dot products and squared norms summed exactly (Python integers for the query,
+    int64 sums far from overflow for the rows), then ``dot / (sqrt(‖v‖²) · sqrt(‖q‖²))``
+    in float64."""
+    q = [float(x) for x in np.asarray(query, dtype=np.float32)]
+    norm = max(math.sqrt(math.fsum(x * x for x in q)), 1e-12)
+    unit = np.array([x / norm for x in q], dtype=np.float32)
+    qi = np.array([round(float(x) * 2**24) for x in unit], dtype=np.int64)
+    rows = np.atleast_2d(np.asarray(stored, dtype=np.float32).astype(np.float16))
+    vi = (rows.astype(np.float64) * 2**24).astype(np.int64)  # exact: float16 is on the grid
+    q_norm = math.sqrt(float(sum(int(a) * int(a) for a in qi)))
+    denominators = np.sqrt((vi * vi).sum(axis=1).astype(np.float64)) * q_norm
+    dots = (vi * qi).sum(axis=1).astype(np.float64)
+    cosines = np.divide(dots, denominators, out=np.zeros_like(dots), where=denominators > 0)
+    return [1.0 - float(c) for c in cosines]
+
+
+def exact_cosine_distance(query: npt.ArrayLike, stored: npt.ArrayLike) -> float:
+    """``exact_cosine_distances`` of one stored vector."""
+    return exact_cosine_distances(query, stored)[0]
 
 
 def random_signatures(rng: np.random.Generator, n: int) -> npt.NDArray[np.int8]:

@@ -23,7 +23,14 @@ from lookalike.errors import InvalidRequest
 from lookalike.records import EMBEDDING_DIMENSION, Record
 from lookalike.signature import LENGTH, ORIENTATIONS
 
-from .support import Mirror, found, orientation_row, perturb, random_signatures
+from .support import (
+    Mirror,
+    exact_cosine_distances,
+    found,
+    orientation_row,
+    perturb,
+    random_signatures,
+)
 
 EVERYTHING = 10**9
 
@@ -900,16 +907,12 @@ def near(rng: np.random.Generator, vector: np.ndarray, cosine: float) -> np.ndar
 
 
 def brute_force_cosine(stored: dict[str, np.ndarray], queries: np.ndarray) -> dict[str, float]:
-    """1 − the best cosine of each stored vector to any query row, in float64 (queries
-    are scaled to unit length, as a search does)."""
-    q = queries.astype(np.float32)
-    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float64)
-    out = {}
-    for path, vector in stored.items():
-        v = vector.astype(np.float64)
-        cosines = q @ v / np.linalg.norm(v)
-        out[path] = 1.0 - float(cosines.max())
-    return out
+    """1 − the best cosine of each stored vector to any query row, by the exact definition
+    (``support.exact_cosine_distances``): the value every store must report, to the bit."""
+    paths = list(stored)
+    matrix = np.stack([stored[p] for p in paths]) if paths else np.empty((0, 1))
+    per_row = [exact_cosine_distances(q, matrix) for q in np.atleast_2d(queries)] if paths else []
+    return {p: min(d[i] for d in per_row) for i, p in enumerate(paths)}
 
 
 def test_embedding_round_trip_and_absence(backend: Backend, rng: np.random.Generator) -> None:
@@ -960,7 +963,7 @@ def test_embedding_results_are_exact_best_first_cut_and_limited(
     matches = backend.search_embedding(query, limit=100, max_distance=cutoff)
     assert [m.filepath for m in matches] == ["c0", "c1", "c2", "twin-a", "twin-b", "c3"]
     for m in matches:
-        assert m.distance == pytest.approx(truth[m.filepath], abs=1e-9)
+        assert m.distance == truth[m.filepath]
         assert m.score == pytest.approx(100 * (1 - truth[m.filepath]))
     limited = backend.search_embedding(query, limit=3, max_distance=cutoff)
     assert [m.filepath for m in limited] == ["c0", "c1", "c2"]
@@ -1050,7 +1053,7 @@ def test_embedding_oracle(backend: Backend, rng: np.random.Generator) -> None:
         truth = brute_force_cosine(stored, queries)
         matches = backend.search_embedding(queries, limit=10, max_distance=0.4)
         for m in matches:
-            assert m.distance == pytest.approx(truth[m.filepath], abs=1e-9)
+            assert m.distance == truth[m.filepath]
         expected = sorted((d, p) for p, d in truth.items() if d < 0.4)[:10]
         expected_total += len(expected)
         found_total += len({p for _, p in expected} & {m.filepath for m in matches})

@@ -45,7 +45,7 @@ from lookalike.errors import BackendUnavailable, ConfigError
 from lookalike.records import EMBEDDING_DIMENSION, Record
 from lookalike.signature import ORIENTATIONS
 
-from .support import perturb, random_signatures
+from .support import exact_cosine_distance, perturb, random_signatures
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "signatures.json").read_text())
 
@@ -183,10 +183,9 @@ def unit_rows(queries: np.ndarray) -> np.ndarray:
 
 
 def cosine_distance(query: np.ndarray, stored: np.ndarray) -> float:
-    """1 − cosine of a unit query row and a stored vector, in float64: the distance
-    the Backend protocol defines, written out here rather than taken from lookalike."""
-    q, v = unit_rows(query).astype(np.float64), stored.astype(np.float64)
-    return float(1.0 - q @ v / np.linalg.norm(v))
+    """1 − cosine of a query row and a stored vector: the distance the Backend protocol
+    defines, written out in ``support`` rather than taken from lookalike."""
+    return exact_cosine_distance(query, stored)
 
 
 # -- request bodies -------------------------------------------------------------------------
@@ -775,7 +774,7 @@ def test_embedding_candidates_are_reranked_by_the_exact_distance(
     assert "beyond" not in expected and expected[-2:] == ["twin-a", "twin-b"]
     assert [m.filepath for m in found] == expected
     for m in found:
-        assert m.distance == pytest.approx(truth[m.filepath], abs=1e-9)
+        assert m.distance == truth[m.filepath]
         assert m.method == "embedding" and m.metadata == metadata[m.filepath]
         expected_row = 1 if m.filepath == "turned" else 0
         assert m.orientation == ORIENTATIONS[expected_row]
