@@ -348,7 +348,13 @@ def test_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -> No
     The matching is an emulation of Docker's, enough for this allowlist; no build ran it."""
     patterns = dockerignore_patterns()
     top_level = {p.name for p in ROOT.iterdir() if in_build_context(p.name, patterns)}
-    assert top_level == {"pyproject.toml", "uv.lock", "requirements-uv.txt", "README.md", "lookalike"}
+    assert top_level == {
+        "pyproject.toml",
+        "uv.lock",
+        "requirements-uv.txt",
+        "README.md",
+        "lookalike",
+    }
     for path in (ROOT / "lookalike").rglob("*"):
         relative = path.relative_to(ROOT).as_posix()
         expected = "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo")

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from lookalike import signature as goldberg
 from lookalike.backends.base import matches_filter
-from lookalike.records import Match, Metadata, Record
+from lookalike.records import EMBEDDING_DIMENSION, Match, Metadata, Record
 from lookalike.signature import LENGTH, ORIENTATIONS
 
 Signature = npt.NDArray[np.int8]
@@ -56,6 +56,22 @@ def exact_cosine_distances(query: npt.ArrayLike, stored: npt.ArrayLike) -> list[
 def exact_cosine_distance(query: npt.ArrayLike, stored: npt.ArrayLike) -> float:
     """``exact_cosine_distances`` of one stored vector."""
     return exact_cosine_distances(query, stored)[0]
+
+
+def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random unit embeddings, rounded as stores keep them (float16)."""
+    vectors = rng.normal(size=(n, EMBEDDING_DIMENSION)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors.astype(np.float16).astype(np.float32)
+
+
+def near(rng: np.random.Generator, vector: np.ndarray, cosine: float) -> np.ndarray:
+    """A unit vector at about ``cosine`` similarity to ``vector``."""
+    noise = rng.normal(size=vector.shape).astype(np.float32)
+    noise -= noise @ vector * vector
+    noise /= np.linalg.norm(noise)
+    mixed = cosine * vector + math.sqrt(1 - cosine**2) * noise
+    return (mixed / np.linalg.norm(mixed)).astype(np.float16).astype(np.float32)
 
 
 def random_signatures(rng: np.random.Generator, n: int) -> npt.NDArray[np.int8]:

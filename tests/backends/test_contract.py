@@ -27,9 +27,11 @@ from .support import (
     Mirror,
     exact_cosine_distances,
     found,
+    near,
     orientation_row,
     perturb,
     random_signatures,
+    unit_vectors,
 )
 
 EVERYTHING = 10**9
@@ -888,22 +890,6 @@ def test_stats_tell_the_size_index_and_memory(backend: Backend, rng: np.random.G
 
 
 # -- embeddings --------------------------------------------------------------------------
-
-
-def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Random unit embeddings, rounded as stores keep them (float16)."""
-    vectors = rng.normal(size=(n, EMBEDDING_DIMENSION)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors.astype(np.float16).astype(np.float32)
-
-
-def near(rng: np.random.Generator, vector: np.ndarray, cosine: float) -> np.ndarray:
-    """A unit vector at about ``cosine`` similarity to ``vector``."""
-    noise = rng.normal(size=vector.shape).astype(np.float32)
-    noise -= noise @ vector * vector
-    noise /= np.linalg.norm(noise)
-    mixed = cosine * vector + math.sqrt(1 - cosine**2) * noise
-    return (mixed / np.linalg.norm(mixed)).astype(np.float16).astype(np.float32)
 
 
 def brute_force_cosine(stored: dict[str, np.ndarray], queries: np.ndarray) -> dict[str, float]:

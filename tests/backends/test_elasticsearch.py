@@ -45,7 +45,7 @@ from lookalike.errors import BackendUnavailable, ConfigError
 from lookalike.records import EMBEDDING_DIMENSION, Record
 from lookalike.signature import ORIENTATIONS
 
-from .support import exact_cosine_distance, perturb, random_signatures
+from .support import exact_cosine_distance, near, perturb, random_signatures, unit_vectors
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "signatures.json").read_text())
 
@@ -159,22 +159,6 @@ def embedding_hit(path: str, vector: np.ndarray, metadata: Any = None) -> dict:
     if metadata is not None:
         source["metadata"] = metadata
     return {"_index": "images", "_id": document_id(path), "_score": 1.0, "_source": source}
-
-
-def unit_vectors(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Random unit embeddings, rounded to float16 values as stores keep them."""
-    vectors = rng.normal(size=(n, EMBEDDING_DIMENSION)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors.astype(np.float16).astype(np.float32)
-
-
-def near(rng: np.random.Generator, vector: np.ndarray, cosine: float) -> np.ndarray:
-    """A float16-exact unit vector at about ``cosine`` similarity to unit ``vector``."""
-    noise = rng.normal(size=vector.shape)
-    noise -= noise @ vector * vector
-    noise /= np.linalg.norm(noise)
-    mixed = cosine * vector + np.sqrt(1 - cosine**2) * noise
-    return (mixed / np.linalg.norm(mixed)).astype(np.float16).astype(np.float32)
 
 
 def unit_rows(queries: np.ndarray) -> np.ndarray:
