@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -48,12 +48,13 @@ IMAGE_SUFFIXES = frozenset(
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the process exit code."""
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command with the settings of ``environ`` (default: the process's
+    environment); returns the process exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.from_env(os.environ if environ is None else environ)
         if args.store:
             settings = settings.replace(backend=args.store)
         if args.run is None:

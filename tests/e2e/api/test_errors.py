@@ -187,7 +187,10 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_bad_input_table(live, photo_bytes, case):
+def test_bad_input_table(shared_live, photo_bytes, case):
+    """Each case on one shared server: "kept" is added (again: replaced) first, and the bad
+    request must leave the count at 1."""
+    live = shared_live
     live.call("POST", "/add", files={"image": photo_bytes["coins"]}, data={"filepath": "kept"})
     method, path, request, status, message = CASES[case]
     check_bad(live, live.call(method, path, **request), status, message, 1)

@@ -1,7 +1,11 @@
-"""The command line, run as a user runs it: a real process on a real SQLite file."""
+"""The command line on a real SQLite file. The first test runs it as a user does, in real
+processes (``python -m lookalike``); the others call ``main(argv, environ)`` in this
+process, the same code below the process boundary, with its output captured."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -14,16 +18,36 @@ from PIL import Image
 from lookalike.cli import EXIT_CODES, main
 
 
-def run(store: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+def user_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+
+
+def run_process(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``lookalike --store STORE ARGS`` in a process of its own."""
     return subprocess.run(
         [sys.executable, "-m", "lookalike", "--store", "sqlite:///" + str(store), *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env=env,
-        cwd=cwd,
+        env=user_environment(),
     )
+
+
+def run(store: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``lookalike --store STORE ARGS`` through ``main`` in this process: its exit code,
+    standard output and standard error, as a process would give them."""
+    argv = ["--store", "sqlite:///" + str(store), *args]
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        contextlib.chdir(cwd or Path.cwd()),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            code = main(argv, environ=user_environment())
+        except SystemExit as exit:  # argparse refusing the arguments
+            code = exit.code if isinstance(exit.code, int) else 2
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture
@@ -38,31 +62,34 @@ def test_add_folder_search_list_count_delete(store, photo_files, tmp_path, edit)
         edit("coins", lambda im: im.resize((200, 150)), quality=95)
     )
     (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
-    added = run(store, "add", str(folder), "--workers", "2")
+    added = run_process(store, "add", str(folder), "--workers", "2")
     assert added.returncode == 0, added.stderr
     assert f"added {len(photo_files) + 1} images, 0 failed" in added.stdout
-    assert run(store, "count").stdout.strip() == str(len(photo_files) + 1)
+    assert run_process(store, "count").stdout.strip() == str(len(photo_files) + 1)
 
     query = tmp_path / "query.jpg"
     query.write_bytes(edit("chelsea", lambda im: im.transpose(Image.Transpose.ROTATE_180)))
-    found = run(store, "search", str(query), "--json")
+    found = run_process(store, "search", str(query), "--json")
     assert found.returncode == 0, found.stderr
     results = json.loads(found.stdout)
     assert results[0]["filepath"] == str(photo_files["chelsea"])
     assert set(results[0]) >= {"filepath", "score", "metadata", "distance", "orientation"}
     assert results[0]["orientation"] == "rot180"
-    assert run(store, "search", str(query), "--no-orientations", "--json").stdout.strip() == "[]"
-    table = run(store, "search", str(query)).stdout
+    assert (
+        run_process(store, "search", str(query), "--no-orientations", "--json").stdout.strip()
+        == "[]"
+    )
+    table = run_process(store, "search", str(query)).stdout
     assert str(photo_files["chelsea"]) in table and "(rot180)" in table
 
-    listed = run(store, "list", "--limit", "100").stdout.split()
+    listed = run_process(store, "list", "--limit", "100").stdout.split()
     assert sorted(listed) == sorted(
         [*map(str, photo_files.values()), str(folder / "nested/copy.png")]
     )
-    assert run(store, "list", "--offset", "1", "--limit", "2").stdout.split() == listed[1:3]
+    assert run_process(store, "list", "--offset", "1", "--limit", "2").stdout.split() == listed[1:3]
 
-    assert run(store, "delete", listed[0]).returncode == 0
-    missing = run(store, "delete", listed[0])
+    assert run_process(store, "delete", listed[0]).returncode == 0
+    missing = run_process(store, "delete", listed[0])
     assert missing.returncode == 3
     assert missing.stderr.startswith("lookalike: no image is stored under")
     assert "Traceback" not in missing.stderr

@@ -1,4 +1,5 @@
-"""A real uvicorn server on 127.0.0.1 over a real SQLite store, one per test."""
+"""Real uvicorn servers on 127.0.0.1 over real SQLite stores: one per test, or one per
+module for tests that leave the store as they found it."""
 
 from __future__ import annotations
 
@@ -35,13 +36,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def start_server(tmp_path: Path) -> Iterator[Callable[..., Live]]:
-    """Start a server with Settings overrides; every server started is stopped at the end."""
-    running: list[tuple[uvicorn.Server, threading.Thread, Live]] = []
+class Servers:
+    """Servers started on 127.0.0.1 with Settings overrides, each on a SQLite file of its
+    own in ``folder``; ``stop_all`` stops every one."""
 
-    def start(**overrides: Any) -> Live:
-        store = tmp_path / f"store{len(running)}.db"
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.running: list[tuple[uvicorn.Server, threading.Thread, Live]] = []
+
+    def start(self, **overrides: Any) -> Live:
+        store = self.folder / f"store{len(self.running)}.db"
         settings = Settings(backend="sqlite:///" + str(store)).replace(**overrides)
         service = Lookalike(settings)
         port = free_port()
@@ -57,20 +61,37 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Live]]:
                 raise RuntimeError("test server did not start")
             time.sleep(0.01)
         live = Live(f"http://127.0.0.1:{port}", httpx.Client(timeout=30), service)
-        running.append((server, thread, live))
+        self.running.append((server, thread, live))
         return live
 
-    yield start
-    for server, thread, live in running:
-        server.should_exit = True
-        thread.join(timeout=10)
-        live.client.close()
-        live.service.close()
+    def stop_all(self) -> None:
+        for server, thread, live in self.running:
+            server.should_exit = True
+            thread.join(timeout=10)
+            live.client.close()
+            live.service.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., Live]]:
+    """Start a server with Settings overrides; every server started is stopped at the end."""
+    servers = Servers(tmp_path)
+    yield servers.start
+    servers.stop_all()
 
 
 @pytest.fixture
 def live(start_server: Callable[..., Live]) -> Live:
     return start_server()
+
+
+@pytest.fixture(scope="module")
+def shared_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """One server with default settings for all the tests of a module that leave its store
+    as they found it (bad requests, which must change nothing)."""
+    servers = Servers(tmp_path_factory.mktemp("shared-server"))
+    yield servers.start()
+    servers.stop_all()
 
 
 class _Images:

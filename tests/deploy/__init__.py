@@ -1,0 +1,1 @@
+"""Checks of deploy/: the Dockerfile, compose file and Kubernetes manifests, offline."""
