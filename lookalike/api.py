@@ -12,12 +12,14 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
@@ -34,7 +36,9 @@ from .errors import (
     InvalidRequest,
     LookalikeError,
     NotFound,
+    Overloaded,
 )
+from .records import INT64_RANGE, MAX_METADATA_BYTES
 from .service import Lookalike
 
 __all__ = ["STATUS_CODES", "app_from_environment", "create_app"]
@@ -49,10 +53,12 @@ STATUS_CODES: tuple[tuple[type[LookalikeError], int], ...] = (
     (FetchError, 400),
     (NotFound, 404),
     (BackendUnavailable, 503),
+    (Overloaded, 503),
     (ConfigError, 500),
     (LookalikeError, 500),
 )
 _UNAUTHENTICATED = frozenset({"/ping", "/docs", "/openapi.json"})
+_CLOSE = {"Connection": "close"}  # the body that follows is not read
 
 Upload = Annotated[UploadFile | None, File(description="The image, as a file upload")]
 FormText = Annotated[str | None, Form()]
@@ -82,10 +88,13 @@ def create_app(service: Lookalike) -> FastAPI:
         version=__version__,
         description="Reverse image search, compatible with Match. Every response is "
         '`{"status": "ok"|"fail", "error": [...], "method": "...", "result": [...]}`.',
+        dependencies=[Depends(_each_field_once)],
     )
     app.state.service = service
 
     async def image_of(upload: UploadFile | None, url: str | None, name: str) -> bytes:
+        if upload is not None and url:
+            raise InvalidRequest(f"give the image either as '{name}' or as a URL, not both")
         if upload is not None:
             return await upload.read()
         if url:
@@ -127,9 +136,11 @@ def create_app(service: Lookalike) -> FastAPI:
         all_orientations: Annotated[
             str | None, Form(description="Also try 90° turns and mirrors (default true)")
         ] = None,
-        limit: Annotated[int | None, Form(ge=1, description="Most results to return")] = None,
+        limit: Annotated[
+            int | None, Form(ge=1, le=MAX_RESULTS, description="Most results to return")
+        ] = None,
         min_score: Annotated[
-            float | None, Form(ge=0, le=100, description="Only results scoring at least this")
+            str | None, Form(description="Only results scoring at least this (0 to 100)")
         ] = None,
         filter: Annotated[
             str | None, Form(description="JSON object: metadata keys that must equal values")
@@ -141,12 +152,13 @@ def create_app(service: Lookalike) -> FastAPI:
     ) -> dict[str, Any]:
         where = _json_object("filter", filter)
         rotate = _boolean("all_orientations", all_orientations)
+        least = _score("min_score", min_score)
         if image is None and not url and filepath:
             matches = await run_in_threadpool(
                 lambda: service.search_stored(
                     filepath,
                     limit=limit,
-                    min_score=min_score,
+                    min_score=least,
                     where=where,
                     method=method,
                     collapse=collapse,
@@ -159,7 +171,7 @@ def create_app(service: Lookalike) -> FastAPI:
                     content,
                     all_orientations=rotate,
                     limit=limit,
-                    min_score=min_score,
+                    min_score=least,
                     where=where,
                     method=method,
                     collapse=collapse,
@@ -193,8 +205,8 @@ def create_app(service: Lookalike) -> FastAPI:
         values: MutableMapping[str, Any] = dict(request.query_params)
         if request.method == "POST":
             values.update((k, v) for k, v in (await request.form()).items() if isinstance(v, str))
-        offset = _integer("offset", values.get("offset"), 0)
-        limit = _integer("limit", values.get("limit"), 20)
+        offset = _integer("offset", values.get("offset"), 0, INT64_RANGE[1])
+        limit = _integer("limit", values.get("limit"), 20, MAX_LISTED)
         return envelope("list", await run_in_threadpool(service.list, offset, limit))
 
     async def ping() -> dict[str, Any]:
@@ -202,7 +214,9 @@ def create_app(service: Lookalike) -> FastAPI:
 
     @app.get("/stats", summary="What the store holds: size, index, memory of this worker")
     async def stats() -> dict[str, Any]:
-        return envelope("stats", [await run_in_threadpool(service.stats)])
+        facts = await run_in_threadpool(service.stats)
+        # Where the store lives is the operator's business: shown only behind the key.
+        return envelope("stats", [facts if settings.api_key else _without_locations(facts)])
 
     # Match answers these on GET and POST alike; one route per method keeps OpenAPI ids unique.
     for path, endpoint, summary in (
@@ -219,6 +233,16 @@ def create_app(service: Lookalike) -> FastAPI:
                 operation_id=f"{path.strip('/')}_{method.lower()}",
             )
 
+    # HEAD wherever GET is answered (the same answer without its body), kept out of the
+    # schema so that every operation keeps one id.
+    for path, endpoint in (
+        ("/count", count),
+        ("/list", listing),
+        ("/ping", ping),
+        ("/stats", stats),
+    ):
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
     _add_error_handlers(app)
     _add_middleware(app, settings)
     return app
@@ -234,13 +258,44 @@ def app_from_environment() -> FastAPI:
 # -- parameters -----------------------------------------------------------------------------
 
 
+MAX_RESULTS = 10_000
+"""Most results one search may ask for (``limit``)."""
+MAX_LISTED = 100_000
+"""Most filepaths one ``/list`` may ask for."""
+_SINGLE_VALUED = frozenset(
+    {
+        "image", "url", "filepath", "metadata", "all_orientations", "limit", "min_score",
+        "filter", "method", "collapse", "image1", "url1", "image2", "url2", "offset",
+    }
+)  # fmt: skip
+
+
+async def _each_field_once(request: Request) -> None:
+    """Refuse a parameter given twice (in the query, the form, or both): which one was
+    meant cannot be known, and frameworks disagree on which they take."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    if request.method not in ("GET", "HEAD") and request.headers.get("content-type", "").startswith(
+        ("multipart/form-data", "application/x-www-form-urlencoded")
+    ):
+        names += [name for name, _ in (await request.form()).multi_items()]
+    repeated = sorted({n for n in names if n in _SINGLE_VALUED and names.count(n) > 1})
+    if repeated:
+        raise InvalidRequest(f"{', '.join(repeated)} given more than once")
+
+
 def _json_object(name: str, text: str | None) -> dict[str, Any] | None:
     if text is None or text == "":
         return None
+    if len(text) > 2 * MAX_METADATA_BYTES:
+        raise InvalidRequest(f"{name} is over {2 * MAX_METADATA_BYTES} characters")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidRequest(f"{name} is not valid JSON: {error.msg}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{name} nests too deeply") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise InvalidRequest(f"{name} is not valid JSON: {error}") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"{name} must be a JSON object")
     return value
@@ -257,16 +312,41 @@ def _boolean(name: str, text: str | None) -> bool | None:
     raise InvalidRequest(f"{name} must be true or false")
 
 
-def _integer(name: str, text: str | None, default: int) -> int:
+def _integer(name: str, text: str | None, default: int, most: int) -> int:
     if text is None or text == "":
         return default
     try:
-        value = int(text)
+        value = int(text[:40])
     except ValueError:
         raise InvalidRequest(f"{name} must be a whole number") from None
-    if value < 0:
-        raise InvalidRequest(f"{name} must be 0 or more")
+    if not 0 <= value <= most or len(text) > 40:
+        raise InvalidRequest(f"{name} must be from 0 to {most}")
     return value
+
+
+def _score(name: str, text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a number from 0 to 100") from None
+    if math.isnan(value):
+        raise InvalidRequest(f"{name} must be a number from 0 to 100, not NaN")
+    if not 0 <= value <= 100:
+        raise InvalidRequest(f"{name} must be from 0 to 100")
+    return value
+
+
+_LOCATIONS = ("path", "url")
+
+
+def _without_locations(facts: dict[str, Any]) -> dict[str, Any]:
+    """Stats without the store's filesystem path or URL; a file keeps its name."""
+    shown = {key: value for key, value in facts.items() if key not in _LOCATIONS}
+    if isinstance(facts.get("path"), str):
+        shown["name"] = PurePath(facts["path"]).name
+    return shown
 
 
 # -- errors and middleware ------------------------------------------------------------------
@@ -294,7 +374,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         status = next(code for kind, code in STATUS_CODES if isinstance(error, kind))
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, error)
-        return _fail(request, status, str(error))
+        retry = {"Retry-After": "1"} if isinstance(error, Overloaded) else None
+        return _fail(request, status, str(error), headers=retry)
 
     async def validation_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
@@ -329,8 +410,10 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
         try:
             response = await _checked(request, call_next, settings, limit)
         except Exception:
-            log.info("%s %s 500", request.method, request.url.path)
-            raise
+            # Answered here rather than by Starlette's outermost handler, which answers
+            # and then re-raises to the server, which drops the keep-alive connection.
+            log.exception("%s %s crashed", request.method, request.url.path)
+            response = _fail(request, 500, "internal error", method=request.url.path.strip("/"))
         log.info(
             "%s %s %d %.1f ms",
             request.method,
@@ -356,8 +439,52 @@ async def _checked(
             challenge = {"WWW-Authenticate": "Bearer"}
             return _fail(request, 401, "missing or wrong API key", method=method, headers=challenge)
     length = request.headers.get("content-length")
+    if length is not None and request.headers.get("transfer-encoding"):
+        # Two framings: proxies and servers may each pick another one (request smuggling).
+        message = "send either Content-Length or Transfer-Encoding, not both"
+        return _fail(request, 400, message, method=method, headers=_CLOSE)
     if length is not None and (not length.isdigit() or int(length) > limit):
         return _fail(request, 413, f"request body over {limit} bytes", method=method)
     if length is None and request.headers.get("transfer-encoding"):
         return _fail(request, 411, "send a Content-Length, not chunks", method=method)
+    boundary = _multipart_boundary(request.headers.get("content-type", ""))
+    if boundary is not None:
+        # Starlette reads a text field that is not UTF-8 as Latin-1, silently: check the
+        # bytes here, while they are still bytes (the body is read once and handed on).
+        name = _field_not_utf8(await request.body(), boundary)
+        if name is not None:
+            return _fail(request, 400, f"{name} is not valid UTF-8", method=method)
     return await call_next(request)
+
+
+def _multipart_boundary(content_type: str) -> bytes | None:
+    kind, _, options = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        return None
+    for option in options.split(";"):
+        key, _, value = option.strip().partition("=")
+        if key.lower() == "boundary" and value:
+            return value.strip('"').encode("latin-1", "replace")
+    return None
+
+
+def _field_not_utf8(body: bytes, boundary: bytes) -> str | None:
+    """The name of the first text field (a part without a filename) of a multipart body
+    whose value is not UTF-8, or None. File parts are skipped, not copied."""
+    delimiter = b"--" + boundary
+    start = body.find(delimiter)
+    while start != -1:
+        head_start = start + len(delimiter) + 2  # past the CRLF after the delimiter
+        head_end = body.find(b"\r\n\r\n", head_start)
+        end = body.find(b"\r\n" + delimiter, head_start)
+        if head_end == -1 or end == -1 or head_end > end:
+            return None  # the end, or a malformed body: the form parser will judge it
+        headers = body[head_start:head_end]
+        if b"filename=" not in headers:
+            try:
+                body[head_end + 4 : end].decode("utf-8")
+            except UnicodeDecodeError:
+                _, _, rest = headers.partition(b'name="')
+                return rest.partition(b'"')[0].decode("latin-1") or "a form field"
+        start = end + 2
+    return None

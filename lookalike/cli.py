@@ -27,6 +27,7 @@ from .errors import (
     InvalidRequest,
     LookalikeError,
     NotFound,
+    Overloaded,
 )
 from .records import METHODS
 from .service import Lookalike, one_process_store
@@ -41,6 +42,7 @@ EXIT_CODES: tuple[tuple[type[LookalikeError], int], ...] = (
     (InvalidImage, 4),
     (FetchError, 4),
     (BackendUnavailable, 5),
+    (Overloaded, 5),
     (LookalikeError, 1),
 )
 IMAGE_SUFFIXES = frozenset(
@@ -63,13 +65,21 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             result: int = args.run(service, args)
             return result
     except LookalikeError as error:
-        print(f"lookalike: {error}", file=sys.stderr)
+        print(f"lookalike: {shown(str(error))}", file=sys.stderr)
         return next(code for kind, code in EXIT_CODES if isinstance(error, kind))
     except KeyboardInterrupt:
         print("lookalike: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `lookalike list | head`
         return 0
+
+
+def shown(text: str) -> str:
+    """Text as it may reach a terminal: characters that are not printable (CR, LF, escape
+    sequences, …) written as their escapes, so a stored name cannot forge output."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -235,18 +245,30 @@ def _add(service: Lookalike, args: argparse.Namespace) -> int:
     tuning.tune_this_process()
     started = time.perf_counter()
     files = list(_image_files(args.paths))
-    failed = 0
+    added = failed = 0
+    aborted: LookalikeError | None = None
     with _Progress(len(files), quiet=args.quiet) as bar:
-        for result in service.add_files(((str(p), p) for p in files), workers=args.workers):
-            if result.error is not None:
-                failed += 1
-                bar.write(f"lookalike: failed: {result.filepath}: {result.error}", file=sys.stderr)
-            bar.update(1)
+        try:
+            for result in service.add_files(((str(p), p) for p in files), workers=args.workers):
+                if result.error is not None:
+                    failed += 1
+                    problem = f"{shown(result.filepath)}: {shown(result.error)}"
+                    bar.write(f"lookalike: failed: {problem}", file=sys.stderr)
+                else:
+                    added += 1
+                bar.update(1)
+        except LookalikeError as error:  # e.g. a worker killed: say so, then sum up
+            aborted = error
+    if aborted is not None:
+        print(f"lookalike: {shown(str(aborted))}", file=sys.stderr)
     elapsed = time.perf_counter() - started
-    added = len(files) - failed
     rate = added / elapsed if elapsed > 0 else 0.0
-    print(f"added {added} images, {failed} failed, in {elapsed:.1f} s ({rate:.0f} images/s)")
-    return 1 if failed else 0
+    left = len(files) - added - failed
+    summary = f"added {added} images, {failed} failed"
+    if left:
+        summary += f", {left} not processed"
+    print(f"{summary}, in {elapsed:.1f} s ({rate:.0f} images/s)")
+    return 1 if failed or aborted is not None else 0
 
 
 def _image_files(paths: Sequence[Path]) -> Iterator[Path]:
@@ -280,7 +302,7 @@ def _search(service: Lookalike, args: argparse.Namespace) -> int:
         for m in matches:
             turned = "" if m.orientation == "identity" else f"  ({m.orientation})"
             how = "" if m.method == "signature" else f"  [{m.method}]"
-            print(f"{m.score:6.2f}  {m.filepath}{turned}{how}")
+            print(f"{m.score:6.2f}  {shown(m.filepath)}{turned}{how}")
     return 0
 
 
@@ -337,12 +359,12 @@ def _print_stats(stats: dict[str, Any], as_json: bool) -> None:
     else:
         width = max(map(len, stats))
         for key, value in stats.items():
-            print(f"{key.replace('_', ' '):<{width}}  {value}")
+            print(f"{key.replace('_', ' '):<{width}}  {shown(str(value))}")
 
 
 def _list(service: Lookalike, args: argparse.Namespace) -> int:
     for filepath in service.list(args.offset, args.limit):
-        print(filepath)
+        print(shown(filepath))
     return 0
 
 

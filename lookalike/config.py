@@ -106,6 +106,12 @@ class Settings:
     max_image_pixels: int = _setting(
         50_000_000, "Largest accepted image, in pixels (checked before decoding)"
     )
+    max_decodes: int = _setting(
+        2, "Images one worker process decodes at once; more requests wait (see the next)"
+    )
+    decode_wait: float = _setting(
+        10.0, "Seconds a request waits for a decode slot before a 503 with Retry-After"
+    )
     max_distance: float = _setting(
         0.45, "Default search cutoff: matches at or beyond this distance are dropped"
     )
@@ -175,6 +181,8 @@ class Settings:
             raise ConfigError("WORKER_COUNT must be at least 1")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("LOOKALIKE_LOG_LEVEL must be debug, info, warning or error")
+        if self.max_decodes < 1 or self.decode_wait < 0:
+            raise ConfigError("max_decodes must be at least 1 and decode_wait not negative")
         if self.fetch_timeout <= 0 or self.fetch_connect_timeout <= 0:
             raise ConfigError("fetch timeouts must be positive")
         if self.elasticsearch_stage not in ("words", "knn"):

@@ -9,6 +9,7 @@
      ├── InvalidRequest        a parameter is missing or malformed
      ├── NotFound              no stored image has that filepath
      ├── BackendUnavailable    the store cannot be reached right now
+     ├── Overloaded            too much work in hand: try again shortly
      └── ConfigError           a setting is malformed or inconsistent
 
 The edges map these to responses in one place each: status codes in ``api``, exit
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidRequest",
     "LookalikeError",
     "NotFound",
+    "Overloaded",
 ]
 
 
@@ -59,3 +61,7 @@ class BackendUnavailable(LookalikeError):
 
 class ConfigError(LookalikeError):
     """A setting is malformed, or settings contradict each other."""
+
+
+class Overloaded(LookalikeError):
+    """Too many images are being decoded already; the request may be tried again."""

@@ -98,10 +98,12 @@ def decode_reduced(
         try:
             return _decode(data, max_pixels, reduce)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            limit = Image.MAX_IMAGE_PIXELS
-            message = "image is larger than the decoder's safety limit"
-            if limit is not None:
-                message += f" of {limit:,} pixels"
+            # Pillow's own check, on opening: name whichever limit is the lower one
+            safety = Image.MAX_IMAGE_PIXELS
+            if safety is not None and safety < max_pixels:
+                message = f"image is over the decoder's safety limit of {safety:,} pixels"
+            else:
+                message = f"image is over the limit of {max_pixels:,} pixels"
             raise ImageTooLarge(message) from error
         except MemoryError as error:
             raise ImageTooLarge("not enough memory to decode this image") from error

@@ -1,24 +1,46 @@
-"""Value objects that cross layers: records and matches between the service and the
-stores, and the footprint of a reduced decode between ``images`` and ``signature``."""
+"""Value objects that cross layers — records and matches between the service and the
+stores, the footprint of a reduced decode between ``images`` and ``signature`` — and the
+rules of what a filepath, metadata and a filter may be, checked once where they enter."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import math
+import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .errors import InvalidRequest
+
 __all__ = [
     "EMBEDDING_DIMENSION",
+    "INT64_RANGE",
+    "INVALID_METADATA",
+    "MAX_FILEPATH_BYTES",
+    "MAX_FILTER_KEYS",
+    "MAX_METADATA_BYTES",
+    "MAX_METADATA_DEPTH",
     "METHODS",
     "Footprint",
     "Match",
     "Metadata",
     "Record",
     "as_stored",
+    "check_filepath",
+    "check_filter",
+    "check_metadata",
+    "loads_metadata",
     "score_of",
+    "servable",
 ]
+
+log = logging.getLogger("lookalike")
 
 Metadata = dict[str, Any]
 
@@ -28,6 +50,150 @@ EMBEDDING_DIMENSION = 1280
 METHODS = ("signature", "embedding", "hybrid")
 """How a search compares images: the Goldberg signature (copies), the CNN embedding
 (look-alikes and crops), or both fused."""
+
+
+INT64_RANGE = (-(2**63), 2**63 - 1)
+"""Integers every store keeps as integers (JSON stores such as Milvus hold int64)."""
+MAX_FILEPATH_BYTES = 4096
+"""Longest filepath, in bytes of UTF-8."""
+MAX_METADATA_BYTES = 65_536
+"""Largest metadata object, in bytes of its JSON (UTF-8)."""
+MAX_METADATA_DEPTH = 32
+"""Deepest nesting of objects and lists in metadata; the top object is level 1."""
+MAX_FILTER_KEYS = 32
+"""Most keys a metadata filter may ask to match."""
+INVALID_METADATA = "lookalike_invalid_metadata"
+"""The one key of the metadata served in place of a stored value that cannot be served."""
+
+
+def check_filepath(filepath: str, *, new: bool = False) -> str:
+    """A valid filepath, else InvalidRequest: non-empty Unicode text without NUL, at most
+    ``MAX_FILEPATH_BYTES``. A ``new`` one (being stored) may not hold control characters
+    (CR, LF, escapes: they forge log lines and terminal output) nor U+FFFD, the mark a
+    decoder leaves where the bytes sent were not UTF-8. Lookups accept what older versions
+    stored, so that such records can still be found and deleted."""
+    if not isinstance(filepath, str) or not filepath:
+        raise InvalidRequest("filepath must be a non-empty string")
+    if "\x00" in filepath:
+        raise InvalidRequest("filepath must not contain NUL characters")
+    try:
+        size = len(filepath.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidRequest("filepath is not valid Unicode text (a lone surrogate)") from None
+    if size > MAX_FILEPATH_BYTES:
+        raise InvalidRequest(f"filepath is over {MAX_FILEPATH_BYTES} bytes ({size})")
+    if new:
+        if "\ufffd" in filepath:
+            raise InvalidRequest("filepath is not valid UTF-8 (it holds U+FFFD)")
+        if any(unicodedata.category(c) == "Cc" for c in filepath):
+            raise InvalidRequest("filepath must not contain control characters (CR, LF, ESC…)")
+    return filepath
+
+
+def check_metadata(metadata: Metadata | None) -> Metadata | None:
+    """A private copy of metadata that every store can keep and every answer can carry,
+    else InvalidRequest: a JSON object of valid Unicode text (no lone surrogates, no NUL),
+    finite numbers, integers within ``INT64_RANGE``, nested at most ``MAX_METADATA_DEPTH``
+    levels, at most ``MAX_METADATA_BYTES`` as JSON."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise InvalidRequest("metadata must be a JSON object")
+    _check_value(metadata, 1)
+    text = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+    size = len(text.encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"metadata is over {MAX_METADATA_BYTES} bytes as JSON ({size})")
+    copy: Metadata = json.loads(text)
+    return copy
+
+
+def _check_value(value: Any, depth: int) -> None:
+    if isinstance(value, str):
+        _check_text(value, "metadata text")
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+            raise InvalidRequest("metadata integers must be within 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidRequest("metadata must be plain JSON without NaN or Infinity")
+    elif isinstance(value, dict | list):
+        if depth > MAX_METADATA_DEPTH:
+            raise InvalidRequest(f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise InvalidRequest("metadata keys must be strings")
+                _check_text(key, "metadata keys")
+                _check_value(item, depth + 1)
+        else:
+            for item in value:
+                _check_value(item, depth + 1)
+    else:
+        raise InvalidRequest(f"metadata must be plain JSON, not {type(value).__name__}")
+
+
+def _check_text(text: str, what: str) -> None:
+    if "\x00" in text:
+        raise InvalidRequest(f"{what} must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what} must be valid Unicode (no lone surrogates)") from None
+
+
+def check_filter(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A metadata equality filter, else InvalidRequest: at most ``MAX_FILTER_KEYS``
+    non-empty keys of valid Unicode text, each wanting a string, a finite number, an
+    integer within ``INT64_RANGE`` or a boolean."""
+    if where is None:
+        return None
+    if not isinstance(where, Mapping):
+        raise InvalidRequest("filter must be a JSON object of metadata keys and values")
+    if len(where) > MAX_FILTER_KEYS:
+        raise InvalidRequest(f"filter has {len(where)} keys: at most {MAX_FILTER_KEYS}")
+    for key, value in where.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidRequest("filter keys must be non-empty strings")
+        _check_text(key, "filter keys")
+        if not isinstance(value, str | int | float | bool):
+            raise InvalidRequest(f"filter value for {key!r} must be a string, number or boolean")
+        if isinstance(value, str):
+            _check_text(value, f"filter value for {key!r}")
+        if isinstance(value, int) and not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+            raise InvalidRequest(f"filter value for {key!r} is beyond 64-bit integers")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRequest(f"filter value for {key!r} must be a finite number")
+    return dict(where)
+
+
+def loads_metadata(text: str | None) -> Metadata | None:
+    """Metadata from the JSON text a store kept; text that does not parse any more (an
+    older version's, nested past the parser's depth) reads as ``{INVALID_METADATA: …}``."""
+    if text is None:
+        return None
+    try:
+        value: Metadata | None = json.loads(text)
+    except (RecursionError, ValueError) as problem:
+        log.warning("stored metadata cannot be read: %s", problem)
+        return {INVALID_METADATA: "the stored metadata cannot be read"}
+    return value
+
+
+def servable(match: Match) -> Match:
+    """The match as it can be answered: metadata stored by an older version that breaks
+    these rules (it would not serialise, or not as UTF-8) is replaced by
+    ``{INVALID_METADATA: reason}``, with a warning, instead of failing the whole answer."""
+    if match.metadata is None:
+        return match
+    try:
+        _check_value(match.metadata, 1)
+    except InvalidRequest as problem:
+        log.warning("stored metadata of %r cannot be served: %s", match.filepath, problem)
+        return dataclasses.replace(match, metadata={INVALID_METADATA: str(problem)})
+    return match
 
 
 def as_stored(embeddings: npt.ArrayLike) -> npt.NDArray[np.float32]:

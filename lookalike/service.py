@@ -14,13 +14,16 @@ match the signature is unsure of is dropped when the embeddings disagree.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -33,13 +36,32 @@ import numpy.typing as npt
 
 from . import embeddings, images, signature
 from .backends import Backend, one_process_only, open_backend
-from .backends.base import Filter, check_filepath, check_filter, check_metadata
+from .backends.base import Filter
 from .backends.vectors import cosine_distances
 from .config import Settings
-from .errors import ConfigError, InvalidRequest, LookalikeError, NotFound
+from .errors import (
+    ConfigError,
+    InvalidImage,
+    InvalidRequest,
+    LookalikeError,
+    NotFound,
+    Overloaded,
+)
 from .fetch import AddressPolicy
 from .fetch import fetch as fetch_url
-from .records import METHODS, Footprint, Match, Metadata, Record, as_stored, score_of
+from .records import (
+    METHODS,
+    Footprint,
+    Match,
+    Metadata,
+    Record,
+    as_stored,
+    check_filepath,
+    check_filter,
+    check_metadata,
+    score_of,
+    servable,
+)
 
 __all__ = [
     "SIGNATURE_SURE",
@@ -104,6 +126,21 @@ class Lookalike:
         if backend is None:
             backend = open_backend(self.settings.store, self.settings)
         self.backend = backend
+        self._decode_slots = threading.BoundedSemaphore(self.settings.max_decodes)
+
+    @contextlib.contextmanager
+    def _decoding(self) -> Iterator[None]:
+        """One of the ``max_decodes`` slots of this process for decoding and signing an
+        image, which bounds the memory they take at once; Overloaded if none frees up
+        within ``decode_wait`` seconds."""
+        if not self._decode_slots.acquire(timeout=self.settings.decode_wait):
+            raise Overloaded(
+                f"busy: {self.settings.max_decodes} images are being decoded; try again shortly"
+            )
+        try:
+            yield
+        finally:
+            self._decode_slots.release()
 
     def __enter__(self) -> Self:
         return self
@@ -133,7 +170,8 @@ class Lookalike:
 
     def signature(self, source: ImageSource) -> npt.NDArray[np.int8]:
         """The image-match signature of an image (648 values in -2..2)."""
-        return signature.signature(*_decoded(source, self.settings))
+        with self._decoding():
+            return signature.signature(*_decoded(source, self.settings))
 
     def embed(self, pixels: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
         """CNN embeddings (n, 1280) of RGB images, the model loaded on first use."""
@@ -144,12 +182,17 @@ class Lookalike:
     def add(self, filepath: str, source: ImageSource, metadata: Metadata | None = None) -> Record:
         """Store an image under ``filepath``, replacing any image stored under it."""
         name, meta = (
-            check_filepath(filepath),
+            check_filepath(filepath, new=True),
             check_metadata(metadata),
         )  # cheap checks before decoding
-        pixels, footprint = _decoded(source, self.settings)
-        embedding = self.embed([pixels])[0] if self.settings.embeddings else None
-        record = Record(name, signature.signature(pixels, footprint), meta, embedding=embedding)
+        with self._decoding():
+            pixels, footprint = _decoded(source, self.settings)
+            embedding = self.embed([pixels])[0] if self.settings.embeddings else None
+            sig = signature.signature(pixels, footprint)
+            del pixels
+        if embedding is None and not sig.any():
+            raise InvalidImage(BLANK)
+        record = Record(name, sig, meta, embedding=embedding)
         self.backend.add(record)
         return record
 
@@ -176,20 +219,29 @@ class Lookalike:
             settings = settings.replace(embedding_threads=1)
         sign = partial(_sign_files, settings)  # pickled once per chunk, not per file
         pending: list[_Signed] = []
-        for chunk in _parallel_map(sign, chunks, count):
-            pending.extend(chunk)
-            if len(pending) >= batch:
-                yield from self._store(pending)
-                pending = []
+        try:
+            for chunk in _parallel_map(sign, chunks, count):
+                pending.extend(chunk)
+                if len(pending) >= batch:
+                    yield from self._store(pending)
+                    pending = []
+        except BaseException as error:  # what was signed is stored, however the run ends
+            stored = list(self._store(pending))
+            if not isinstance(error, GeneratorExit):
+                yield from stored
+            raise
         yield from self._store(pending)
 
     def _store(self, signed: list[_Signed]) -> Iterator[FileResult]:
         outcome: list[_Signed] = []
         for name, sig, vector in signed:
             try:
-                outcome.append((check_filepath(name), sig, vector))
+                outcome.append((check_filepath(name, new=True), sig, vector))
             except InvalidRequest as error:  # e.g. a file name that is not valid Unicode
                 outcome.append((name, str(error), None))
+            else:
+                if isinstance(sig, bytes) and vector is None and not any(sig):
+                    outcome[-1] = (name, BLANK, None)
         good = [
             Record(name, np.frombuffer(sig, dtype=np.int8), embedding=vector)
             for name, sig, vector in outcome
@@ -229,15 +281,19 @@ class Lookalike:
         """
         how = self._method(method)
         options = self._search_options(how, limit, max_distance, min_score, where, collapse)
-        pixels, footprint = _decoded(source, self.settings)  # after the cheap checks
         rotate = self.settings.all_orientations if all_orientations is None else all_orientations
         turns = range(len(signature.ORIENTATIONS) if rotate else 1)
         signatures = embedded = None
-        if how != "embedding":
-            sign = signature.orientations if rotate else signature.signature
-            signatures = sign(pixels, footprint)
-        if how != "signature":
-            embedded = self.embed([signature.turn(pixels, i) for i in turns])
+        with self._decoding():  # after the cheap checks
+            pixels, footprint = _decoded(source, self.settings)
+            if how != "embedding":
+                sign = signature.orientations if rotate else signature.signature
+                signatures = sign(pixels, footprint)
+                if how == "signature" and not signatures.any():
+                    raise InvalidImage(BLANK)
+            if how != "signature":
+                embedded = self.embed([signature.turn(pixels, i) for i in turns])
+            del pixels
         return self._search(how, signatures, embedded, options)
 
     def search_stored(
@@ -300,7 +356,7 @@ class Lookalike:
             )
         if collapse is not None:
             ranked = _collapse(ranked, collapse)
-        return list(islice(ranked, options["limit"]))
+        return [servable(match) for match in islice(ranked, options["limit"])]
 
     @property
     def _hybrid_scale(self) -> float:
@@ -371,16 +427,26 @@ class Lookalike:
         ``method`` as for ``search``; with embeddings enabled, both methods' scores are
         reported whatever the method."""
         how = self._method(method)
+        with self._decoding():
+            return self._compare(first, second, all_orientations, how)
+
+    def _compare(
+        self, first: ImageSource, second: ImageSource, all_orientations: bool, how: str
+    ) -> Comparison:
         (one, one_footprint), (two, two_footprint) = (
             _decoded(first, self.settings),
             _decoded(second, self.settings),
         )
         a = signature.signature(one, one_footprint)
         sign = signature.orientations if all_orientations else signature.signature
-        rows = sign(two, two_footprint)
-        d = signature.distances(np.atleast_2d(rows), a)
-        turn = int(np.argmin(d))
-        found = [Comparison(float(d[turn]), signature.ORIENTATIONS[turn])]
+        rows = np.atleast_2d(sign(two, two_footprint))
+        found = []
+        if a.any() and rows.any():
+            d = signature.distances(rows, a)
+            turn = int(np.argmin(d))
+            found.append(Comparison(float(d[turn]), signature.ORIENTATIONS[turn]))
+        elif how == "signature":  # blank signatures are at distance 1, even from themselves
+            raise InvalidImage(BLANK)
         if self.settings.embeddings:
             turns = range(len(signature.ORIENTATIONS) if all_orientations else 1)
             vectors = self.embed([one, *(signature.turn(two, i) for i in turns)])
@@ -452,6 +518,11 @@ def _fuse(found: list[Match], scale: float) -> list[Match]:
     return sorted(best.values(), key=lambda m: (m.distance, m.filepath))
 
 
+BLANK = (
+    "the image has no detail for the signature (one colour, or a few pixels): it could never"
+    " be found by it; with LOOKALIKE_EMBEDDINGS=true such images are stored and found by"
+    " their embedding"
+)
 SIGNATURE_SURE = 0.40
 """A signature distance below which the same picture is very likely (image-match's 0.40)."""
 
@@ -543,11 +614,38 @@ def _parallel_map(function: Callable[[T], R], items: Iterator[T], workers: int) 
         return
     # Spawned, not forked: workers start clean (no inherited threads or connections) and
     # read the environment the caller prepared for them.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         in_flight: deque[Future[R]] = deque()
-        for item in items:
-            in_flight.append(pool.submit(function, item))
-            if len(in_flight) >= workers * 4:
+        try:
+            for item in items:
+                in_flight.append(pool.submit(function, item))
+                if len(in_flight) >= workers * 4:
+                    yield in_flight.popleft().result()
+            while in_flight:
                 yield in_flight.popleft().result()
-        while in_flight:
-            yield in_flight.popleft().result()
+        except BrokenProcessPool:
+            # A worker was killed (the OOM killer, a signal): hand on every result that
+            # was finished, in order, then say so; the caller stores what it was given.
+            while in_flight and in_flight[0].done() and in_flight[0].exception() is None:
+                yield in_flight.popleft().result()
+            raise LookalikeError(
+                "a decoding worker process died (killed, or out of memory?); the images"
+                " signed before it died were stored"
+            ) from None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In each worker: exit as soon as the process that started it is gone (killed, even
+    by SIGKILL), rather than live on holding its terminal and pipes."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -310,6 +310,13 @@ def test_huge_header_is_refused_quickly() -> None:
     assert time.perf_counter() - started < 0.5
 
 
+def test_a_bomb_refused_by_pillow_is_named_by_the_configured_limit() -> None:
+    """Pillow refuses this header on opening; the message names the (lower) limit that
+    the service was configured with, not Pillow's."""
+    with pytest.raises(ImageTooLarge, match="limit of 50,000,000 pixels"):
+        dec(png_header_only(100_000, 100_000), max_pixels=50_000_000)
+
+
 @pytest.mark.parametrize("side", [10_000, 100_000])
 def test_pillow_bomb_limit_holds_with_a_generous_limit_and_warns_nothing(side: int) -> None:
     assert Image.MAX_IMAGE_PIXELS is not None and side * side > Image.MAX_IMAGE_PIXELS

@@ -31,7 +31,6 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import builtins
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -40,8 +39,16 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import InvalidRequest
-from ..records import EMBEDDING_DIMENSION, Match, Metadata, Record, as_stored
+from ..records import (
+    EMBEDDING_DIMENSION,
+    Match,
+    Metadata,
+    Record,
+    as_stored,
+    check_filepath,
+    check_filter,
+    check_metadata,
+)
 from ..signature import LENGTH, ORIENTATIONS, distances
 
 __all__ = [
@@ -56,7 +63,6 @@ __all__ = [
     "matches_filter",
 ]
 
-INT64_RANGE = (-(2**63), 2**63 - 1)  # what JSON stores such as Milvus keep as integers
 
 Filter = Mapping[str, Any]
 
@@ -114,67 +120,6 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release files and connections; the backend is unusable afterwards."""
-
-
-def check_filter(where: Filter | None) -> dict[str, Any] | None:
-    """Validate a metadata equality filter; raises InvalidRequest if it is malformed."""
-    if where is None:
-        return None
-    if not isinstance(where, Mapping):
-        raise InvalidRequest("filter must be a JSON object of metadata keys and values")
-    for key, value in where.items():
-        if not isinstance(key, str) or not key or "\x00" in key:
-            raise InvalidRequest("filter keys must be non-empty strings without NUL")
-        if not isinstance(value, str | int | float | bool):
-            raise InvalidRequest(f"filter value for {key!r} must be a string, number or boolean")
-        if isinstance(value, str) and "\x00" in value:
-            raise InvalidRequest(f"filter value for {key!r} must not contain NUL")
-        if isinstance(value, int) and not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
-            raise InvalidRequest(f"filter value for {key!r} is beyond 64-bit integers")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidRequest(f"filter value for {key!r} must be a finite number")
-    return dict(where)
-
-
-def check_filepath(filepath: str) -> str:
-    """A valid filepath: a non-empty string of Unicode text without NUL; else InvalidRequest."""
-    if not isinstance(filepath, str) or not filepath:
-        raise InvalidRequest("filepath must be a non-empty string")
-    if "\x00" in filepath:
-        raise InvalidRequest("filepath must not contain NUL characters")
-    try:
-        filepath.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(f"filepath is not valid Unicode text: {filepath!r}") from None
-    return filepath
-
-
-def check_metadata(metadata: Metadata | None) -> Metadata | None:
-    """A private copy of valid metadata; InvalidRequest if it is not a storable JSON object."""
-    if metadata is None:
-        return None
-    if not isinstance(metadata, dict):
-        raise InvalidRequest("metadata must be a JSON object")
-    try:
-        text = json.dumps(metadata, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise InvalidRequest(
-            f"metadata must be plain JSON without NaN or Infinity: {error}"
-        ) from None
-    copy: Metadata = json.loads(text)
-    if _has_nul(copy):
-        raise InvalidRequest("metadata strings must not contain NUL characters")
-    return copy
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 def check_queries(queries: npt.ArrayLike) -> npt.NDArray[np.int8]:

@@ -52,10 +52,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest
-from ..records import EMBEDDING_DIMENSION, Match, Metadata, Record
+from ..records import EMBEDDING_DIMENSION, INT64_RANGE, Match, Metadata, Record, loads_metadata
 from ..signature import LENGTH
 from .base import (
-    INT64_RANGE,
     Filter,
     check_embedding,
     check_embedding_queries,
@@ -812,8 +811,7 @@ def _storable(metadata: Metadata | None) -> tuple[str, dict[str, Any]]:
 
 
 def _metadata_of(row: Row) -> Metadata | None:
-    metadata: Metadata | None = json.loads(row["metadata"])  # "null" for none
-    return metadata
+    return loads_metadata(row["metadata"])  # "null" for none
 
 
 def _signature_of(row: Row) -> npt.NDArray[np.int8]:

@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import BackendUnavailable
-from ..records import Match, Metadata, Record
+from ..records import Match, Record, loads_metadata
 from ..signature import LENGTH, ORIENTATIONS
 from .base import (
     Filter,
@@ -477,5 +477,4 @@ def _row(record: Record) -> _Row:
     return check_filepath(record.filepath), signature.tobytes(), text, embedding
 
 
-def _loads(text: str | None) -> Metadata | None:
-    return None if text is None else json.loads(text)
+_loads = loads_metadata

@@ -8,9 +8,16 @@ import contextlib
 import io
 import json
 import os
+import re
+import signal
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -190,3 +197,114 @@ def test_search_options_as_the_readme_shows_them(store, photo_files, tmp_path, e
     assert filtered.returncode == 0 and filtered.stdout.strip() == ""
     hybrid = run(store, "search", str(query), "--method", "hybrid", "--collapse", "product")
     assert hybrid.returncode == 2 and "LOOKALIKE_EMBEDDINGS=true" in hybrid.stderr
+
+
+def test_names_that_are_not_printable_are_printed_escaped(store, photo_files):
+    """A filepath stored by an older version with CR, LF and an escape sequence cannot
+    forge lines or colours on the terminal: list and search print it escaped."""
+    assert run(store, "add", str(photo_files["coins"])).returncode == 0
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE images SET filepath = ?", ["evil\r\nfake line \x1b[31mred"])
+    listed = run(store, "list").stdout
+    assert listed == "evil\\r\\nfake line \\x1b[31mred\n"
+    table = run(store, "search", str(photo_files["coins"])).stdout
+    assert "\x1b" not in table and "\r" not in table and "evil\\r\\nfake" in table
+    assert (
+        json.loads(run(store, "search", str(photo_files["coins"]), "--json").stdout)[0]["filepath"]
+        == "evil\r\nfake line \x1b[31mred"
+    )
+
+
+# -- a run that dies, or loses a worker ---------------------------------------------------------
+
+
+def many_images(photo_files: dict[str, Path], folder: Path, n: int) -> Path:
+    """A folder of ``n`` image files (links to the test photos, under their own names)."""
+    folder.mkdir()
+    sources = list(photo_files.values())
+    for i in range(n):
+        (folder / f"{i:05d}.jpg").symlink_to(sources[i % len(sources)])
+    return folder
+
+
+def workers_of(pid: int) -> list[int]:
+    """The decoding worker processes a `lookalike add` has started (not its resource
+    tracker)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            try:
+                command = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"multiprocessing" in command and b"resource_tracker" not in command:
+                found.append(int(child))
+    return found
+
+
+def both_workers(pid: int) -> list[int]:
+    found = workers_of(pid)
+    return found if len(found) == 2 else []
+
+
+def running(pid: int) -> bool:
+    """Whether a process exists and has not exited (a zombie has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for(condition: Callable[[], Any], what: str, seconds: float = 60) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting: {what}")
+        time.sleep(0.05)
+    return value
+
+
+def start_add(store: Path, folder: Path) -> subprocess.Popen[bytes]:
+    arguments = ["add", str(folder), "--workers", "2", "--quiet"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "lookalike", "--store", "sqlite:///" + str(store), *arguments],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=user_environment(),
+    )
+
+
+def test_workers_exit_when_add_is_killed_and_release_its_pipes(store, photo_files, tmp_path):
+    """`kill -9` of `lookalike add` mid-run: its decoding workers exit by themselves
+    (they are not left under PID 1), and its standard output reaches end-of-file, so a
+    pipeline reading it does not hang."""
+    with start_add(store, many_images(photo_files, tmp_path / "many", 3000)) as process:
+        workers = wait_for(lambda: both_workers(process.pid), "the 2 workers to start")
+        process.kill()
+        process.wait(timeout=10)
+        wait_for(lambda: not any(running(w) for w in workers), "the workers to exit", 30)
+        assert process.stdout is not None
+        drained = threading.Thread(target=process.stdout.read, daemon=True)
+        drained.start()
+        drained.join(timeout=30)
+        assert not drained.is_alive(), "standard output is still held open"
+
+
+def test_a_killed_worker_ends_the_run_with_a_line_and_the_summary(store, photo_files, tmp_path):
+    """The OOM killer takes one decoding worker: the run stores every image signed
+    before, says so in one line, prints the summary and exits 1; the store holds exactly
+    the images the summary counts as added."""
+    with start_add(store, many_images(photo_files, tmp_path / "many", 3000)) as process:
+        workers = wait_for(lambda: both_workers(process.pid), "the 2 workers to start")
+        time.sleep(0.5)  # let some chunks be signed first
+        os.kill(workers[0], signal.SIGKILL)
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    lines = [line for line in err.decode().splitlines() if line]
+    assert len(lines) == 1 and "worker process died" in lines[0], err
+    assert "Traceback" not in err.decode()
+    summary = re.search(rb"added (\d+) images, 0 failed, (\d+) not processed", out)
+    assert summary is not None, out
+    added, left = map(int, summary.groups())
+    assert added + left == 3000 and left > 0
+    assert run(store, "count").stdout.strip() == str(added)
