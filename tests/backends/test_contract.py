@@ -643,17 +643,19 @@ def test_nul_characters_are_refused_in_filepaths_metadata_and_filters(
     assert backend.count() == 1
 
 
-def test_filter_on_an_integer_beyond_64_bits(backend: Backend, rng: np.random.Generator) -> None:
-    """Python and JSON integers are unbounded: such a filter matches like any other, or is
-    refused as an invalid request; it must not crash with a driver error."""
+def test_integers_beyond_64_bits_are_refused_in_metadata_and_filters(
+    backend: Backend, rng: np.random.Generator
+) -> None:
+    """Python and JSON integers are unbounded, the stores' integers are not: such a value
+    is refused as an invalid request, in metadata and in a filter, never a driver error."""
     sig = random_signatures(rng, 1)[0]
-    backend.add(Record("big", sig, {"n": 2**70}))
+    with pytest.raises(InvalidRequest, match="64 bits"):
+        backend.add(Record("big", sig, {"n": 2**70}))
     backend.add(Record("small", sig, {"n": 1}))
-    try:
-        got = backend.search(sig, limit=5, max_distance=0.5, where={"n": 2**70})
-    except InvalidRequest:
-        return
-    assert [m.filepath for m in got] == ["big"]
+    with pytest.raises(InvalidRequest, match="64-bit"):
+        backend.search(sig, limit=5, max_distance=0.5, where={"n": 2**70})
+    got = backend.search(sig, limit=5, max_distance=0.5, where={"n": 1})
+    assert [m.filepath for m in got] == ["small"]
 
 
 def test_non_finite_metadata_does_not_break_filters(

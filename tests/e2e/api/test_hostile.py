@@ -10,14 +10,18 @@ import json
 import socket
 import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from lookalike.records import INVALID_METADATA, MAX_FILTER_KEYS
 
+from .conftest import Servers
 from .test_serve import Served, serve
 
 
@@ -45,6 +49,12 @@ def still_serving(client: httpx.Client) -> int:
     assert client.get("/ping").json()["status"] == "ok"
     count: int = client.get("/count").json()["result"][0]
     return count
+
+
+@pytest.fixture(scope="module")
+def noise_png() -> bytes:
+    """A small picture full of detail: quick to decode and sign."""
+    return png(np.random.default_rng(7).integers(0, 256, (64, 64, 3), dtype=np.uint8))
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -300,3 +310,68 @@ def test_a_request_beyond_the_decode_slots_waits_then_gets_503_with_retry_after(
         assert busy.headers["Retry-After"] == "1"
         assert live.call("GET", "/ping").status_code == 200  # no decode: not held up
     assert live.call("POST", "/search", files={"image": photo_bytes["coins"]}).status_code == 200
+
+
+# -- every storable value can be served: a property ---------------------------------------------
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(codec=None, categories=None), max_size=8)  # surrogates included
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@pytest.fixture(scope="module")
+def property_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    servers = Servers(tmp_path_factory.mktemp("property"))
+    yield servers.start()
+    servers.stop_all()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    metadata=st.dictionaries(
+        st.text(st.characters(codec=None), max_size=5), JSON_VALUES, max_size=4
+    ),
+    depth=st.integers(0, 40),
+)
+def test_metadata_is_refused_or_served_by_every_search_that_finds_it(
+    property_server, noise_png, metadata, depth
+):
+    """Arbitrary JSON (any Unicode, surrogates too; big integers; nesting up to 40 more
+    levels): /add answers 400 with a message, or the record round-trips and the searches
+    that return it (by image, by filepath, filtered on its own keys) all answer 200."""
+    live = property_server
+    for _ in range(depth):
+        metadata = {"n": metadata}
+    text = json.dumps(metadata)  # lone surrogates travel as \\ud800 escapes
+    added = live.call(
+        "POST", "/add", files={"image": noise_png}, data={"filepath": "p", "metadata": text}
+    )
+    if added.status_code == 400:
+        assert added.json()["error"], added.text
+        return
+    assert added.status_code == 200, added.text
+    by_image = live.call("POST", "/search", files={"image": noise_png})
+    assert by_image.status_code == 200, by_image.text
+    (found,) = [m for m in by_image.json()["result"] if m["filepath"] == "p"]
+    assert found["metadata"] == json.loads(text)
+    assert live.call("POST", "/search", data={"filepath": "p"}).status_code == 200
+    scalars = {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
+    filtered = live.call(
+        "POST", "/search", files={"image": noise_png}, data={"filter": json.dumps(scalars)}
+    )
+    if all(scalars):  # a filter key must not be empty; a metadata key may be
+        assert filtered.status_code == 200, filtered.text
+        assert "p" in [m["filepath"] for m in filtered.json()["result"]]
+    else:
+        refused(filtered, 400, "non-empty")
