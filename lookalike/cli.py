@@ -7,6 +7,8 @@ become one line on stderr and an exit code, mapped in one place (``EXIT_CODES``)
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import ipaddress
 import json
 import os
@@ -16,6 +18,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from . import tuning
 from .config import Settings
@@ -190,6 +195,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         "lookalike.api:app_from_environment",
         factory=True,
+        http=DeadlineH11Protocol,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
@@ -208,6 +214,69 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     print(f"lookalike: serving http://{settings.host}:{settings.port}", file=sys.stderr)
     Multiprocess(config, sockets=[_listen(settings.host, settings.port)]).run()
     return 0
+
+
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, with a deadline on reading each request: from its first
+    byte (or the connection's opening) to the end of its body, ``request_timeout``
+    seconds. uvicorn bounds only the idle time between requests, so a client sending
+    headers or a body a byte at a time could hold a connection for ever. At the deadline
+    a request whose headers have not all come is answered 408; one whose body has not is
+    cut off. Module-level, so that uvicorn can hand it to worker processes."""
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE:
+            self._arm()  # a new request begins (or an idle connection speaks again)
+        super().data_received(data)
+        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+            self._disarm()  # received whole (DONE), or the connection is over
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(_request_timeout(), self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        cycle = getattr(self, "cycle", None)  # the last request's, if any
+        if self.conn.their_state is h11.IDLE and (cycle is None or cycle.response_complete):
+            self.transport.write(_timeout_answer())  # the headers never came whole
+        self.transport.close()
+
+
+@functools.cache
+def _request_timeout() -> float:
+    """This worker's request deadline, from the environment ``serve`` prepared."""
+    return Settings.from_env(os.environ).request_timeout
+
+
+@functools.cache
+def _timeout_answer() -> bytes:
+    seconds = _request_timeout()
+    body = json.dumps(
+        {"status": "fail", "error": [f"request not received within {seconds:g} s"],
+         "method": "", "result": []}
+    ).encode()  # fmt: skip
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
 
 
 def _listen(host: str, port: int) -> socket.socket:

@@ -106,6 +106,9 @@ class Settings:
     max_image_pixels: int = _setting(
         50_000_000, "Largest accepted image, in pixels (checked before decoding)"
     )
+    request_timeout: float = _setting(
+        30.0, "Seconds a client has to send a whole request, headers and body (then 408 or close)"
+    )
     max_decodes: int = _setting(
         2, "Images one worker process decodes at once; more requests wait (see the next)"
     )
@@ -181,6 +184,8 @@ class Settings:
             raise ConfigError("WORKER_COUNT must be at least 1")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("LOOKALIKE_LOG_LEVEL must be debug, info, warning or error")
+        if self.request_timeout <= 0:
+            raise ConfigError("request_timeout must be positive")
         if self.max_decodes < 1 or self.decode_wait < 0:
             raise ConfigError("max_decodes must be at least 1 and decode_wait not negative")
         if self.fetch_timeout <= 0 or self.fetch_connect_timeout <= 0:

@@ -279,6 +279,10 @@ def _read(response: httpx.Response, max_bytes: int, deadline: _Deadline) -> byte
             raise ImageTooLarge(f"image at URL is larger than {max_bytes} bytes")
         if deadline.remaining() <= 0:
             raise httpx.ReadTimeout("deadline passed")
+    # Cut at the deadline, the connection ends as if the body were complete: a partial
+    # image must be reported as the timeout it is, not as an undecodable picture.
+    if deadline.remaining() <= 0:
+        raise httpx.ReadTimeout("deadline passed")
     return bytes(body)
 
 

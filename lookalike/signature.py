@@ -139,27 +139,36 @@ def _reference_signature(image: npt.NDArray[np.uint8] | FloatArray) -> Signature
 
 
 def _reference_orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signature:
-    """``orientations`` from the whole float64 grey image and its transpose.
+    """``orientations`` from the whole float64 grey image, then from its transpose.
 
     The 8 images are 4 flips of the grey image and of its transpose; the crop profiles of
     a flip are the profiles of its base read backwards or summed the other way, and its
     patches are gathered from the base through flipped indices, with the same sums.
     """
-    g = _grey_of(image, profiles=False)[0]  # _four_profiles below makes all it needs
-    bases = {False: g, True: np.ascontiguousarray(g.T)}
-    profiles = {transposed: _four_profiles(base) for transposed, base in bases.items()}
     out = np.empty((len(_LAYOUTS), LENGTH), dtype=np.int8)
-    for i, (transposed, flip_rows, flip_columns) in enumerate(_LAYOUTS):
-        rows, rows_reversed, columns, columns_upward = profiles[transposed]
-        row_profile = rows_reversed if flip_columns else rows
-        column_profile = columns_upward if flip_rows else columns
-        out[i] = _signature_from_profiles(
-            bases[transposed],
-            row_profile[::-1] if flip_rows else row_profile,
-            column_profile[::-1] if flip_columns else column_profile,
-            flip_rows=flip_rows,
-            flip_columns=flip_columns,
-        )
+    g = _grey_of(image, profiles=False)[0]  # _four_profiles below makes all it needs
+    for transposed in (False, True):
+        if transposed:
+            # One whole grey at a time (8 bytes a pixel): the transpose's own grey, where
+            # a pixel's grey does not depend on its place in a row; else a copy of g's.
+            if _is_rgb8(image) and _grey_is_per_pixel():
+                del g
+                g = _grey_of(image.transpose(1, 0, 2), profiles=False)[0]
+            else:
+                g = np.ascontiguousarray(g.T)
+        rows, rows_reversed, columns, columns_upward = _four_profiles(g)
+        for i, (turned, flip_rows, flip_columns) in enumerate(_LAYOUTS):
+            if turned != transposed:
+                continue
+            row_profile = rows_reversed if flip_columns else rows
+            column_profile = columns_upward if flip_rows else columns
+            out[i] = _signature_from_profiles(
+                g,
+                row_profile[::-1] if flip_rows else row_profile,
+                column_profile[::-1] if flip_columns else column_profile,
+                flip_rows=flip_rows,
+                flip_columns=flip_columns,
+            )
     return out
 
 
@@ -538,6 +547,7 @@ def _level_bounds(values: FloatArray) -> tuple[float, ...]:
 _INTEGER_LUMA: Final = np.array([2125, 7154, 721], dtype=np.float32)
 _INTEGER_SCALE: Final = 2_550_000.0  # 255 × 10,000: integer luma → grey in [0, 1]
 _CERTIFIED_MIN_SIDE: Final = 32
+_WHOLE_GREY_MAX_PIXELS: Final = 4_000_000  # a whole float64 grey of 32 MB at most
 
 
 def _certified(
@@ -556,10 +566,19 @@ def _certified(
     @cache
     def one_colour(axis: int) -> npt.NDArray[np.bool_]:
         flat = rgb.reshape(height, width * 3)  # compared a whole row of bytes at a time
+        stripes = range(0, height, _STRIPE_ROWS)  # temporaries of a stripe, not the image
         if axis == 0:  # each pixel of a row equals the one before it
-            same = (flat[:, 3:] == flat[:, :-3]).all(axis=1)
+            same = np.concatenate(
+                [(flat[a : a + _STRIPE_ROWS, 3:] == flat[a : a + _STRIPE_ROWS, :-3]).all(axis=1)
+                 for a in stripes]
+            )  # fmt: skip
         else:  # each row equals the first, column by column
-            same = (flat == flat[0]).all(axis=0).reshape(width, 3).all(axis=1)
+            equal = np.ones(width * 3, dtype=bool)
+            for a in stripes:
+                np.logical_and(
+                    equal, (flat[a : a + _STRIPE_ROWS] == flat[0]).all(axis=0), out=equal
+                )
+            return cast(npt.NDArray[np.bool_], equal.reshape(width, 3).all(axis=1))
         return cast(npt.NDArray[np.bool_], same)
 
     def uniform_rows(lines: Lines) -> npt.NDArray[np.bool_]:
@@ -597,8 +616,10 @@ def _certified(
         )
     if grids is None:
         return None
-    # One orientation needs the grey of its patches only; several share the whole grey.
-    pixels = rgb if len(layouts) == 1 and _grey_is_per_pixel() else grey(rgb)
+    # One orientation needs the grey of its patches only; several share the whole grey,
+    # unless it would be large (8 bytes a pixel): then each gathers its patches' own.
+    patches_only = len(layouts) == 1 or height * width > _WHOLE_GREY_MAX_PIXELS
+    pixels = rgb if patches_only and _grey_is_per_pixel() else grey(rgb)
     differences = np.empty((len(layouts), LENGTH), dtype=np.float64)
     for i, ((transposed, flip_rows, flip_columns), points) in enumerate(
         zip(layouts, grids, strict=True)

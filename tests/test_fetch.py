@@ -372,7 +372,18 @@ def trickling_body(connection: socket.socket) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("behave", [silent, trickling_headers, trickling_body])
+def trickling_body_to_the_close(connection: socket.socket) -> None:
+    """A body without a length, ended by closing: cut at the deadline, what came looks
+    complete, and must still be reported as the timeout it is."""
+    connection.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n\xff\xd8\xff\xe0")
+    for _ in range(100):
+        connection.sendall(b"x")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    "behave", [silent, trickling_headers, trickling_body, trickling_body_to_the_close]
+)
 def test_the_timeout_bounds_the_whole_fetch(
     raw_server: Callable[[Callable[[socket.socket], None]], int],
     behave: Callable[[socket.socket], None],

@@ -592,3 +592,42 @@ def test_without_a_per_pixel_grey_the_whole_grey_is_used(monkeypatch: pytest.Mon
     for name in ("astronaut-480x640", "coffee-border0", "golden-tiny.png"):
         rgb = CERTIFIED_CASES[name]
         assert sig.signature(rgb).tolist() == sig._reference_signature(rgb).tolist()
+
+
+# -- memory: large pictures ---------------------------------------------------------------------
+
+
+def _large(height: int, width: int, border: int = 0) -> npt.NDArray[np.uint8]:
+    """A photo enlarged past the whole-grey threshold, with grain, and a white border."""
+    rgb = np.asarray(Image.fromarray(photo("astronaut")).resize((width, height)))
+    grain = np.random.default_rng(3).integers(-3, 4, rgb.shape)
+    rgb = np.clip(rgb.astype(np.int16) + grain, 0, 255).astype(np.uint8)
+    return _with_border(rgb, border, border, 0, 0, 255) if border else rgb
+
+
+@pytest.mark.parametrize("border", [0, 40])
+def test_orientations_of_a_large_picture_from_its_patches_equal_the_reference(border: int):
+    """Past 4 megapixels the 8 orientations gather the grey of their patches only (no
+    whole float64 grey): the same signatures as the reference, bit for bit."""
+    rgb = _large(2100, 2000, border)
+    assert rgb.shape[0] * rgb.shape[1] > sig._WHOLE_GREY_MAX_PIXELS
+    assert sig._certified(rgb, sig._LAYOUTS) is not None
+    assert np.array_equal(sig.orientations(rgb), sig._reference_orientations(rgb))
+
+
+@pytest.mark.slow
+def test_a_49_megapixel_picture_is_signed_in_a_few_bytes_per_pixel():
+    """7000×7000 (under the default 50 MP limit): the 8 orientations allocate at most
+    4 bytes per pixel beyond the decoded RGB pixels (peak measured by tracemalloc, which
+    NumPy reports its arrays to), where a whole float64 grey alone is 8."""
+    import tracemalloc
+
+    tile = np.asarray(Image.fromarray(photo("astronaut")).resize((700, 700)))
+    rgb = np.tile(tile, (10, 10, 1))  # quick to make
+    tracemalloc.start()
+    try:
+        sig.orientations(rgb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= 4 * rgb.shape[0] * rgb.shape[1], f"{peak / rgb.shape[0] / rgb.shape[1]:.1f} B/px"

@@ -9,6 +9,7 @@ import io
 import json
 import socket
 import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -221,6 +222,48 @@ def test_an_internal_error_leaves_a_keep_alive_connection_usable(start_server):
     assert b'"internal error"' in first and b"a bug" not in first
     assert second.startswith(b"HTTP/1.1 200"), second
     assert b'"method":"ping"' in second
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`lookalike serve` that gives a client 1 s to send a whole request."""
+    folder = tmp_path_factory.mktemp("impatient")
+    yield from serve(folder, "sqlite:///" + str(folder / "store.db"), LOOKALIKE_REQUEST_TIMEOUT="1")
+
+
+def answer_to(url: str, raw: bytes) -> bytes:
+    """What the server sends back on a connection given ``raw`` and then nothing more,
+    until it closes the connection (the socket gives up after 20 s)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as conn:
+        conn.sendall(raw)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+def test_headers_that_never_finish_get_408_and_a_close(impatient):
+    answer = answer_to(impatient.url, b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"Connection: close" in answer and b"not received within 1 s" in answer
+
+
+def test_a_body_that_never_finishes_is_cut_off(impatient):
+    head = b"POST /add HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+    answer = answer_to(impatient.url, head + b"Content-Type: image/jpeg\r\n\r\n\xff\xd8")
+    assert not answer.startswith(b"HTTP/1.1 2"), answer  # closed, with or without a word
+    with httpx.Client(base_url=impatient.url) as client:
+        assert still_serving(client) == 0
+
+
+def test_a_slow_but_steady_keep_alive_client_is_not_cut_off(impatient):
+    """The deadline is per request: a connection may live longer than it, request after
+    request, as long as each request arrives whole in time."""
+    with httpx.Client(base_url=impatient.url) as client:
+        for _ in range(3):
+            assert client.get("/ping").status_code == 200
+            time.sleep(0.6)  # 1.8 s on one connection, beyond the 1 s deadline
 
 
 # -- F9, F10: ambiguity is refused; no paths to anonymous callers ------------------------------

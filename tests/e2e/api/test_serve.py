@@ -29,8 +29,9 @@ def served(tmp_path: Path) -> Iterator[Served]:
     yield from serve(tmp_path, "sqlite:///" + str(tmp_path / "store.db"))
 
 
-def serve(tmp_path: Path, backend: str) -> Iterator[Served]:
-    """`lookalike serve` with 2 workers on ``backend``, stopped at the end."""
+def serve(tmp_path: Path, backend: str, **environment: str) -> Iterator[Served]:
+    """`lookalike serve` with 2 workers on ``backend`` (and more settings from
+    ``environment``), stopped at the end."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
     env |= {
@@ -38,6 +39,7 @@ def serve(tmp_path: Path, backend: str) -> Iterator[Served]:
         "LOOKALIKE_LOG_LEVEL": "warning",
         "WORKER_COUNT": "2",
         "PORT": str(port),
+        **environment,
     }
     log = tmp_path / "serve.log"
     with log.open("wb") as output:
