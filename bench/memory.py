@@ -13,13 +13,18 @@ the burst, read from /proc; also the statuses answered and the burst's wall time
 
 from __future__ import annotations
 
+import sys
+
+# A script's folder comes first on the import path, and bench/http.py would shadow the
+# standard library's ``http`` (which httpx needs): move the folder last.
+sys.path.append(sys.path.pop(0))
+
 import argparse
 import io
 import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor

@@ -182,8 +182,13 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.replace(workers=1)
     # Workers are separate processes: hand them the settings through their environment.
     os.environ["LOOKALIKE_BACKEND"] = settings.backend
-    tuning.prepare_worker_environment(blas_threads=1 if settings.workers > 1 else None)
-    tuning.tune_this_process()
+    # This process first: tune_this_process leaves alone what the environment sets, and
+    # the next call sets it (for the workers).
+    tuning.tune_this_process(tuning.SERVE_MMAP_THRESHOLD)
+    tuning.prepare_worker_environment(
+        blas_threads=1 if settings.workers > 1 else None,
+        mmap_threshold=tuning.SERVE_MMAP_THRESHOLD,
+    )
     with Lookalike(settings):  # fail now, in one line, if the store cannot be opened
         pass
     if not settings.api_key and not _is_loopback(settings.host):
@@ -310,8 +315,8 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def _add(service: Lookalike, args: argparse.Namespace) -> int:
+    tuning.tune_this_process()  # before the next call sets the environment it defers to
     tuning.prepare_worker_environment()
-    tuning.tune_this_process()
     started = time.perf_counter()
     files = list(_image_files(args.paths))
     added = failed = 0

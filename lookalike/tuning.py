@@ -6,6 +6,10 @@ Two settings matter on Linux, both measured (see bench/search.py's ingest figure
   next image; in a virtual machine a page fault is dear, and a 640 px image costs about
   twice its decoding time in faults. Raising malloc's mmap and trim thresholds keeps
   those blocks in the process for the next image.
+  A server keeps blocks up to a smaller size (``SERVE_MMAP_THRESHOLD``): those of
+  ordinary images stay, while the arrays of a huge one are returned as soon as it is
+  done, so that a burst of 49-megapixel images does not leave gigabytes behind in
+  every thread's heap (measured by bench/memory.py).
 * With one worker process per core, a BLAS thread pool in each worker only oversubscribes
   the cores; one BLAS thread per worker is faster and steadier.
 
@@ -18,20 +22,22 @@ import ctypes
 import os
 import sys
 
-__all__ = ["prepare_worker_environment", "tune_this_process"]
+__all__ = ["SERVE_MMAP_THRESHOLD", "prepare_worker_environment", "tune_this_process"]
 
+SERVE_MMAP_THRESHOLD = 8 << 20
 _MMAP_THRESHOLD = 256 << 20
-_TRIM_THRESHOLD = 512 << 20
 # glibc's mallopt parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
-def prepare_worker_environment(*, blas_threads: int | None = 1) -> None:
+def prepare_worker_environment(
+    *, blas_threads: int | None = 1, mmap_threshold: int = _MMAP_THRESHOLD
+) -> None:
     """Set defaults that worker processes started from now on inherit."""
     defaults = {
-        "MALLOC_MMAP_THRESHOLD_": str(_MMAP_THRESHOLD),
-        "MALLOC_TRIM_THRESHOLD_": str(_TRIM_THRESHOLD),
+        "MALLOC_MMAP_THRESHOLD_": str(mmap_threshold),
+        "MALLOC_TRIM_THRESHOLD_": str(2 * mmap_threshold),
     }
     if blas_threads is not None:
         for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -40,7 +46,7 @@ def prepare_worker_environment(*, blas_threads: int | None = 1) -> None:
         os.environ.setdefault(name, value)
 
 
-def tune_this_process() -> bool:
+def tune_this_process(mmap_threshold: int = _MMAP_THRESHOLD) -> bool:
     """Raise this process's malloc thresholds now (glibc only); True if it was done."""
     if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
@@ -50,5 +56,6 @@ def tune_this_process() -> bool:
     except (OSError, AttributeError):  # not glibc
         return False
     return bool(
-        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
+        and mallopt(_M_TRIM_THRESHOLD, 2 * mmap_threshold)
     )
