@@ -22,6 +22,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -57,7 +58,8 @@ STATUS_CODES: tuple[tuple[type[LookalikeError], int], ...] = (
     (ConfigError, 500),
     (LookalikeError, 500),
 )
-_UNAUTHENTICATED = frozenset({"/ping", "/docs", "/openapi.json"})
+_DOCS_ASSETS = "/docs-assets"
+_UNAUTHENTICATED = frozenset({"/ping", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 _CLOSE = {"Connection": "close"}  # the body that follows is not read
 
 Upload = Annotated[UploadFile | None, File(description="The image, as a file upload")]
@@ -83,7 +85,9 @@ METHOD_HELP = (
 def create_app(service: Lookalike) -> FastAPI:
     """The Match-compatible API over one service."""
     settings = service.settings
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs loads Swagger UI from the package: it works offline
+        redoc_url=None,
+        static_url=_DOCS_ASSETS,
         title="lookalike",
         version=__version__,
         description="Reverse image search, compatible with Match. Every response is "
@@ -432,7 +436,8 @@ async def _checked(
 ) -> Any:
     # Before routing, so the envelope is named after the path rather than the route.
     method = request.url.path.strip("/")
-    if settings.api_key and request.url.path not in _UNAUTHENTICATED:
+    public = request.url.path in _UNAUTHENTICATED or request.url.path.startswith(_DOCS_ASSETS + "/")
+    if settings.api_key and not public:
         given = request.headers.get("authorization", "")
         expected = f"Bearer {settings.api_key}"
         if not hmac.compare_digest(given.encode(), expected.encode()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -226,6 +227,21 @@ def test_docs_page_is_served(live):
     assert page.status_code == 200
     assert "text/html" in page.headers["content-type"]
     assert "/openapi.json" in page.text
+
+
+def test_docs_page_works_offline_and_behind_the_key(start_server):
+    """Every script and stylesheet /docs loads comes from this server (nothing from a
+    CDN), and loads without the API key, like /docs itself."""
+    live = start_server(api_key="k")
+    page = live.call("GET", "/docs")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for asset in assets:
+        assert asset.startswith("/"), f"{asset} is not served by lookalike"
+        loaded = live.call("GET", asset)
+        assert loaded.status_code == 200 and len(loaded.content) > 1000, asset
+    assert live.call("GET", "/count").status_code == 401  # the key still guards the API
 
 
 def test_stats_endpoint(live, photo_bytes):
