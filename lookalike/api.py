@@ -60,6 +60,7 @@ STATUS_CODES: tuple[tuple[type[LookalikeError], int], ...] = (
 )
 _DOCS_ASSETS = "/docs-assets"
 _UNAUTHENTICATED = frozenset({"/ping", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+_UNAVAILABLE = "the store is not available right now; try again later"
 _CLOSE = {"Connection": "close"}  # the body that follows is not read
 
 Upload = Annotated[UploadFile | None, File(description="The image, as a file upload")]
@@ -376,10 +377,13 @@ def _fail(
 def _add_error_handlers(app: FastAPI) -> None:
     async def lookalike_error(request: Request, error: Exception) -> JSONResponse:
         status = next(code for kind, code in STATUS_CODES if isinstance(error, kind))
-        if status >= 500:
+        message = str(error)
+        if status >= 500 and not isinstance(error, Overloaded):
+            # The store's own words (driver errors, file paths) go to the log, not to clients.
             log.error("%s %s failed: %s", request.method, request.url.path, error)
+            message = _UNAVAILABLE if status == 503 else "internal error"
         retry = {"Retry-After": "1"} if isinstance(error, Overloaded) else None
-        return _fail(request, status, str(error), headers=retry)
+        return _fail(request, status, message, headers=retry)
 
     async def validation_error(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)

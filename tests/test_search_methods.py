@@ -11,7 +11,7 @@ import pytest
 from conftest import PHOTOS
 from PIL import Image
 
-from lookalike import InvalidRequest, Settings
+from lookalike import InvalidImage, InvalidRequest, Settings
 from lookalike.records import Record
 from lookalike.service import Lookalike
 from lookalike.signature import distance as signature_distance
@@ -202,3 +202,27 @@ def test_hybrid_drops_an_unsure_signature_match_the_embeddings_call_unrelated(
         ("ally", "embedding"),
         ("plain", "signature"),
     ]
+
+
+def test_with_embeddings_a_blank_picture_is_stored_and_found_by_its_embedding(
+    stored: Lookalike,
+) -> None:
+    """A picture with no detail for the signature (one colour) is refused when the
+    signature is the only method; with embeddings it is stored, found by embedding and
+    hybrid, and two identical ones compare as identical rather than at score 0."""
+    import io
+
+    def flat(colour: tuple[int, int, int]) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (320, 240), colour).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    stored.add("blank-red", flat((200, 30, 30)))
+    assert not stored.get("blank-red").signature.any()
+    for method in ("embedding", "hybrid"):
+        found = stored.search(flat((200, 30, 30)), method=method)
+        assert found and found[0].filepath == "blank-red", method
+    same = stored.compare(flat((200, 30, 30)), flat((200, 30, 30)), method="hybrid")
+    assert same.score > 99
+    with pytest.raises(InvalidImage, match="no detail"):
+        stored.search(flat((200, 30, 30)), method="signature")

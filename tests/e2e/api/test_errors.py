@@ -233,7 +233,7 @@ def test_url_that_never_answers_times_out(start_server, silent_port):
     assert time.monotonic() - started < 10  # bounded: the fetch deadline held
 
 
-def test_backend_down_is_503(live, photo_bytes):
+def test_backend_down_is_503(live, photo_bytes, caplog):
     live.service.backend.close()  # the store goes away under a running server
     response = live.call(
         "POST", "/add", files={"image": photo_bytes["coins"]}, data={"filepath": "x"}
@@ -241,6 +241,11 @@ def test_backend_down_is_503(live, photo_bytes):
     assert response.status_code == 503
     assert response.json()["status"] == "fail"
     assert live.call("GET", "/ping").status_code == 200
+    # what the driver said, and where the store lives, is logged but not answered
+    assert response.json()["error"] == ["the store is not available right now; try again later"]
+    path = live.service.settings.backend.removeprefix("sqlite:///")
+    assert any("SQLite store" in r.getMessage() for r in caplog.records)
+    assert path not in response.text
 
 
 def test_api_key_guards_everything_but_ping(start_server, photo_bytes):
