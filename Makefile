@@ -74,6 +74,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/http.py
+	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/embeddings.py
 	$(BIN)/python bench/embeddings_index.py
 
