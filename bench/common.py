@@ -8,15 +8,19 @@ environment that has NumPy and Pillow (scikit-image is needed for the photos).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import io
 import json
 import os
 import platform
+import signal
+import socket
 import subprocess
 import sys
+import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
@@ -182,6 +186,52 @@ def _json_default(value: object) -> object:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+# -- a server ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def lookalike_serve(store: Path, workers: int, **environment: str) -> Iterator[tuple[str, int]]:
+    """`lookalike serve` in a subprocess on a free loopback port with a SQLite ``store``,
+    ``workers`` processes and more settings from ``environment`` (the caller's own
+    LOOKALIKE_ settings left out); yields its URL and pid, and stops it on exit."""
+    import httpx  # the benchmarks that start no server run without it
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    env |= {
+        "LOOKALIKE_BACKEND": "sqlite:///" + str(store),
+        "LOOKALIKE_LOG_LEVEL": "warning",
+        "WORKER_COUNT": str(workers),
+        "PORT": str(port),
+        **environment,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lookalike", "serve"], env=env, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/ping", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("lookalike serve did not start")
+            time.sleep(0.2)
+        yield url, process.pid
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 # -- process memory -----------------------------------------------------------------------

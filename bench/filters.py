@@ -19,10 +19,6 @@ sys.path.append(sys.path.pop(0))
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -30,7 +26,15 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-from common import encode, percentile, photos, resize_long_side, table, write_results
+from common import (
+    encode,
+    lookalike_serve,
+    percentile,
+    photos,
+    resize_long_side,
+    table,
+    write_results,
+)
 
 
 def main() -> None:
@@ -42,7 +46,10 @@ def main() -> None:
     args = parser.parse_args()
     pictures = [encode(resize_long_side(p, 640)) for p in photos().values()]
     hostile_filter = json.dumps({f"key{i}": f"value{i}" for i in range(args.keys)})
-    with tempfile.TemporaryDirectory() as folder, _server(Path(folder) / "store.db") as url:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        lookalike_serve(Path(folder) / "store.db", 2) as (url, _),
+    ):
         with httpx.Client(timeout=120) as client:
             for i in range(args.images):
                 fields = {"filepath": f"p/{i}", "metadata": json.dumps({"i": i})}
@@ -84,39 +91,6 @@ def main() -> None:
         results["ordinary_searches"], f"{results['p50_ms']:.0f} ms",
         f"{results['p90_ms']:.0f} ms", json.dumps(results["hostile_statuses"])]]))  # fmt: skip
     print(write_results("filters", vars(args), results))
-
-
-class _server:
-    """`lookalike serve` with 2 workers in a subprocess on a free loopback port."""
-
-    def __init__(self, store: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
-        env |= {"LOOKALIKE_BACKEND": "sqlite:///" + str(store), "LOOKALIKE_LOG_LEVEL": "warning",
-                "WORKER_COUNT": "2", "PORT": str(self.port)}  # fmt: skip
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "lookalike", "serve"], env=env, start_new_session=True
-        )
-
-    def __enter__(self) -> str:
-        url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/ping", timeout=1).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("lookalike serve did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

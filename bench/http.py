@@ -20,11 +20,7 @@ import sys
 sys.path.append(sys.path.pop(0))
 
 import argparse
-import os
 import random
-import signal
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -53,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         store = Path(scratch) / "bench.db"
         _preload(store, images, args.preload)
-        with _server(store, args.workers) as url:
+        with common.lookalike_serve(store, args.workers) as (url, _):
             sequential_http = _sequential(url, images, 200)
             load = _load(url, images, seconds, args.clients)
         in_process = _in_process(store, images, 200)
@@ -129,43 +125,6 @@ def _preload(store: Path, images: list[bytes], count: int) -> None:
     with Lookalike(Settings(backend="sqlite:///" + str(store))) as service:
         for i in range(count):
             service.add(f"preload/{i}", images[i % len(images)], {"i": i})
-
-
-class _server:
-    """`lookalike serve` in a subprocess on a free loopback port, stopped on exit."""
-
-    def __init__(self, store: Path, workers: int) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        env = dict(os.environ)
-        env |= {
-            "LOOKALIKE_BACKEND": "sqlite:///" + str(store),
-            "LOOKALIKE_LOG_LEVEL": "warning",
-            "WORKER_COUNT": str(workers),
-            "PORT": str(self.port),
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "lookalike", "serve"], env=env, start_new_session=True
-        )
-
-    def __enter__(self) -> str:
-        url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/ping", timeout=1).status_code == 200:
-                    return url
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("lookalike serve did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def _request(client: httpx.Client, url: str, op: str, image: bytes, name: str) -> bool:

@@ -21,10 +21,6 @@ sys.path.append(sys.path.pop(0))
 
 import argparse
 import io
-import os
-import signal
-import socket
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +28,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from common import table, write_results
+from common import lookalike_serve, table, write_results
 from PIL import Image
 
 
@@ -64,42 +60,15 @@ def burst(url: str, image: bytes, clients: int) -> list[int]:
 
 
 def measure(image: bytes, clients: int, max_decodes: int, folder: Path) -> dict[str, object]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
-    env |= {
-        "LOOKALIKE_BACKEND": "sqlite:///" + str(folder / f"store-{max_decodes}.db"),
-        "LOOKALIKE_LOG_LEVEL": "warning",
-        "LOOKALIKE_MAX_DECODES": str(max_decodes),
-        "LOOKALIKE_DECODE_WAIT": "600",
-        "WORKER_COUNT": "1",
-        "PORT": str(port),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lookalike", "serve"], env=env, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url + "/ping", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("lookalike serve did not start") from None
-                time.sleep(0.2)
-        small = huge_png(256)
-        burst(url, small, 1)  # imports and first-call set-up out of the figure
-        before = status_of(process.pid)
+    store = folder / f"store-{max_decodes}.db"
+    settings = {"LOOKALIKE_MAX_DECODES": str(max_decodes), "LOOKALIKE_DECODE_WAIT": "600"}
+    with lookalike_serve(store, 1, **settings) as (url, pid):
+        burst(url, huge_png(256), 1)  # imports and first-call set-up out of the figure
+        before = status_of(pid)
         started = time.perf_counter()
         statuses = burst(url, image, clients)
         seconds = time.perf_counter() - started
-        after = status_of(process.pid)
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        after = status_of(pid)
     return {
         "max_decodes": max_decodes,
         "statuses": statuses,
