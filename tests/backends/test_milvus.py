@@ -565,7 +565,9 @@ def http_service(tmp_path: Path) -> Iterator[Callable[..., Any]]:
 
 
 def test_http_api_end_to_end(
-    http_service: Callable[..., Any], photo_bytes: dict[str, bytes]
+    http_service: Callable[..., Any],
+    photo_bytes: dict[str, bytes],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     client, url, service = http_service(milvus_timeout=1.0)
     for name, data in photo_bytes.items():
@@ -601,7 +603,11 @@ def test_http_api_end_to_end(
     server_manager_instance.release_server(os.path.abspath(service.backend.target.lite))
     down = client.post(f"{url}/search", files={"image": ("q.jpg", photo_bytes["coffee"])})
     assert down.status_code == 503
-    assert down.json()["status"] == "fail" and "Milvus" in down.json()["error"][0]
+    assert down.json()["status"] == "fail"
+    # the client is told the store is unavailable; what Milvus said, and where, is logged
+    assert down.json()["error"] == ["the store is not available right now; try again later"]
+    assert service.backend.target.lite not in down.text
+    assert any("Milvus" in r.getMessage() for r in caplog.records)
     assert client.get(f"{url}/ping").status_code == 200
 
 
