@@ -26,8 +26,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from . import __version__
-from .config import Settings
+from .config import VERSION, Settings
 from .errors import (
     BackendUnavailable,
     ConfigError,
@@ -90,7 +89,7 @@ def create_app(service: Lookalike) -> FastAPI:
         redoc_url=None,
         static_url=_DOCS_ASSETS,
         title="lookalike",
-        version=__version__,
+        version=VERSION,
         description="Reverse image search, compatible with Match. Every response is "
         '`{"status": "ok"|"fail", "error": [...], "method": "...", "result": [...]}`.',
         dependencies=[Depends(_each_field_once)],

@@ -14,7 +14,10 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "setting_variables"]
+__all__ = ["VERSION", "Settings", "setting_variables"]
+
+VERSION = "0.1.0"
+"""lookalike's version (``lookalike.__version__``; the same as pyproject.toml's)."""
 
 DEFAULT_BACKEND = "sqlite:///data/lookalike.db"
 

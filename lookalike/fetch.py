@@ -27,8 +27,7 @@ from typing import Any
 
 import httpx
 
-from . import __version__
-from .config import Settings
+from .config import VERSION, Settings
 from .errors import ConfigError, FetchError, ImageTooLarge
 
 __all__ = ["AddressPolicy", "fetch"]
@@ -53,7 +52,7 @@ _KINDS = (
 )
 
 _HEADERS = {
-    "User-Agent": f"lookalike/{__version__}",
+    "User-Agent": f"lookalike/{VERSION}",
     "Accept": "image/*, */*;q=0.5",
     # Images are compressed already; compression on top would only hide the real size.
     "Accept-Encoding": "identity",
