@@ -2,8 +2,11 @@
 
 Every response is Match's envelope ``{"status", "error", "method", "result"}``.
 Parameters arrive as form fields (urlencoded or multipart) or, for the read-only
-endpoints, as query parameters. Errors are mapped to status codes in one place,
-``STATUS_CODES``; nothing else here decides a status.
+endpoints, as query parameters. lookalike's own errors are mapped to status codes in
+one place, ``STATUS_CODES``. Two other places answer before an endpoint runs: the
+middleware's checks of access and framing (401 for the API key; 400 for two framings,
+411 for chunks, 413 for a body over the limit; 400 for a text field that is not UTF-8),
+and the framework's own errors (404, 405, and 400 for a parameter of the wrong type).
 """
 
 from __future__ import annotations
@@ -94,7 +97,6 @@ def create_app(service: Lookalike) -> FastAPI:
         '`{"status": "ok"|"fail", "error": [...], "method": "...", "result": [...]}`.',
         dependencies=[Depends(_each_field_once)],
     )
-    app.state.service = service
 
     async def image_of(upload: UploadFile | None, url: str | None, name: str) -> bytes:
         if upload is not None and url:

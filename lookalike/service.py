@@ -279,22 +279,22 @@ class Lookalike:
         two spellings of one cutoff, on the method's scale; the stricter wins. ``collapse``
         names a metadata key: at most one result (the best) per value of it.
         """
-        how = self._method(method)
-        options = self._search_options(how, limit, max_distance, min_score, where, collapse)
+        method = self._method(method)
+        options = self._search_options(method, limit, max_distance, min_score, where, collapse)
         rotate = self.settings.all_orientations if all_orientations is None else all_orientations
         turns = range(len(signature.ORIENTATIONS) if rotate else 1)
         signatures = embedded = None
         with self._decoding():  # after the cheap checks
             pixels, footprint = _decoded(source, self.settings)
-            if how != "embedding":
+            if method != "embedding":
                 sign = signature.orientations if rotate else signature.signature
                 signatures = sign(pixels, footprint)
-                if how == "signature" and not signatures.any():
+                if method == "signature" and not signatures.any():
                     raise InvalidImage(BLANK)
-            if how != "signature":
+            if method != "signature":
                 embedded = self.embed([signature.turn(pixels, i) for i in turns])
             del pixels
-        return self._search(how, signatures, embedded, options)
+        return self._search(method, signatures, embedded, options)
 
     def search_stored(
         self,
@@ -308,27 +308,27 @@ class Lookalike:
         collapse: str | None = None,
     ) -> list[Match]:
         """Stored images like the one stored under ``filepath`` (itself included)."""
-        how = self._method(method)
-        options = self._search_options(how, limit, max_distance, min_score, where, collapse)
+        method = self._method(method)
+        options = self._search_options(method, limit, max_distance, min_score, where, collapse)
         record = self.get(filepath)
-        if how != "signature" and record.embedding is None:
+        if method != "signature" and record.embedding is None:
             raise InvalidRequest(f"{filepath!r} was stored without an embedding")
         embedded = None if record.embedding is None else record.embedding[None]
-        return self._search(how, record.signature, embedded, options)
+        return self._search(method, record.signature, embedded, options)
 
     def _method(self, method: str | None) -> str:
-        how = self.settings.search_method if method is None else method
-        if how not in METHODS:
+        method = self.settings.search_method if method is None else method
+        if method not in METHODS:
             raise InvalidRequest(f"method must be one of {', '.join(METHODS)}")
-        if how != "signature" and not self.settings.embeddings:
+        if method != "signature" and not self.settings.embeddings:
             raise InvalidRequest(
-                f"method {how} needs embeddings: start lookalike with LOOKALIKE_EMBEDDINGS=true"
+                f"method {method} needs embeddings: start lookalike with LOOKALIKE_EMBEDDINGS=true"
             )
-        return how
+        return method
 
     def _search(
         self,
-        how: str,
+        method: str,
         signatures: npt.NDArray[np.int8] | None,
         embedded: npt.NDArray[np.float32] | None,
         options: dict[str, Any],
@@ -337,17 +337,17 @@ class Lookalike:
         if collapse is not None:  # room for the results that collapsing will drop
             limit = max(limit, min(limit * _COLLAPSE_FETCH, _COLLAPSE_MOST))
         found: list[Match] = []
-        if signatures is not None and how != "embedding":
+        if signatures is not None and method != "embedding":
             cutoff = options["signature_cutoff"]
             queries = np.atleast_2d(signatures)
             found += self.backend.search(queries, limit=limit, max_distance=cutoff, where=where)
-        if embedded is not None and how != "signature":
+        if embedded is not None and method != "signature":
             cutoff = options["embedding_cutoff"]
             found += self.backend.search_embedding(
                 embedded, limit=limit, max_distance=cutoff, where=where
             )
         ranked: Iterable[Match] = found
-        if how == "hybrid" and embedded is not None:
+        if method == "hybrid" and embedded is not None:
             by_embedding = {m.filepath for m in found if m.method == "embedding"}
             ranked = (
                 match
@@ -379,7 +379,7 @@ class Lookalike:
 
     def _search_options(
         self,
-        how: str,
+        method: str,
         limit: int | None,
         max_distance: float | None,
         min_score: float | None,
@@ -388,8 +388,8 @@ class Lookalike:
     ) -> dict[str, Any]:
         """Limit, filter, collapse key and a cutoff per method. In hybrid, a cutoff given is on the
         signature's scale, and the embedding's follows it."""
-        widest = 2.0 if how == "embedding" else 1.0
-        default = self.settings.embedding_max_distance if how == "embedding" else None
+        widest = 2.0 if method == "embedding" else 1.0
+        default = self.settings.embedding_max_distance if method == "embedding" else None
         cutoff = default or self.settings.max_distance
         if max_distance is not None:
             if not 0.0 <= max_distance <= widest:
@@ -412,7 +412,7 @@ class Lookalike:
             "where": check_filter(where),
             "collapse": collapse,
             "signature_cutoff": cutoff,
-            "embedding_cutoff": cutoff if how == "embedding" else cutoff * scale,
+            "embedding_cutoff": cutoff if method == "embedding" else cutoff * scale,
         }
 
     def compare(
@@ -426,12 +426,12 @@ class Lookalike:
         """How alike two images are; with ``all_orientations`` the second may be turned.
         ``method`` as for ``search``; with embeddings enabled, both methods' scores are
         reported whatever the method."""
-        how = self._method(method)
+        method = self._method(method)
         with self._decoding():
-            return self._compare(first, second, all_orientations, how)
+            return self._compare(first, second, all_orientations, method)
 
     def _compare(
-        self, first: ImageSource, second: ImageSource, all_orientations: bool, how: str
+        self, first: ImageSource, second: ImageSource, all_orientations: bool, method: str
     ) -> Comparison:
         (one, one_footprint), (two, two_footprint) = (
             _decoded(first, self.settings),
@@ -445,7 +445,7 @@ class Lookalike:
             d = signature.distances(rows, a)
             turn = int(np.argmin(d))
             found.append(Comparison(float(d[turn]), signature.ORIENTATIONS[turn]))
-        elif how == "signature":  # blank signatures are at distance 1, even from themselves
+        elif method == "signature":  # blank signatures are at distance 1, even from themselves
             raise InvalidImage(BLANK)
         if self.settings.embeddings:
             turns = range(len(signature.ORIENTATIONS) if all_orientations else 1)
@@ -454,12 +454,12 @@ class Lookalike:
             orientation = signature.ORIENTATIONS[int(best[0])]
             found.append(Comparison(float(cosine[0]), orientation, "embedding"))
         scores = {c.method: c.score for c in found}
-        if how == "hybrid":
+        if method == "hybrid":
             scale = self._hybrid_scale
             by_signature = [c if c.method == "signature" else _scaled(c, scale) for c in found]
             chosen = min(by_signature, key=lambda c: c.distance)
         else:
-            chosen = next(c for c in found if c.method == how)
+            chosen = next(c for c in found if c.method == method)
         return dataclasses.replace(chosen, scores=scores if len(scores) > 1 else None)
 
     def get(self, filepath: str) -> Record:
