@@ -321,11 +321,13 @@ def _boolean(name: str, text: str | None) -> bool | None:
 def _integer(name: str, text: str | None, default: int, most: int) -> int:
     if text is None or text == "":
         return default
+    if len(text) > 40:  # no int() of an arbitrarily long number
+        raise InvalidRequest(f"{name} must be from 0 to {most}")
     try:
-        value = int(text[:40])
+        value = int(text)
     except ValueError:
         raise InvalidRequest(f"{name} must be a whole number") from None
-    if not 0 <= value <= most or len(text) > 40:
+    if not 0 <= value <= most:
         raise InvalidRequest(f"{name} must be from 0 to {most}")
     return value
 

@@ -177,7 +177,9 @@ class SQLiteBackend:
             return None
         path, blob, metadata, created, updated, embedding = row[0]
         signature = np.frombuffer(blob, dtype=np.int8).copy()
-        return Record(path, signature, _loads(metadata), created, updated, decode(embedding))
+        return Record(
+            path, signature, loads_metadata(metadata), created, updated, decode(embedding)
+        )
 
     def count(self) -> int:
         with self._lock:
@@ -239,7 +241,7 @@ class SQLiteBackend:
                 path,
                 float(hits.distances[i]),
                 ORIENTATIONS[hits.orientations[i]],
-                _loads(metadata),
+                loads_metadata(metadata),
                 method,
             )
             for i, row_id in zip(chosen.tolist(), ids.tolist(), strict=True)
@@ -475,6 +477,3 @@ def _row(record: Record) -> _Row:
     text = None if metadata is None else json.dumps(metadata, allow_nan=False)
     embedding = encode(check_embedding(record.embedding))
     return check_filepath(record.filepath), signature.tobytes(), text, embedding
-
-
-_loads = loads_metadata

@@ -14,12 +14,10 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from e2e.api.test_serve import serve
 
 from lookalike import Settings
 
@@ -247,44 +246,11 @@ def run_healthcheck(port: int) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def served_with_key(tmp_path: Path) -> Iterator[int]:
-    """`lookalike serve` on 127.0.0.1 with an API key, one worker, an in-memory store."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
-    env |= {
-        "LOOKALIKE_BACKEND": "memory://",
-        "LOOKALIKE_API_KEY": "test-key",
-        "LOOKALIKE_LOG_LEVEL": "warning",
-        "WORKER_COUNT": "1",
-        "PORT": str(port),
-    }
-    log = tmp_path / "serve.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "lookalike", "serve"],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1):
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"lookalike serve did not come up:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield port
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    """`lookalike serve` on 127.0.0.1 with an API key, one worker, an in-memory store:
+    its port."""
+    settings = {"LOOKALIKE_API_KEY": "test-key", "WORKER_COUNT": "1"}
+    for served in serve(tmp_path, "memory://", **settings):  # stopped when the test ends
+        yield int(served.url.rsplit(":", 1)[1])
 
 
 def test_healthcheck_passes_on_a_serving_lookalike_and_fails_without_one(served_with_key):
