@@ -36,7 +36,8 @@ from common import summary, table, write_results
 from lookalike.backends import embedding_index
 from lookalike.backends.sqlite import SQLiteBackend
 from lookalike.backends.sqlite_embeddings import CANDIDATES
-from lookalike.records import EMBEDDING_DIMENSION, Record
+from lookalike.records import Record
+from lookalike.vectors import EMBEDDING_DIMENSION
 
 CUTOFF = 0.25
 LIMIT = 10

@@ -326,7 +326,7 @@ def load_runtime() -> None:
     """Load onnxruntime now, if it is installed. Loaded after usearch's compiled module
     (the HNSW index of the SQLite store), onnxruntime crashes the process as it loads
     (usearch 2.26, onnxruntime 1.32); the other way round both work. So whatever loads
-    usearch calls this first."""
+    usearch calls this first: the service, before it opens its store."""
     from importlib.util import find_spec
 
     if find_spec("onnxruntime") is not None:

@@ -19,7 +19,6 @@ import numpy.typing as npt
 from .errors import InvalidRequest
 
 __all__ = [
-    "EMBEDDING_DIMENSION",
     "INT64_RANGE",
     "INVALID_METADATA",
     "MAX_FILEPATH_BYTES",
@@ -27,15 +26,18 @@ __all__ = [
     "MAX_METADATA_BYTES",
     "MAX_METADATA_DEPTH",
     "METHODS",
+    "Comparison",
+    "FileResult",
+    "Filter",
     "Footprint",
     "Match",
     "Metadata",
     "Record",
-    "as_stored",
     "check_filepath",
     "check_filter",
     "check_metadata",
     "loads_metadata",
+    "matches_filter",
     "score_of",
     "servable",
 ]
@@ -43,9 +45,8 @@ __all__ = [
 log = logging.getLogger("lookalike")
 
 Metadata = dict[str, Any]
-
-EMBEDDING_DIMENSION = 1280
-"""Length of an image embedding (EfficientNet-Lite0's pooled features)."""
+Filter = Mapping[str, Any]
+"""Metadata keys and the JSON scalars they must equal."""
 
 METHODS = ("signature", "embedding", "hybrid")
 """How a search compares images: the Goldberg signature (copies), the CNN embedding
@@ -169,6 +170,27 @@ def check_filter(where: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return dict(where)
 
 
+def matches_filter(metadata: Metadata | None, where: Filter) -> bool:
+    """True if ``metadata`` satisfies the equality filter (the reference semantics)."""
+    if not where:
+        return True
+    if not metadata:
+        return False
+    for key, wanted in where.items():
+        if key not in metadata:
+            return False
+        have = metadata[key]
+        if isinstance(wanted, bool) or isinstance(have, bool):
+            if not (isinstance(wanted, bool) and isinstance(have, bool) and have == wanted):
+                return False
+        elif isinstance(wanted, int | float) and isinstance(have, int | float):
+            if have != wanted:
+                return False
+        elif type(have) is not type(wanted) or have != wanted:
+            return False
+    return True
+
+
 def loads_metadata(text: str | None) -> Metadata | None:
     """Metadata from the JSON text a store kept; text that does not parse any more (an
     older version's, nested past the parser's depth) reads as ``{INVALID_METADATA: …}``."""
@@ -194,15 +216,6 @@ def servable(match: Match) -> Match:
         log.warning("stored metadata of %r cannot be served: %s", match.filepath, problem)
         return dataclasses.replace(match, metadata={INVALID_METADATA: str(problem)})
     return match
-
-
-def as_stored(embeddings: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """Embedding values as every store keeps them: rounded to float16, held as float32
-    (exact either way), so an embedding reads back as it was written, in any store."""
-    rounded: npt.NDArray[np.float32] = (
-        np.asarray(embeddings, dtype=np.float32).astype(np.float16).astype(np.float32)
-    )
-    return rounded
 
 
 def score_of(distance: float) -> float:
@@ -251,6 +264,38 @@ class Match:
             "orientation": self.orientation,
             "method": self.method,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """How alike two images are: Match's score, the distance and the orientation used."""
+
+    distance: float
+    orientation: str = "identity"
+    method: str = "signature"
+    scores: dict[str, float] | None = None  # each method's score, when there are two
+
+    @property
+    def score(self) -> float:
+        return score_of(self.distance)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result object of ``/compare`` and of ``lookalike compare --json``."""
+        out = {
+            "score": self.score,
+            "distance": self.distance,
+            "orientation": self.orientation,
+            "method": self.method,
+        }
+        return out if self.scores is None else {**out, "scores": self.scores}
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """The outcome of adding one file: ``error`` is None when it was stored."""
+
+    filepath: str
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

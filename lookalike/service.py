@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from multiprocessing import get_context
@@ -36,8 +35,6 @@ import numpy.typing as npt
 
 from . import embeddings, images, signature
 from .backends import Backend, one_process_only, open_backend
-from .backends.base import Filter
-from .backends.vectors import cosine_distances
 from .config import Settings
 from .errors import (
     ConfigError,
@@ -51,22 +48,22 @@ from .fetch import AddressPolicy
 from .fetch import fetch as fetch_url
 from .records import (
     METHODS,
+    Comparison,
+    FileResult,
+    Filter,
     Footprint,
     Match,
     Metadata,
     Record,
-    as_stored,
     check_filepath,
     check_filter,
     check_metadata,
-    score_of,
     servable,
 )
+from .vectors import as_stored, cosine_distances
 
 __all__ = [
     "SIGNATURE_SURE",
-    "Comparison",
-    "FileResult",
     "ImageSource",
     "Lookalike",
     "one_process_store",
@@ -77,38 +74,6 @@ R = TypeVar("R")
 
 ImageSource = bytes | str | os.PathLike[str]
 """Image bytes, or the path of a local image file."""
-
-
-@dataclass(frozen=True, slots=True)
-class Comparison:
-    """How alike two images are: Match's score, the distance and the orientation used."""
-
-    distance: float
-    orientation: str = "identity"
-    method: str = "signature"
-    scores: dict[str, float] | None = None  # each method's score, when there are two
-
-    @property
-    def score(self) -> float:
-        return score_of(self.distance)
-
-    def to_json(self) -> dict[str, Any]:
-        """The result object of ``/compare`` and of ``lookalike compare --json``."""
-        out = {
-            "score": self.score,
-            "distance": self.distance,
-            "orientation": self.orientation,
-            "method": self.method,
-        }
-        return out if self.scores is None else {**out, "scores": self.scores}
-
-
-@dataclass(frozen=True, slots=True)
-class FileResult:
-    """The outcome of adding one file: ``error`` is None when it was stored."""
-
-    filepath: str
-    error: str | None = None
 
 
 def one_process_store(settings: Settings) -> bool:
@@ -123,6 +88,8 @@ class Lookalike:
     def __init__(self, settings: Settings | None = None, backend: Backend | None = None) -> None:
         self.settings = settings or Settings()
         self._policy = AddressPolicy.from_settings(self.settings)  # before opening anything
+        if self.settings.embeddings:  # onnxruntime loaded after usearch crashes the process
+            embeddings.load_runtime()
         if backend is None:
             backend = open_backend(self.settings.store, self.settings)
         self.backend = backend
@@ -181,10 +148,9 @@ class Lookalike:
 
     def add(self, filepath: str, source: ImageSource, metadata: Metadata | None = None) -> Record:
         """Store an image under ``filepath``, replacing any image stored under it."""
-        name, meta = (
-            check_filepath(filepath, new=True),
-            check_metadata(metadata),
-        )  # cheap checks before decoding
+        # A bad request fails before it costs a decode (the store checks the record again:
+        # it may be used without the service).
+        name, meta = check_filepath(filepath, new=True), check_metadata(metadata)
         with self._decoding():
             pixels, footprint = _decoded(source, self.settings)
             embedding = self.embed([pixels])[0] if self.settings.embeddings else None
@@ -254,7 +220,7 @@ class Lookalike:
 
     def delete(self, filepath: str) -> None:
         """Remove the image stored under ``filepath``; NotFound if there is none."""
-        if not self.backend.delete(check_filepath(filepath)):
+        if not self.backend.delete(filepath):
             raise NotFound(f"no image is stored under {filepath!r}")
 
     # -- reads ----------------------------------------------------------------------------
@@ -409,7 +375,7 @@ class Lookalike:
             raise InvalidRequest("collapse must name a metadata key")
         return {
             "limit": count,
-            "where": check_filter(where),
+            "where": check_filter(where),  # before decoding the query
             "collapse": collapse,
             "signature_cutoff": cutoff,
             "embedding_cutoff": cutoff if method == "embedding" else cutoff * scale,
@@ -463,7 +429,7 @@ class Lookalike:
         return dataclasses.replace(chosen, scores=scores if len(scores) > 1 else None)
 
     def get(self, filepath: str) -> Record:
-        record = self.backend.get(check_filepath(filepath))
+        record = self.backend.get(filepath)
         if record is None:
             raise NotFound(f"no image is stored under {filepath!r}")
         return record

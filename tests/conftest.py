@@ -11,6 +11,12 @@ import pytest
 from PIL import Image
 from skimage import data
 
+from lookalike.embeddings import load_runtime
+
+# This process runs both the model and the stores' HNSW index: onnxruntime must be
+# loaded before usearch (the service does the same before it opens its store).
+load_runtime()
+
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins")
 
 

@@ -32,76 +32,91 @@ from __future__ import annotations
 
 import builtins
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import ConfigError
 from ..records import (
-    EMBEDDING_DIMENSION,
+    Filter,
     Match,
     Metadata,
     Record,
-    as_stored,
     check_filepath,
     check_filter,
     check_metadata,
 )
 from ..signature import LENGTH, ORIENTATIONS, distances
+from ..vectors import EMBEDDING_DIMENSION, as_stored
 
 __all__ = [
     "Backend",
-    "Filter",
     "check_embedding",
     "check_embedding_queries",
-    "check_filepath",
-    "check_filter",
-    "check_metadata",
     "check_queries",
-    "matches_filter",
+    "check_signature",
+    "checked_record",
+    "ranked",
+    "redacted",
+    "signature_distances",
 ]
 
 
-Filter = Mapping[str, Any]
+class Backend(ABC):
+    """A store of records keyed by filepath, with exact or approximate search.
 
+    The one seam: its public methods check what crosses it (``checked_record``,
+    ``check_queries``, ``check_filter``) and hand it to the ``_*_trusted`` methods that
+    each store implements, which trust their arguments and never check them again.
+    """
 
-@runtime_checkable
-class Backend(Protocol):
-    """A store of signatures keyed by filepath, with exact or approximate search."""
+    one_process: bool = False
+    """Whether the store can be open in one process at a time (an embedded server that
+    locks its files): a service on it must then run one worker."""
 
     def add(self, record: Record) -> None:
         """Insert or replace the record with this filepath."""
+        self._add_trusted([checked_record(record)])
 
     def add_many(self, records: Iterable[Record]) -> int:
         """Insert or replace many records in few transactions; returns how many."""
+        return self._add_trusted(checked_record(record) for record in records)
 
     def delete(self, filepath: str) -> bool:
         """Remove the record; True if it existed."""
+        return self._delete_trusted(check_filepath(filepath))
 
     def get(self, filepath: str) -> Record | None:
         """The stored record, or None."""
+        return self._get_trusted(check_filepath(filepath))
 
+    @abstractmethod
     def count(self) -> int:
         """How many records are stored."""
 
+    @abstractmethod
     def list(self, offset: int = 0, limit: int = 20) -> builtins.list[str]:
         """Filepaths in insertion order, skipping the first ``offset``."""
 
     def search(
         self,
-        queries: npt.NDArray[np.int8],
+        queries: npt.ArrayLike,
         *,
         limit: int,
         max_distance: float,
         where: Filter | None = None,
     ) -> builtins.list[Match]:
         """Records nearest to any row of ``queries`` (shape (k, 648)), best first."""
+        checked = check_queries(queries)
+        return self._search_trusted(checked, limit, max_distance, check_filter(where))
 
     def search_embedding(
         self,
-        queries: npt.NDArray[np.float32],
+        queries: npt.ArrayLike,
         *,
         limit: int,
         max_distance: float,
@@ -109,17 +124,73 @@ class Backend(Protocol):
     ) -> builtins.list[Match]:
         """Records whose embedding is nearest to any row of ``queries`` (shape (k, 1280)),
         by cosine distance, best first; ``Match.method`` is "embedding"."""
+        checked = check_embedding_queries(queries)
+        return self._search_embedding_trusted(checked, limit, max_distance, check_filter(where))
 
+    @abstractmethod
     def stats(self) -> dict[str, Any]:
         """Facts for operators: at least ``backend``, ``count``, ``index`` and
         ``memory_bytes`` (of the search state in this process)."""
 
+    @abstractmethod
     def reindex(self) -> dict[str, Any]:
         """Rebuild whatever search structure is derived from the records (nothing for
         an exact scan) and wait for it; returns ``stats()`` afterwards."""
 
+    def migrate(
+        self, target: str, *, swap: bool = False, progress: Callable[[int], object] | None = None
+    ) -> dict[str, Any]:
+        """Copy a collection written by an older system into this store's layout, where
+        the store knows such a layout; ConfigError otherwise."""
+        raise ConfigError(f"{type(self).__name__} has no older layout to migrate from")
+
+    @abstractmethod
     def close(self) -> None:
         """Release files and connections; the backend is unusable afterwards."""
+
+    # -- what each store implements, trusting its arguments -------------------------------
+
+    @abstractmethod
+    def _add_trusted(self, records: Iterable[Record]) -> int:
+        """Write checked records in batches, each batch taken whole from the iterable
+        before it is written (so that a bad record stops the run between batches)."""
+
+    @abstractmethod
+    def _delete_trusted(self, filepath: str) -> bool: ...
+
+    @abstractmethod
+    def _get_trusted(self, filepath: str) -> Record | None: ...
+
+    @abstractmethod
+    def _search_trusted(
+        self,
+        queries: npt.NDArray[np.int8],
+        limit: int,
+        max_distance: float,
+        where: Filter | None,
+    ) -> builtins.list[Match]: ...
+
+    @abstractmethod
+    def _search_embedding_trusted(
+        self,
+        queries: npt.NDArray[np.float32],
+        limit: int,
+        max_distance: float,
+        where: Filter | None,
+    ) -> builtins.list[Match]: ...
+
+
+def checked_record(record: Record) -> Record:
+    """The record as stores keep it: filepath, signature, metadata and embedding checked
+    (ValueError or InvalidRequest otherwise), the arrays copied, the embedding rounded."""
+    return Record(
+        check_filepath(record.filepath),
+        check_signature(record.signature),
+        check_metadata(record.metadata),
+        record.created,
+        record.updated,
+        check_embedding(record.embedding),
+    )
 
 
 def check_queries(queries: npt.ArrayLike) -> npt.NDArray[np.int8]:
@@ -130,27 +201,6 @@ def check_queries(queries: npt.ArrayLike) -> npt.NDArray[np.int8]:
     if q.ndim != 2 or q.shape[1] != LENGTH or not 1 <= q.shape[0] <= len(ORIENTATIONS):
         raise ValueError(f"queries are 1 to 8 signatures of {LENGTH} values, got {q.shape}")
     return q.astype(np.int8, copy=False)
-
-
-def matches_filter(metadata: Metadata | None, where: Filter) -> bool:
-    """True if ``metadata`` satisfies the equality filter (the reference semantics)."""
-    if not where:
-        return True
-    if not metadata:
-        return False
-    for key, wanted in where.items():
-        if key not in metadata:
-            return False
-        have = metadata[key]
-        if isinstance(wanted, bool) or isinstance(have, bool):
-            if not (isinstance(wanted, bool) and isinstance(have, bool) and have == wanted):
-                return False
-        elif isinstance(wanted, int | float) and isinstance(have, int | float):
-            if have != wanted:
-                return False
-        elif type(have) is not type(wanted) or have != wanted:
-            return False
-    return True
 
 
 def check_signature(signature: npt.ArrayLike) -> npt.NDArray[np.int8]:

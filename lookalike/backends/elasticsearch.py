@@ -37,21 +37,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import BackendUnavailable, ConfigError
-from ..records import Match, Record
-from .base import (
-    Filter,
-    check_embedding,
-    check_embedding_queries,
-    check_filepath,
-    check_filter,
-    check_metadata,
-    check_queries,
-    check_signature,
-    matches_filter,
-    ranked,
-    redacted,
-    signature_distances,
-)
+from ..records import Filter, Match, Record, matches_filter
+from ..vectors import cosine_distances
+from .base import Backend, checked_record, ranked, redacted, signature_distances
 from .elasticsearch_queries import (
     EMBEDDING,
     LAYOUT_VERSION,
@@ -71,7 +59,6 @@ from .elasticsearch_queries import (
     source_of,
     word_body,
 )
-from .vectors import cosine_distances
 
 try:
     import elasticsearch
@@ -119,7 +106,7 @@ def normalise_url(url: str) -> str:
 # -- the backend --------------------------------------------------------------------------
 
 
-class ElasticsearchBackend:
+class ElasticsearchBackend(Backend):
     """A lookalike store in one Elasticsearch index (created with ``mapping`` if missing)."""
 
     def __init__(
@@ -163,14 +150,10 @@ class ElasticsearchBackend:
 
     # -- writes -------------------------------------------------------------------------
 
-    def add(self, record: Record) -> None:
-        self.add_many([record])
-
-    def add_many(self, records: Iterable[Record], batch: int = 500) -> int:
+    def _add_trusted(self, records: Iterable[Record], batch: int = 500) -> int:
         total = 0
         iterator = iter(records)
-        while chunk := [r for _, r in zip(range(batch), iterator, strict=False)]:
-            checked = [self._checked(r) for r in chunk]
+        while checked := [r for _, r in zip(range(batch), iterator, strict=False)]:
             if self._is_legacy():
                 for record in checked:
                     self._delete_legacy(record.filepath)
@@ -181,8 +164,7 @@ class ElasticsearchBackend:
             total += len(checked)
         return total
 
-    def delete(self, filepath: str) -> bool:
-        check_filepath(filepath)
+    def _delete_trusted(self, filepath: str) -> bool:
         if not self._exists():
             return False
         if self._is_legacy():
@@ -196,7 +178,7 @@ class ElasticsearchBackend:
 
     # -- reads --------------------------------------------------------------------------
 
-    def get(self, filepath: str) -> Record | None:
+    def _get_trusted(self, filepath: str) -> Record | None:
         found = self._find(filepath)
         if found is None:
             return None
@@ -249,16 +231,13 @@ class ElasticsearchBackend:
             self._call(lambda: self._es.close_point_in_time(id=pit["id"]))
         return out[:limit]
 
-    def search(
+    def _search_trusted(
         self,
         queries: npt.NDArray[np.int8],
-        *,
         limit: int,
         max_distance: float,
-        where: Filter | None = None,
+        where: Filter | None,
     ) -> builtins.list[Match]:
-        where = check_filter(where)
-        queries = check_queries(queries)
         if not self._exists() or limit <= 0:
             return []
         legacy = self._is_legacy()
@@ -279,18 +258,15 @@ class ElasticsearchBackend:
                 candidates[hit["_id"]] = hit["_source"]
         return self._rank(list(candidates.values()), queries, limit, max_distance, where)
 
-    def search_embedding(
+    def _search_embedding_trusted(
         self,
         queries: npt.NDArray[np.float32],
-        *,
         limit: int,
         max_distance: float,
-        where: Filter | None = None,
+        where: Filter | None,
     ) -> builtins.list[Match]:
         """One kNN query per query row (orientation) in one ``_msearch``, the union of the
         hits re-ranked by the exact cosine distance of their stored embeddings."""
-        where = check_filter(where)
-        queries = check_embedding_queries(queries)
         if not self._exists() or limit <= 0:
             return []
         if self._is_legacy() or self._no_embeddings:
@@ -391,7 +367,7 @@ class ElasticsearchBackend:
             if not hits:
                 break
             records = [
-                destination._checked(
+                checked_record(
                     Record(
                         h["_source"]["path"],
                         np.asarray(h["_source"]["signature"]),
@@ -474,14 +450,6 @@ class ElasticsearchBackend:
         found = cosine_distances(queries, stored)
         named = [(source["path"], source.get("metadata")) for source, _ in candidates]
         return ranked(named, found, max_distance, method="embedding")[:limit]
-
-    def _checked(self, record: Record) -> Record:
-        return Record(
-            check_filepath(record.filepath),
-            check_signature(record.signature),
-            check_metadata(record.metadata),
-            embedding=check_embedding(record.embedding),
-        )
 
     def _upsert(self, record: Record) -> dict[str, Any]:
         document = source_of(record, time.time_ns())

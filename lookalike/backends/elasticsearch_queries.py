@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import BackendUnavailable
-from ..records import EMBEDDING_DIMENSION, Record, as_stored
+from ..records import Filter, Record, check_filepath
 from ..signature import LENGTH, words
-from .base import Filter, check_filepath
+from ..vectors import EMBEDDING_DIMENSION, as_stored
 
 __all__ = [
     "EMBEDDING",

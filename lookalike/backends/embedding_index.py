@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..embeddings import load_runtime
-from ..records import EMBEDDING_DIMENSION
+from ..vectors import EMBEDDING_DIMENSION
 from .sqlite_index import IndexFolder, generation_problem, run_build
 
 __all__ = ["EmbeddingIndex", "build", "check", "folder"]
@@ -160,8 +159,8 @@ class EmbeddingIndex:
 
 
 def _usearch() -> Any:
-    """usearch's index module, loaded after onnxruntime (see ``embeddings.load_runtime``)."""
-    load_runtime()
+    """usearch's index module. A process that also runs the model must load onnxruntime
+    first (``embeddings.load_runtime``; the service does, before it opens its store)."""
     import usearch.index
 
     return usearch.index

@@ -15,26 +15,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..records import Match, Record
+from ..records import Filter, Match, Record, matches_filter
 from ..signature import ORIENTATIONS
-from .base import (
-    Filter,
-    check_embedding,
-    check_embedding_queries,
-    check_filepath,
-    check_filter,
-    check_metadata,
-    check_queries,
-    check_signature,
-    matches_filter,
-)
-from .scan import Hits, SignatureMatrix, top
-from .vectors import EmbeddingMatrix
+from .base import Backend
+from .scan import EmbeddingMatrix, Hits, SignatureMatrix, top
 
 __all__ = ["MemoryBackend"]
 
 
-class MemoryBackend:
+class MemoryBackend(Backend):
     """Records in insertion order (a replaced record keeps its place), searched exhaustively."""
 
     def __init__(self) -> None:
@@ -47,19 +36,8 @@ class MemoryBackend:
         self._vector_paths: builtins.list[str | None] = []
         self._lock = threading.RLock()
 
-    def add(self, record: Record) -> None:
-        self.add_many([record])
-
-    def add_many(self, records: Iterable[Record]) -> int:
-        checked = [
-            (
-                check_filepath(r.filepath),
-                check_signature(r.signature),
-                check_metadata(r.metadata),
-                check_embedding(r.embedding),
-            )
-            for r in records
-        ]
+    def _add_trusted(self, records: Iterable[Record]) -> int:
+        checked = [(r.filepath, r.signature, r.metadata, r.embedding) for r in records]
         with self._lock:
             for filepath, sig, metadata, embedding in checked:
                 now = time.time()
@@ -91,7 +69,7 @@ class MemoryBackend:
         else:
             self._vectors.replace(slot, embedding)
 
-    def delete(self, filepath: str) -> bool:
+    def _delete_trusted(self, filepath: str) -> bool:
         with self._lock:
             if self._records.pop(filepath, None) is None:
                 return False
@@ -101,7 +79,7 @@ class MemoryBackend:
             self._set_embedding(filepath, None)
             return True
 
-    def get(self, filepath: str) -> Record | None:
+    def _get_trusted(self, filepath: str) -> Record | None:
         with self._lock:
             return self._records.get(filepath)
 
@@ -114,31 +92,25 @@ class MemoryBackend:
             paths = list(self._records)
         return paths[offset : offset + limit]
 
-    def search(
+    def _search_trusted(
         self,
         queries: npt.NDArray[np.int8],
-        *,
         limit: int,
         max_distance: float,
-        where: Filter | None = None,
+        where: Filter | None,
     ) -> builtins.list[Match]:
-        where = check_filter(where)
-        queries = check_queries(queries)
         with self._lock:
             allowed = self._allowed(self._paths, where)
             hits = self._matrix.search(queries, max_distance, allowed)
             return self._matches(hits, self._paths, limit, "signature")
 
-    def search_embedding(
+    def _search_embedding_trusted(
         self,
         queries: npt.NDArray[np.float32],
-        *,
         limit: int,
         max_distance: float,
-        where: Filter | None = None,
+        where: Filter | None,
     ) -> builtins.list[Match]:
-        where = check_filter(where)
-        queries = check_embedding_queries(queries)
         with self._lock:
             allowed = self._allowed(self._vector_paths, where)
             hits = self._vectors.search(queries, max_distance, allowed)

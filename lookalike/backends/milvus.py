@@ -52,21 +52,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest
-from ..records import EMBEDDING_DIMENSION, INT64_RANGE, Match, Metadata, Record, loads_metadata
+from ..records import INT64_RANGE, Filter, Match, Metadata, Record, loads_metadata, matches_filter
 from ..signature import LENGTH
-from .base import (
-    Filter,
-    check_embedding,
-    check_embedding_queries,
-    check_filepath,
-    check_filter,
-    check_metadata,
-    check_queries,
-    check_signature,
-    matches_filter,
-    ranked,
-    signature_distances,
-)
+from ..vectors import EMBEDDING_DIMENSION, cosine_distances
+from .base import Backend, ranked, signature_distances
 from .milvus_queries import (
     FIELD_PREFIX,
     check_collection_name,
@@ -78,7 +67,6 @@ from .milvus_queries import (
     signature_bound,
     signature_floor,
 )
-from .vectors import cosine_distances
 
 try:
     import grpc
@@ -182,7 +170,7 @@ class _Space:
 # -- the backend --------------------------------------------------------------------------
 
 
-class MilvusBackend:
+class MilvusBackend(Backend):
     """A lookalike store in two Milvus collections (created if missing)."""
 
     def __init__(
@@ -228,7 +216,8 @@ class MilvusBackend:
                 self._shared.users += 1
         else:
             self._shared = _Shared()
-        self._exclusive = self._lite_path is not None if exclusive is None else exclusive
+        self.one_process = self._lite_path is not None  # Milvus Lite locks its folder
+        self._exclusive = self.one_process if exclusive is None else exclusive
         self._lock = self._shared.lock
         try:
             self._client: Any = self._connect(uri, token)
@@ -239,10 +228,7 @@ class MilvusBackend:
 
     # -- writes -------------------------------------------------------------------------
 
-    def add(self, record: Record) -> None:
-        self.add_many([record])
-
-    def add_many(self, records: Iterable[Record], batch: int = _BATCH) -> int:
+    def _add_trusted(self, records: Iterable[Record], batch: int = _BATCH) -> int:
         """Upsert in batches of ``batch``; each batch is checked whole before it is sent,
         so an invalid record raises before its batch is written (earlier ones stay)."""
         total = 0
@@ -253,8 +239,7 @@ class MilvusBackend:
             total += len(checked)
         return total
 
-    def delete(self, filepath: str) -> bool:
-        check_filepath(filepath)
+    def _delete_trusted(self, filepath: str) -> bool:
         with self._lock:
             found = self._fetch(self.name, [filepath], ["has_embedding"])
             if not found:
@@ -268,8 +253,7 @@ class MilvusBackend:
 
     # -- reads --------------------------------------------------------------------------
 
-    def get(self, filepath: str) -> Record | None:
-        check_filepath(filepath)
+    def _get_trusted(self, filepath: str) -> Record | None:
         fields = [*_RECORD, "created", "updated", "version", "has_embedding"]
         found = self._fetch(self.name, [filepath], fields)
         if not found:
@@ -305,16 +289,13 @@ class MilvusBackend:
         pairs.sort()
         return [path for _, path in pairs[offset : offset + limit]]
 
-    def search(
+    def _search_trusted(
         self,
         queries: npt.NDArray[np.int8],
-        *,
         limit: int,
         max_distance: float,
-        where: Filter | None = None,
+        where: Filter | None,
     ) -> builtins.list[Match]:
-        where = check_filter(where)
-        queries = check_queries(queries)
         zero = [not row.any() for row in queries]
         space = _Space(
             collection=self.name,
@@ -329,16 +310,13 @@ class MilvusBackend:
         )
         return self._search(space, limit, max_distance, where)
 
-    def search_embedding(
+    def _search_embedding_trusted(
         self,
         queries: npt.NDArray[np.float32],
-        *,
         limit: int,
         max_distance: float,
-        where: Filter | None = None,
+        where: Filter | None,
     ) -> builtins.list[Match]:
-        where = check_filter(where)
-        queries = check_embedding_queries(queries)
         zero = [not row.any() for row in queries]
         space = _Space(
             collection=self.vectors_name,
@@ -774,15 +752,14 @@ def _rank_signatures(
 
 
 def _checked(record: Record) -> _Checked:
-    filepath = check_filepath(record.filepath)
+    """A record (checked at the seam) within what Milvus's VARCHAR fields hold."""
+    filepath, metadata = record.filepath, record.metadata
     if len(filepath.encode("utf-8")) > _MAX_TEXT:
         raise InvalidRequest(f"a Milvus store keeps filepaths of at most {_MAX_TEXT} bytes")
-    signature = check_signature(record.signature)
-    metadata = check_metadata(record.metadata)
     text, _ = _storable(metadata)
     if len(text.encode("utf-8")) > _MAX_TEXT:
         raise InvalidRequest(f"a Milvus store keeps metadata of at most {_MAX_TEXT} bytes of JSON")
-    return filepath, signature, metadata, check_embedding(record.embedding)
+    return filepath, record.signature, metadata, record.embedding
 
 
 def _storable(metadata: Metadata | None) -> tuple[str, dict[str, Any]]:

@@ -20,10 +20,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ..signature import LENGTH
+from ..vectors import EMBEDDING_DIMENSION, as_stored, cosine_distances
 
-__all__ = ["Hits", "SignatureMatrix", "SlotMatrix", "top", "within"]
+__all__ = ["EmbeddingMatrix", "Hits", "SignatureMatrix", "SlotMatrix", "top", "within"]
 
 _CHUNK_ROWS = 2048  # rows converted to float32 at once: 5 MB, within the caches
+_BLOCK = 4096  # embedding rows scored at once: a 20 MB block
+_SLACK = 1e-3  # float32 first pass vs the exact distance: far above their difference
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,3 +289,49 @@ def top(hits: Hits, limit: int) -> npt.NDArray[np.int64]:
         return np.arange(len(hits.distances), dtype=np.int64)
     kth = np.partition(hits.distances, limit - 1)[limit - 1]
     return np.flatnonzero(hits.distances <= kth).astype(np.int64)
+
+
+class EmbeddingMatrix(SlotMatrix):
+    """Embeddings as float32 rows holding float16-exact values, with their inverse norms."""
+
+    _WIDTH = EMBEDDING_DIMENSION
+    _DTYPE = np.float32
+    _NORM_DTYPE = np.float32
+
+    def _stored(self, rows: npt.ArrayLike) -> npt.NDArray[Any]:
+        return as_stored(rows).reshape(-1, EMBEDDING_DIMENSION)
+
+    def _norms_of(self, rows: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return _inverse_norms(rows)
+
+    def sort_by_key(self) -> None:
+        """Drop dead slots and put the live ones in key order (slots change)."""
+        self.compact()
+        order = np.argsort(self._keys[: self._used], kind="stable")
+        for array in (self._rows, self._norms, self._keys):
+            array[: self._used] = array[order]
+
+    def search(
+        self,
+        queries: npt.NDArray[np.float32],
+        max_distance: float,
+        allowed: npt.NDArray[np.bool_] | None = None,
+    ) -> Hits:
+        """Every live (and allowed) slot whose best distance to a query row is < max_distance."""
+        q = np.ascontiguousarray(queries, dtype=np.float32).T
+        floor = np.float32(1.0 - max_distance - _SLACK)
+        found: list[npt.NDArray[np.int64]] = []
+        for start, stop, live in self._live_blocks(_BLOCK, allowed):
+            similarity = (self._rows[start:stop] @ q).max(axis=1)
+            similarity *= self._norms[start:stop]
+            found.append(start + np.flatnonzero(live & (similarity > floor)))
+        slots = np.concatenate(found) if found else np.empty(0, np.int64)
+        distances, best = cosine_distances(queries, self._rows[slots])
+        keep = distances < max_distance
+        return Hits(slots[keep], distances[keep], best[keep])
+
+
+def _inverse_norms(block: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    norms = np.linalg.norm(block.astype(np.float32), axis=1)
+    inverse: npt.NDArray[np.float32] = 1.0 / np.maximum(norms, np.float32(1e-12))
+    return inverse

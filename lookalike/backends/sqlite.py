@@ -39,18 +39,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import BackendUnavailable
-from ..records import Match, Record, loads_metadata
+from ..records import Filter, Match, Record, loads_metadata
 from ..signature import LENGTH, ORIENTATIONS
-from .base import (
-    Filter,
-    check_embedding,
-    check_embedding_queries,
-    check_filepath,
-    check_filter,
-    check_metadata,
-    check_queries,
-    check_signature,
-)
+from .base import Backend
 from .scan import Hits, top
 from .searchstate import ExactState, IndexedState
 from .sqlite_embeddings import EmbeddingRows, decode, encode
@@ -103,7 +94,7 @@ _REBUILD_FRACTION = 0.2  # rebuild an index once this share of its rows has chan
 log = logging.getLogger(__name__)
 
 
-class SQLiteBackend:
+class SQLiteBackend(Backend):
     """A lookalike store in one SQLite file, safe to share between processes."""
 
     def __init__(
@@ -151,10 +142,7 @@ class SQLiteBackend:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def add(self, record: Record) -> None:
-        self.add_many([record])
-
-    def add_many(self, records: Iterable[Record]) -> int:
+    def _add_trusted(self, records: Iterable[Record]) -> int:
         total = 0
         iterator = iter(records)
         while rows := [_row(record) for record in islice(iterator, _BATCH)]:
@@ -162,12 +150,12 @@ class SQLiteBackend:
             total += len(rows)
         return total
 
-    def delete(self, filepath: str) -> bool:
-        return self._write(lambda version: self._delete(filepath, version))
+    def _delete_trusted(self, filepath: str) -> bool:
+        return self._write(lambda version: self._delete_row(filepath, version))
 
     # -- reads ----------------------------------------------------------------------------
 
-    def get(self, filepath: str) -> Record | None:
+    def _get_trusted(self, filepath: str) -> Record | None:
         row = self._read(
             "SELECT filepath, signature, metadata, created, updated, embedding FROM images"
             " WHERE filepath = ?",
@@ -196,32 +184,26 @@ class SQLiteBackend:
         found = dict(self._read_ids("SELECT id, filepath FROM images", ids))
         return [found[i] for i in ids.tolist() if i in found]
 
-    def search(
+    def _search_trusted(
         self,
         queries: npt.NDArray[np.int8],
-        *,
         limit: int,
         max_distance: float,
-        where: Filter | None = None,
+        where: Filter | None,
     ) -> builtins.list[Match]:
-        where = check_filter(where)
-        queries = check_queries(queries)
         with self._lock:
             self._catch_up()
             allowed = self._allowed(where) if where else None
             hits = self._state.search(queries, max_distance, allowed)
         return self._matches(hits, limit, "signature")
 
-    def search_embedding(
+    def _search_embedding_trusted(
         self,
         queries: npt.NDArray[np.float32],
-        *,
         limit: int,
         max_distance: float,
-        where: Filter | None = None,
+        where: Filter | None,
     ) -> builtins.list[Match]:
-        where = check_filter(where)
-        queries = check_embedding_queries(queries)
         with self._lock:
             self._catch_up()
             allowed = self._allowed(where) if where else None
@@ -307,7 +289,7 @@ class SQLiteBackend:
             _UPSERT, [(path, sig, meta, vec, now, now, version) for path, sig, meta, vec in rows]
         )
 
-    def _delete(self, filepath: str, version: int) -> bool:
+    def _delete_row(self, filepath: str, version: int) -> bool:
         gone = self._db.execute(
             "DELETE FROM images WHERE filepath = ? RETURNING id", (filepath,)
         ).fetchall()
@@ -472,8 +454,6 @@ _Row = tuple[str, bytes, str | None, bytes | None]
 
 
 def _row(record: Record) -> _Row:
-    signature = check_signature(record.signature)
-    metadata = check_metadata(record.metadata)
+    metadata = record.metadata
     text = None if metadata is None else json.dumps(metadata, allow_nan=False)
-    embedding = encode(check_embedding(record.embedding))
-    return check_filepath(record.filepath), signature.tobytes(), text, embedding
+    return record.filepath, record.signature.tobytes(), text, encode(record.embedding)

@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..records import EMBEDDING_DIMENSION
+from ..vectors import EMBEDDING_DIMENSION, cosine_distances
 from .embedding_index import EmbeddingIndex, build, check, folder, index_available
-from .scan import Hits
-from .vectors import EmbeddingMatrix, cosine_distances
+from .scan import EmbeddingMatrix, Hits
 
 __all__ = ["EmbeddingRows", "decode", "encode"]
 

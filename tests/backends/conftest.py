@@ -28,9 +28,8 @@ import numpy.typing as npt
 import pytest
 
 from lookalike.backends import Backend, open_backend
-from lookalike.backends.base import Filter
 from lookalike.backends.sqlite import SQLiteBackend
-from lookalike.records import Match, Record
+from lookalike.records import Filter, Match, Record
 
 StoreFactory = Callable[[Path], Backend]
 
@@ -62,7 +61,7 @@ def open_sqlite(tmp_path: Path) -> Backend:
     return open_backend(sqlite_url(tmp_path / "store.db"))
 
 
-class TwoConnections:
+class TwoConnections(Backend):
     """One SQLite file seen through two backends: writes go to one, reads to the other.
 
     Running the contract suite on it checks that every write is seen by another
@@ -73,16 +72,13 @@ class TwoConnections:
         self.writer = SQLiteBackend(path)
         self.reader = SQLiteBackend(path)
 
-    def add(self, record: Record) -> None:
-        self.writer.add(record)
-
-    def add_many(self, records: Iterable[Record]) -> int:
+    def _add_trusted(self, records: Iterable[Record]) -> int:
         return self.writer.add_many(records)
 
-    def delete(self, filepath: str) -> bool:
+    def _delete_trusted(self, filepath: str) -> bool:
         return self.writer.delete(filepath)
 
-    def get(self, filepath: str) -> Record | None:
+    def _get_trusted(self, filepath: str) -> Record | None:
         return self.reader.get(filepath)
 
     def count(self) -> int:
@@ -91,23 +87,17 @@ class TwoConnections:
     def list(self, offset: int = 0, limit: int = 20) -> builtins.list[str]:
         return self.reader.list(offset, limit)
 
-    def search(
-        self,
-        queries: npt.NDArray[np.int8],
-        *,
-        limit: int,
-        max_distance: float,
-        where: Filter | None = None,
+    def _search_trusted(
+        self, queries: npt.NDArray[np.int8], limit: int, max_distance: float, where: Filter | None
     ) -> builtins.list[Match]:
         return self.reader.search(queries, limit=limit, max_distance=max_distance, where=where)
 
-    def search_embedding(
+    def _search_embedding_trusted(
         self,
         queries: npt.NDArray[np.float32],
-        *,
         limit: int,
         max_distance: float,
-        where: Filter | None = None,
+        where: Filter | None,
     ) -> builtins.list[Match]:
         return self.reader.search_embedding(
             queries, limit=limit, max_distance=max_distance, where=where

@@ -25,9 +25,9 @@ import numpy as np
 import numpy.typing as npt
 
 from lookalike import signature as goldberg
-from lookalike.backends.base import matches_filter
-from lookalike.records import EMBEDDING_DIMENSION, Match, Metadata, Record
+from lookalike.records import Match, Metadata, Record, matches_filter
 from lookalike.signature import LENGTH, ORIENTATIONS
+from lookalike.vectors import EMBEDDING_DIMENSION
 
 Signature = npt.NDArray[np.int8]
 

@@ -20,8 +20,9 @@ from lookalike import signature
 from lookalike.backends import Backend
 from lookalike.backends.memory import MemoryBackend
 from lookalike.errors import InvalidRequest
-from lookalike.records import EMBEDDING_DIMENSION, Record
+from lookalike.records import Record
 from lookalike.signature import LENGTH, ORIENTATIONS
+from lookalike.vectors import EMBEDDING_DIMENSION
 
 from .support import (
     Mirror,

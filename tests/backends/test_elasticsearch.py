@@ -42,8 +42,9 @@ from lookalike.backends.elasticsearch import (
 from lookalike.backends.elasticsearch_queries import embedding_field_problem, embedding_of
 from lookalike.config import Settings
 from lookalike.errors import BackendUnavailable, ConfigError
-from lookalike.records import EMBEDDING_DIMENSION, Record
+from lookalike.records import Record
 from lookalike.signature import ORIENTATIONS
+from lookalike.vectors import EMBEDDING_DIMENSION
 
 from .support import exact_cosine_distance, near, perturb, random_signatures, unit_vectors
 

@@ -42,7 +42,8 @@ from lookalike.backends.milvus_queries import (
 )
 from lookalike.config import Settings
 from lookalike.errors import BackendUnavailable, ConfigError, InvalidRequest
-from lookalike.records import EMBEDDING_DIMENSION, Record
+from lookalike.records import Record
+from lookalike.vectors import EMBEDDING_DIMENSION
 
 from .conftest import milvus_url
 from .support import perturb, random_signatures

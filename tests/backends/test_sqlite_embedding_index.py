@@ -21,8 +21,8 @@ from lookalike.backends.base import check_embedding_queries
 from lookalike.backends.embedding_index import SERIAL_ROWS, EmbeddingIndex, folder
 from lookalike.backends.memory import MemoryBackend
 from lookalike.backends.sqlite import SQLiteBackend
-from lookalike.backends.vectors import cosine_distances
-from lookalike.records import EMBEDDING_DIMENSION, Match, Record
+from lookalike.records import Match, Record
+from lookalike.vectors import EMBEDDING_DIMENSION, cosine_distances
 
 from .support import random_signatures
 
@@ -251,7 +251,9 @@ def test_an_index_opened_before_the_model_loads_does_not_crash_the_process() -> 
     (a server whose store adopted its HNSW index before the first query was embedded)."""
     pytest.importorskip("onnxruntime", reason="the cnn extra is not installed")
     script = (
+        "from lookalike import Lookalike, Settings\n"
         "from lookalike.backends.embedding_index import EmbeddingIndex\n"
+        "Lookalike(Settings(backend='memory://', embeddings=True))\n"
         "EmbeddingIndex.create()\n"
         "import onnxruntime\n"
         "print('loaded', onnxruntime.__version__)\n"
