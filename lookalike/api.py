@@ -44,7 +44,7 @@ from .errors import (
 from .records import INT64_RANGE, MAX_METADATA_BYTES
 from .service import Lookalike
 
-__all__ = ["STATUS_CODES", "app_from_environment", "create_app"]
+__all__ = ["STATUS_CODES", "app_from_environment", "app_from_settings", "create_app"]
 
 log = logging.getLogger("lookalike.http")
 
@@ -254,11 +254,15 @@ def create_app(service: Lookalike) -> FastAPI:
     return app
 
 
-def app_from_environment() -> FastAPI:
-    """Factory for ``uvicorn --factory``: each worker process builds its own service."""
-    settings = Settings.from_env(os.environ)
+def app_from_settings(settings: Settings) -> FastAPI:
+    """The API over a new service: what each worker process of ``lookalike serve`` runs."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
     return create_app(Lookalike(settings))
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory``: the settings from this process's environment."""
+    return app_from_settings(Settings.from_env(os.environ))
 
 
 # -- parameters -----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from .errors import (
     Overloaded,
 )
 from .records import METHODS
-from .service import Lookalike, one_process_store
+from .service import Lookalike
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -166,31 +166,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    """Run uvicorn; each worker process builds its own service from the environment."""
+    """Run uvicorn; each worker process builds its own service from these settings."""
     import uvicorn
+
+    from .api import app_from_settings  # the web framework only for this command
 
     settings = settings.replace(
         host=args.host or settings.host,
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
     )
-    if settings.workers > 1 and one_process_store(settings):
-        print(
-            f"lookalike: Milvus Lite serves one process: 1 worker, not {settings.workers}",
-            file=sys.stderr,
-        )
+    with Lookalike(settings) as service:  # fail now, in one line, if the store cannot open
+        one_process = service.backend.one_process
+    if settings.workers > 1 and one_process:
+        print(f"lookalike: {one_process}: 1 worker, not {settings.workers}", file=sys.stderr)
         settings = settings.replace(workers=1)
-    # Workers are separate processes: hand them the settings through their environment.
-    os.environ["LOOKALIKE_BACKEND"] = settings.backend
     # This process first: tune_this_process leaves alone what the environment sets, and
-    # the next call sets it (for the workers).
+    # the next call sets it for the workers: C libraries read it as a process starts.
     tuning.tune_this_process(tuning.SERVE_MMAP_THRESHOLD)
     tuning.prepare_worker_environment(
         blas_threads=1 if settings.workers > 1 else None,
         mmap_threshold=tuning.SERVE_MMAP_THRESHOLD,
     )
-    with Lookalike(settings):  # fail now, in one line, if the store cannot be opened
-        pass
     if not settings.api_key and not _is_loopback(settings.host):
         print(
             f"lookalike: warning: listening on {settings.host} without LOOKALIKE_API_KEY: "
@@ -198,7 +195,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     config = uvicorn.Config(
-        "lookalike.api:app_from_environment",
+        functools.partial(app_from_settings, settings),  # pickled to each worker: all it needs
         factory=True,
         http=DeadlineH11Protocol,
         host=settings.host,

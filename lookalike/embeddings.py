@@ -35,16 +35,18 @@ import io
 import os
 import pickle
 import struct
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
 from .errors import ConfigError
+from .vectors import EMBEDDING_DIMENSION
 
 if TYPE_CHECKING:
     import onnx
@@ -62,7 +64,7 @@ __all__ = [
     "read_state_dict",
 ]
 
-DIMENSION: Final = 1280
+DIMENSION: Final = EMBEDDING_DIMENSION
 IMAGE_SIZE: Final = 224
 CROP_PADDING: Final = 32
 GRAPH_VERSION: Final = 1  # bump whenever build_graph's output changes
@@ -359,7 +361,20 @@ def _sha256(data: bytes) -> str:
 
 class Encoder:
     """A loaded EfficientNet-Lite0: ``embed`` images in batches. Safe to share between
-    threads (onnxruntime sessions are); build one per process, with ``Encoder.load``."""
+    threads (onnxruntime sessions are): ``Encoder.shared`` is the one of this process."""
+
+    _shared: ClassVar[dict[tuple[str | None, int], Encoder]] = {}
+    _shared_lock: ClassVar = threading.Lock()
+
+    @classmethod
+    def shared(cls, cache_dir: str | None = None, *, threads: int = 0) -> Encoder:
+        """This process's encoder for these arguments, loaded on first use (building a
+        session takes a second and tens of MB: one per process, shared by its threads)."""
+        with cls._shared_lock:
+            key = (cache_dir, threads)
+            if key not in cls._shared:
+                cls._shared[key] = cls.load(cache_dir, threads=threads)
+            return cls._shared[key]
 
     def __init__(self, session: Any, crop: bool, model_path: Path, built: bool) -> None:
         self._session = session

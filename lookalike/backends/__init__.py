@@ -1,4 +1,4 @@
-"""Stores behind one protocol; ``open_backend(url)`` picks one by the URL's scheme.
+"""Stores behind one seam, ``base.Backend``; ``open_backend(url)`` picks one by the URL's scheme.
 
 * ``memory://`` — in memory, nothing persists (the reference implementation);
 * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` — the default;
@@ -8,76 +8,41 @@
   ``milvus://host:19530`` or ``milvus+https://host`` — a Milvus server or Zilliz Cloud
   (``lookalike[milvus]``).
 
-Backends are imported lazily so that a client library is only needed when it is used.
+Each store builds itself from ``(url, settings)`` (``Backend.from_url``). They are imported
+lazily, so that a client library is only needed when its store is used.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from urllib.parse import urlsplit
 
 from ..config import Settings
 from ..errors import ConfigError
 from .base import Backend
 
-__all__ = ["Backend", "one_process_only", "open_backend"]
+__all__ = ["Backend", "open_backend"]
+
+_STORES = {
+    "memory": "memory:MemoryBackend",
+    "sqlite": "sqlite:SQLiteBackend",
+    "http": "elasticsearch:ElasticsearchBackend",
+    "https": "elasticsearch:ElasticsearchBackend",
+    "milvus": "milvus:MilvusBackend",
+    "milvus+http": "milvus:MilvusBackend",
+    "milvus+https": "milvus:MilvusBackend",
+}
+"""URL scheme → ``module:class`` of the store, in this package."""
 
 
 def open_backend(url: str, settings: Settings | None = None) -> Backend:
     """Open the store a URL names, creating it if needed; ``settings`` tune it."""
-    settings = settings or Settings()
-    scheme = urlsplit(url).scheme
-    if scheme == "memory":
-        from .memory import MemoryBackend
-
-        return MemoryBackend()
-    if scheme == "sqlite":
-        from .sqlite import SQLiteBackend
-
-        path = url[len("sqlite://") :]
-        if not path.startswith("/") or len(path) < 2:
-            raise ConfigError(f"{url!r}: write sqlite:///relative.db or sqlite:////absolute.db")
-        return SQLiteBackend(
-            path[1:],
-            index_min_rows=settings.index_min_rows,
-            nprobe=settings.index_nprobe,
-            embedding_index_min_rows=settings.embedding_index_min_rows,
+    where = _STORES.get(urlsplit(url).scheme)
+    if where is None:
+        raise ConfigError(
+            f"unknown store {url!r}: use sqlite:///path.db, memory://, milvus:///path.db,"
+            " milvus://host:19530 or an Elasticsearch http(s) URL"
         )
-    if scheme in ("http", "https"):
-        from .elasticsearch import ElasticsearchBackend
-
-        return ElasticsearchBackend(
-            url,
-            index=settings.elasticsearch_index,
-            knn=settings.elasticsearch_knn,
-            words=settings.elasticsearch_words,
-            embedding_knn=settings.elasticsearch_embedding_knn,
-            stage=settings.elasticsearch_stage,
-            refresh=settings.elasticsearch_refresh,
-            timeout=settings.elasticsearch_timeout,
-        )
-    if scheme in ("milvus", "milvus+http", "milvus+https"):
-        from .milvus import MilvusBackend
-
-        return MilvusBackend(
-            url,
-            collection=settings.milvus_collection,
-            index=settings.milvus_index,
-            candidates=settings.milvus_candidates,
-            ef=settings.milvus_ef,
-            token=settings.milvus_token,
-            timeout=settings.milvus_timeout,
-        )
-    raise ConfigError(
-        f"unknown store {url!r}: use sqlite:///path.db, memory://, milvus:///path.db,"
-        " milvus://host:19530 or an Elasticsearch http(s) URL"
-    )
-
-
-def one_process_only(url: str) -> bool:
-    """Whether the store a URL names can be open in one process at a time: Milvus Lite
-    runs inside its process and locks its folder."""
-    if urlsplit(url).scheme != "milvus":
-        return False
-    from .milvus_queries import parse_url  # no client library: safe to import
-
-    return parse_url(url).lite is not None
+    module, name = where.split(":")
+    store: type[Backend] = getattr(import_module(f".{module}", __name__), name)
+    return store.from_url(url, settings or Settings())

@@ -34,12 +34,13 @@ import builtins
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
 
+from ..config import Settings
 from ..errors import ConfigError
 from ..records import (
     Filter,
@@ -74,9 +75,15 @@ class Backend(ABC):
     each store implements, which trust their arguments and never check them again.
     """
 
-    one_process: bool = False
-    """Whether the store can be open in one process at a time (an embedded server that
-    locks its files): a service on it must then run one worker."""
+    one_process: str | None = None
+    """Why the store can be open in one process at a time, if it can (an embedded
+    server that locks its files): a service on it must then run one worker."""
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> Self:
+        """Open the store a URL names (``open_backend`` picked this class by its scheme),
+        tuned by ``settings``; ConfigError if the URL is malformed."""
+        raise ConfigError(f"{cls.__name__} is not opened from a URL")
 
     def add(self, record: Record) -> None:
         """Insert or replace the record with this filepath."""

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from ..config import Settings
 from ..errors import BackendUnavailable, ConfigError
 from ..records import Filter, Match, Record, matches_filter
 from ..vectors import cosine_distances
@@ -108,6 +109,20 @@ def normalise_url(url: str) -> str:
 
 class ElasticsearchBackend(Backend):
     """A lookalike store in one Elasticsearch index (created with ``mapping`` if missing)."""
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> ElasticsearchBackend:
+        """``http(s)://host:9200``, as ``ELASTICSEARCH_URL`` names it."""
+        return cls(
+            url,
+            index=settings.elasticsearch_index,
+            knn=settings.elasticsearch_knn,
+            words=settings.elasticsearch_words,
+            embedding_knn=settings.elasticsearch_embedding_knn,
+            stage=settings.elasticsearch_stage,
+            refresh=settings.elasticsearch_refresh,
+            timeout=settings.elasticsearch_timeout,
+        )
 
     def __init__(
         self,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..config import Settings
 from ..records import Filter, Match, Record, matches_filter
 from ..signature import ORIENTATIONS
 from .base import Backend
@@ -25,6 +26,10 @@ __all__ = ["MemoryBackend"]
 
 class MemoryBackend(Backend):
     """Records in insertion order (a replaced record keeps its place), searched exhaustively."""
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> MemoryBackend:
+        return cls()
 
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}

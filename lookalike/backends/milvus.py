@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from ..config import Settings
 from ..errors import BackendUnavailable, ConfigError, InvalidRequest
 from ..records import INT64_RANGE, Filter, Match, Metadata, Record, loads_metadata, matches_filter
 from ..signature import LENGTH
@@ -173,6 +174,20 @@ class _Space:
 class MilvusBackend(Backend):
     """A lookalike store in two Milvus collections (created if missing)."""
 
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> MilvusBackend:
+        """``milvus:///relative.db`` or ``milvus:////absolute.db`` (Milvus Lite),
+        ``milvus://host:19530`` or ``milvus+https://host`` (a server, Zilliz Cloud)."""
+        return cls(
+            url,
+            collection=settings.milvus_collection,
+            index=settings.milvus_index,
+            candidates=settings.milvus_candidates,
+            ef=settings.milvus_ef,
+            token=settings.milvus_token,
+            timeout=settings.milvus_timeout,
+        )
+
     def __init__(
         self,
         url: str,
@@ -216,8 +231,9 @@ class MilvusBackend(Backend):
                 self._shared.users += 1
         else:
             self._shared = _Shared()
-        self.one_process = self._lite_path is not None  # Milvus Lite locks its folder
-        self._exclusive = self.one_process if exclusive is None else exclusive
+        if self._lite_path is not None:  # it runs in this process and locks its folder
+            self.one_process = "Milvus Lite serves one process"
+        self._exclusive = self._lite_path is not None if exclusive is None else exclusive
         self._lock = self._shared.lock
         try:
             self._client: Any = self._connect(uri, token)

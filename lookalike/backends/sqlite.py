@@ -38,7 +38,8 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import BackendUnavailable
+from ..config import Settings
+from ..errors import BackendUnavailable, ConfigError
 from ..records import Filter, Match, Record, loads_metadata
 from ..signature import LENGTH, ORIENTATIONS
 from .base import Backend
@@ -96,6 +97,19 @@ log = logging.getLogger(__name__)
 
 class SQLiteBackend(Backend):
     """A lookalike store in one SQLite file, safe to share between processes."""
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings) -> SQLiteBackend:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+        path = url[len("sqlite://") :]
+        if not path.startswith("/") or len(path) < 2:
+            raise ConfigError(f"{url!r}: write sqlite:///relative.db or sqlite:////absolute.db")
+        return cls(
+            path[1:],
+            index_min_rows=settings.index_min_rows,
+            nprobe=settings.index_nprobe,
+            embedding_index_min_rows=settings.embedding_index_min_rows,
+        )
 
     def __init__(
         self,

@@ -1,0 +1,176 @@
+"""Images to records: decode within the limits, sign, embed; many files at once in
+worker processes, stored in batches by the service.
+
+Everything here is module-level so that spawned worker processes can run it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import partial
+from itertools import islice
+from multiprocessing import get_context
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from . import images, signature
+from .config import Settings
+from .embeddings import Encoder
+from .errors import InvalidRequest, LookalikeError
+from .records import FileResult, Footprint, Record, check_filepath
+from .vectors import as_stored
+
+__all__ = ["BLANK", "ImageSource", "Signed", "decoded", "embedded", "records_of", "signed"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+ImageSource = bytes | str | os.PathLike[str]
+"""Image bytes, or the path of a local image file."""
+
+BLANK = (
+    "the image has no detail for the signature (one colour, or a few pixels): it could never"
+    " be found by it; with LOOKALIKE_EMBEDDINGS=true such images are stored and found by"
+    " their embedding"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Signed:
+    """One file signed in a worker: its signature as bytes (cheap to send between
+    processes) and its embedding, or why it could not be read."""
+
+    filepath: str
+    signature: bytes | None = None
+    embedding: npt.NDArray[np.float32] | None = None
+    error: str | None = None
+
+
+def decoded(
+    source: ImageSource, settings: Settings
+) -> tuple[npt.NDArray[np.uint8], Footprint | None]:
+    """RGB pixels within the limits, and their footprint if fast decoding reduced them."""
+    limits: dict[str, Any] = {
+        "max_bytes": settings.max_image_bytes,
+        "max_pixels": settings.max_image_pixels,
+        "reduce": settings.fast_decode,
+    }
+    if isinstance(source, bytes):
+        return images.decode_reduced(source, **limits)
+    return images.read_reduced(source, **limits)
+
+
+def embedded(settings: Settings, pixels: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
+    """Embeddings as stores keep them, by this process's model (loaded on first use)."""
+    encoder = Encoder.shared(settings.model_cache or None, threads=settings.embedding_threads)
+    return as_stored(encoder.embed(pixels))
+
+
+def signed(
+    settings: Settings, files: Iterable[tuple[str, str]], workers: int
+) -> Iterator[list[Signed]]:
+    """``(filepath, path)`` files signed in chunks by ``workers`` processes, in order."""
+    if workers > 1 and settings.embedding_threads == 0:  # a process per core already
+        settings = settings.replace(embedding_threads=1)
+    sign = partial(_sign_files, settings)  # pickled once per chunk, not per file
+    yield from _parallel_map(sign, _chunks(files), workers)
+
+
+def records_of(batch: list[Signed]) -> tuple[list[Record], list[FileResult]]:
+    """The records to store of a batch of signed files, and every file's outcome."""
+    stored: list[Record] = []
+    outcomes: list[FileResult] = []
+    for item in batch:
+        error = item.error
+        if error is None:
+            try:
+                check_filepath(item.filepath, new=True)
+            except InvalidRequest as refused:  # e.g. a file name that is not valid Unicode
+                error = str(refused)
+            else:
+                assert item.signature is not None
+                if item.embedding is None and not any(item.signature):
+                    error = BLANK
+        if error is None:
+            sig = np.frombuffer(item.signature or b"", dtype=np.int8)
+            stored.append(Record(item.filepath, sig, embedding=item.embedding))
+        outcomes.append(FileResult(item.filepath, error))
+    return stored, outcomes
+
+
+def _sign_files(settings: Settings, chunk: list[tuple[str, str]]) -> list[Signed]:
+    """A chunk of ``(filepath, path)`` files signed, and embedded when the collection has
+    embeddings (in one batch)."""
+    out: list[Signed] = []
+    pixels: dict[int, npt.NDArray[np.uint8]] = {}
+    for name, path in chunk:
+        try:
+            rgb, footprint = decoded(path, settings)
+            pixels[len(out)] = rgb
+            out.append(Signed(name, signature.signature(rgb, footprint).tobytes()))
+        except LookalikeError as error:
+            out.append(Signed(name, error=str(error)))
+    if settings.embeddings and pixels:
+        vectors = embedded(settings, list(pixels.values()))
+        for i, vector in zip(pixels, vectors, strict=True):
+            out[i] = Signed(out[i].filepath, out[i].signature, vector)
+    return out
+
+
+def _chunks(items: Iterable[tuple[str, str]], size: int = 32) -> Iterator[list[tuple[str, str]]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _parallel_map(function: Callable[[T], R], items: Iterator[T], workers: int) -> Iterator[R]:
+    """``map`` over worker processes, in order, with a bounded number of items in flight."""
+    if workers <= 1:
+        yield from map(function, items)
+        return
+    # Spawned, not forked: workers start clean (no inherited threads or connections) and
+    # read the environment the caller prepared for them.
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
+        in_flight: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                in_flight.append(pool.submit(function, item))
+                if len(in_flight) >= workers * 4:
+                    yield in_flight.popleft().result()
+            while in_flight:
+                yield in_flight.popleft().result()
+        except BrokenProcessPool:
+            # A worker was killed (the OOM killer, a signal): hand on every result that
+            # was finished, in order, then say so; the caller stores what it was given.
+            while in_flight and in_flight[0].done() and in_flight[0].exception() is None:
+                yield in_flight.popleft().result()
+            raise LookalikeError(
+                "a decoding worker process died (killed, or out of memory?); the images"
+                " signed before it died were stored"
+            ) from None
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In each worker: exit as soon as the process that started it is gone (killed, even
+    by SIGKILL), rather than live on holding its terminal and pipes."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
