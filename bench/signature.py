@@ -65,6 +65,7 @@ from common import (
 
 from lookalike import images, signature
 from lookalike.config import Settings
+from lookalike.orientations import LAYOUTS
 
 DEFAULT_IMAGE_MATCH_PYTHON = "/tmp/scratch/imvenv/bin/python"
 BENCH_PHOTOS = ("astronaut", "coffee")
@@ -150,7 +151,7 @@ def certified_share(bench: list[BenchImage]) -> dict[str, int]:
         pixels = images.decode(
             image.data, max_bytes=_LIMITS.max_image_bytes, max_pixels=_LIMITS.max_image_pixels
         )
-        decided += signature._certified(pixels, signature._LAYOUTS[:1]) is not None
+        decided += signature._certified(pixels, LAYOUTS[:1]) is not None
     return {"decided": decided, "images": len(bench)}
 
 

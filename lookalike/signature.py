@@ -25,6 +25,7 @@ from typing import Any, Final, cast
 import numpy as np
 import numpy.typing as npt
 
+from .orientations import LAYOUTS, ORIENTATIONS, turn
 from .records import Footprint
 
 __all__ = [
@@ -64,37 +65,6 @@ _BUFFER: Final = 8192  # NumPy's ufunc buffer size, in elements
 # left, right, lower-left, down, lower-right.
 _NEIGHBOURS: Final = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 
-# The 8 symmetries of the square, applied to the query image. Index 0 is the identity.
-# Each is also (transposed, rows reversed, columns reversed) of the grey image, which is
-# how ``orientations`` computes them without materialising 8 turned copies.
-_TRANSFORMS: Final[tuple[tuple[str, Callable[[FloatArray], FloatArray]], ...]] = (
-    ("identity", lambda a: a),
-    ("rot90", lambda a: np.rot90(a, 1)),
-    ("rot180", lambda a: np.rot90(a, 2)),
-    ("rot270", lambda a: np.rot90(a, 3)),
-    ("mirror", np.fliplr),
-    ("mirror_rot90", lambda a: np.rot90(np.fliplr(a), 1)),
-    ("mirror_rot180", lambda a: np.rot90(np.fliplr(a), 2)),
-    ("mirror_rot270", lambda a: np.rot90(np.fliplr(a), 3)),
-)
-_LAYOUTS: Final = (
-    (False, False, False),
-    (True, True, False),
-    (False, True, True),
-    (True, False, True),
-    (False, False, True),
-    (True, False, False),
-    (False, True, False),
-    (True, True, True),
-)
-ORIENTATIONS: Final = tuple(name for name, _ in _TRANSFORMS)
-
-
-def turn(image: npt.NDArray[Any], orientation: int) -> npt.NDArray[Any]:
-    """``ORIENTATIONS[orientation]`` applied to an image (2-D, or H×W×channels): a view."""
-    turned: npt.NDArray[Any] = _TRANSFORMS[orientation][1](image)
-    return turned
-
 
 def grey(rgb: npt.NDArray[np.uint8]) -> FloatArray:
     """Grey levels in [0, 1] of an 8-bit RGB image, as image-match (scikit-image) computes them."""
@@ -111,9 +81,9 @@ def signature(
     its crop, grid and patches laid on the reduced pixels by their footprint.
     """
     if footprint is not None:
-        estimated: Signature = _estimated(image, footprint, _LAYOUTS[:1])[0]
+        estimated: Signature = _estimated(image, footprint, LAYOUTS[:1])[0]
         return estimated
-    certain = _certified(image, _LAYOUTS[:1])
+    certain = _certified(image, LAYOUTS[:1])
     return certain[0] if certain is not None else _reference_signature(image)
 
 
@@ -127,8 +97,8 @@ def orientations(
     mirrored is found at distance 0 by one of the rows. ``footprint`` as for ``signature``.
     """
     if footprint is not None:
-        return _estimated(image, footprint, _LAYOUTS)
-    certain = _certified(image, _LAYOUTS)
+        return _estimated(image, footprint, LAYOUTS)
+    certain = _certified(image, LAYOUTS)
     return certain if certain is not None else _reference_orientations(image)
 
 
@@ -145,7 +115,7 @@ def _reference_orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signat
     a flip are the profiles of its base read backwards or summed the other way, and its
     patches are gathered from the base through flipped indices, with the same sums.
     """
-    out = np.empty((len(_LAYOUTS), LENGTH), dtype=np.int8)
+    out = np.empty((len(LAYOUTS), LENGTH), dtype=np.int8)
     g = _grey_of(image, profiles=False)[0]  # _four_profiles below makes all it needs
     for transposed in (False, True):
         if transposed:
@@ -157,7 +127,7 @@ def _reference_orientations(image: npt.NDArray[np.uint8] | FloatArray) -> Signat
             else:
                 g = np.ascontiguousarray(g.T)
         rows, rows_reversed, columns, columns_upward = _four_profiles(g)
-        for i, (turned, flip_rows, flip_columns) in enumerate(_LAYOUTS):
+        for i, (turned, flip_rows, flip_columns) in enumerate(LAYOUTS):
             if turned != transposed:
                 continue
             row_profile = rows_reversed if flip_columns else rows

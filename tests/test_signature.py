@@ -27,6 +27,7 @@ from skimage.color import rgb2gray
 
 from lookalike import images
 from lookalike import signature as sig
+from lookalike.orientations import LAYOUTS
 from lookalike.records import Footprint
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -430,7 +431,7 @@ def test_certified_path_equals_the_reference_path(name: str) -> None:
 
 def test_certified_path_decides_ordinary_pictures() -> None:
     big_enough = [rgb for rgb in CERTIFIED_CASES.values() if min(rgb.shape[:2]) >= 32]
-    decided = [sig._certified(rgb, sig._LAYOUTS) is not None for rgb in big_enough]
+    decided = [sig._certified(rgb, LAYOUTS) is not None for rgb in big_enough]
     assert len(big_enough) > 60
     assert sum(decided) >= 0.95 * len(big_enough)
 
@@ -439,14 +440,14 @@ def test_a_uniform_border_at_the_percentile_is_decided_and_exact() -> None:
     """A white border of exactly 5 % of the rows puts the lower limit on a level run."""
     rgb = np.asarray(Image.fromarray(photo("coffee")).resize((400, 380)))
     bordered = _with_border(rgb, 20, 0, 0, 0, 255)  # 20 of 400 rows
-    assert sig._certified(bordered, sig._LAYOUTS) is not None
+    assert sig._certified(bordered, LAYOUTS) is not None
     assert np.array_equal(sig.orientations(bordered), sig._reference_orientations(bordered))
 
 
 def test_rows_of_different_colours_with_equal_luma_are_not_guessed() -> None:
     """Integer luma cannot tell such a row from a uniform one: the reference decides."""
     rgb = _same_luma_band(200, 300, 1)
-    assert sig._certified(rgb, sig._LAYOUTS[:1]) is None
+    assert sig._certified(rgb, LAYOUTS[:1]) is None
     assert sig.signature(rgb).tolist() == sig._reference_signature(rgb).tolist()
     assert np.array_equal(sig.orientations(rgb), sig._reference_orientations(rgb))
 
@@ -556,7 +557,7 @@ def _decided_by_lines_alone(rgb: RGB) -> bool:
         lambda j: uniform(rgb[:, j].swapaxes(0, 1)),
     )
     axes = ((*rows, area), (*columns, area))
-    return sig._certain_grids(sig._LAYOUTS, (height, width), axes) is not None
+    return sig._certain_grids(LAYOUTS, (height, width), axes) is not None
 
 
 def test_a_few_lines_decide_ordinary_pictures() -> None:
@@ -576,7 +577,7 @@ def test_a_faint_line_at_the_limit_is_decided_by_all_the_lines() -> None:
     image[100] = (120, 50, 60)
     image[100, width // 2 :] = (119, 50, 63)  # 2125 × -1 + 721 × 3 = 38
     assert not _decided_by_lines_alone(image)
-    assert sig._certified(image, sig._LAYOUTS) is not None
+    assert sig._certified(image, LAYOUTS) is not None
     assert sig.signature(image).tolist() == sig._reference_signature(image).tolist()
     assert np.array_equal(sig.orientations(image), sig._reference_orientations(image))
 
@@ -611,7 +612,7 @@ def test_orientations_of_a_large_picture_from_its_patches_equal_the_reference(bo
     whole float64 grey): the same signatures as the reference, bit for bit."""
     rgb = _large(2100, 2000, border)
     assert rgb.shape[0] * rgb.shape[1] > sig._WHOLE_GREY_MAX_PIXELS
-    assert sig._certified(rgb, sig._LAYOUTS) is not None
+    assert sig._certified(rgb, LAYOUTS) is not None
     assert np.array_equal(sig.orientations(rgb), sig._reference_orientations(rgb))
 
 
