@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import numpy.typing as npt
 
-__all__ = ["EXIF", "LAYOUTS", "ORIENTATIONS", "Layout", "turn"]
+__all__ = ["EXIF", "LAYOUTS", "ORIENTATIONS", "Layout", "apply_layout", "turn"]
 
 Layout = tuple[bool, bool, bool]
 """(transposed, rows reversed, columns reversed), applied in that order."""
@@ -55,7 +55,13 @@ EXIF: Final = {
 def turn(image: npt.NDArray[Any], orientation: int) -> npt.NDArray[Any]:
     """``ORIENTATIONS[orientation]`` applied to an image (2-D, or H×W×channels): a view
     (the image itself for the identity)."""
-    transposed, flip_rows, flip_columns = LAYOUTS[orientation]
+    return apply_layout(image, LAYOUTS[orientation])
+
+
+def apply_layout(image: npt.NDArray[Any], layout: Layout) -> npt.NDArray[Any]:
+    """The image transposed, then with its rows and/or columns reversed, as ``layout``
+    says: a view (the image itself if it says nothing)."""
+    transposed, flip_rows, flip_columns = layout
     turned = image.swapaxes(0, 1) if transposed else image
     if flip_rows or flip_columns:
         turned = turned[:: -1 if flip_rows else 1, :: -1 if flip_columns else 1]

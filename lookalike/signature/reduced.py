@@ -15,7 +15,7 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from ..orientations import Layout
+from ..orientations import Layout, apply_layout
 from ..records import Footprint
 from .certified import integer_profiles
 from .reference import (
@@ -49,10 +49,10 @@ def estimated_signatures(
         raise ValueError(f"image {rgb.shape[:2]} does not fit its footprint {footprint}")
     rows, columns = integer_profiles(rgb)
     differences = np.empty((len(layouts), LENGTH), dtype=np.float64)
-    for i, (transposed, flip_rows, flip_columns) in enumerate(layouts):
-        turned = footprint.turned(transposed, flip_rows, flip_columns)
-        base = rgb.swapaxes(0, 1) if transposed else rgb
-        base = base[:: -1 if flip_rows else 1, :: -1 if flip_columns else 1]
+    for i, layout in enumerate(layouts):
+        transposed, flip_rows, flip_columns = layout
+        turned = footprint.turned(*layout)
+        base = apply_layout(rgb, layout)
         row_profile, column_profile = (columns, rows) if transposed else (rows, columns)
         row_profile = row_profile[::-1] if flip_rows else row_profile
         column_profile = column_profile[::-1] if flip_columns else column_profile
