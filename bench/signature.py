@@ -65,6 +65,9 @@ from common import (
 
 from lookalike import images, signature
 from lookalike.config import Settings
+from lookalike.orientations import LAYOUTS
+from lookalike.signature.certified import certified_signatures
+from lookalike.signature.reference import reference_signature
 
 DEFAULT_IMAGE_MATCH_PYTHON = "/tmp/scratch/imvenv/bin/python"
 BENCH_PHOTOS = ("astronaut", "coffee")
@@ -131,7 +134,7 @@ def lookalike_signature(
     if fast:
         return signature.signature(*images.decode_reduced(data, **limits))
     pixels = images.decode(data, **limits)
-    return signature._reference_signature(pixels) if reference else signature.signature(pixels)
+    return reference_signature(pixels) if reference else signature.signature(pixels)
 
 
 def time_lookalike(data: bytes, *, fast: bool, reps: int, reference: bool = False) -> list[float]:
@@ -150,7 +153,7 @@ def certified_share(bench: list[BenchImage]) -> dict[str, int]:
         pixels = images.decode(
             image.data, max_bytes=_LIMITS.max_image_bytes, max_pixels=_LIMITS.max_image_pixels
         )
-        decided += signature._certified(pixels, signature._LAYOUTS[:1]) is not None
+        decided += certified_signatures(pixels, LAYOUTS[:1]) is not None
     return {"decided": decided, "images": len(bench)}
 
 

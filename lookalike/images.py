@@ -35,6 +35,7 @@ import numpy.typing as npt
 from PIL import ExifTags, Image
 
 from .errors import ImageTooLarge, InvalidImage
+from .orientations import EXIF, LAYOUTS, ORIENTATIONS
 from .records import Footprint
 
 __all__ = ["FORMATS", "decode", "decode_reduced", "read", "read_reduced"]
@@ -57,16 +58,15 @@ _JPEG_FORMATS: Final = frozenset({"JPEG", "MPO"})
 _SIXTEEN_BIT_GREY: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _DRAFT_SCALES: Final = (8, 4, 2)  # libjpeg's reductions, strongest first
 _FAST_MIN_SIDE: Final = 512
-# EXIF orientation → Pillow's transpose, and the same as (transpose, flip rows, flip
-# columns) applied in that order.
-_EXIF_TURNS: Final = {
-    2: (Image.Transpose.FLIP_LEFT_RIGHT, (False, False, True)),
-    3: (Image.Transpose.ROTATE_180, (False, True, True)),
-    4: (Image.Transpose.FLIP_TOP_BOTTOM, (False, True, False)),
-    5: (Image.Transpose.TRANSPOSE, (True, False, False)),
-    6: (Image.Transpose.ROTATE_270, (True, False, True)),
-    7: (Image.Transpose.TRANSVERSE, (True, True, True)),
-    8: (Image.Transpose.ROTATE_90, (True, True, False)),
+# Pillow's name for each orientation but the identity (``orientations.ORIENTATIONS``).
+_TRANSPOSES: Final = {
+    "rot90": Image.Transpose.ROTATE_90,
+    "rot180": Image.Transpose.ROTATE_180,
+    "rot270": Image.Transpose.ROTATE_270,
+    "mirror": Image.Transpose.FLIP_LEFT_RIGHT,
+    "mirror_rot90": Image.Transpose.TRANSPOSE,
+    "mirror_rot180": Image.Transpose.FLIP_TOP_BOTTOM,
+    "mirror_rot270": Image.Transpose.TRANSVERSE,
 }
 
 
@@ -161,10 +161,10 @@ def _decode(data: bytes, max_pixels: int, reduce: bool) -> tuple[RGBArray, Footp
         scale = _draft(image) if reduce and kind in _JPEG_FORMATS else 1
         try:
             image.load()
-            turn = _orientation(image)
-            turned = image if turn is None else _transposed(image, turn[0])
+            upright = _upright(image)
+            turned = image if not upright else _transposed(image, upright)
             if turned is image:
-                turn = None
+                upright = 0
             rgb = _to_rgb(turned)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError):
             raise
@@ -173,32 +173,32 @@ def _decode(data: bytes, max_pixels: int, reduce: bool) -> tuple[RGBArray, Footp
         if scale == 1:
             return rgb, None
         footprint = Footprint(scale, (height, width))
-        if turn is not None:
-            footprint = footprint.turned(*turn[1])
+        if upright:
+            footprint = footprint.turned(*LAYOUTS[upright])
         if rgb.shape[:2] != footprint.reduced_shape:
             return rgb, None  # libjpeg reduced otherwise than asked: sign what it decoded
         return rgb, footprint
 
 
-def _transposed(image: Image.Image, method: Image.Transpose) -> Image.Image:
-    """The image turned as its EXIF asks, or as it is if Pillow cannot turn it: the
-    orientation is metadata, never a reason to refuse a picture."""
+def _transposed(image: Image.Image, orientation: int) -> Image.Image:
+    """The image turned by ``ORIENTATIONS[orientation]`` (not the identity), or as it is if
+    Pillow cannot turn it: the orientation is metadata, never a reason to refuse a picture."""
+    method = _TRANSPOSES[ORIENTATIONS[orientation]]
     try:
         return image.transpose(method)
     except Exception:  # Pillow raises anything on odd modes
         return image
 
 
-def _orientation(
-    image: Image.Image,
-) -> tuple[Image.Transpose, tuple[bool, bool, bool]] | None:
-    """The transpose the EXIF orientation asks for, if any. Orientation is metadata:
-    broken EXIF must not reject a picture image-match accepted."""
+def _upright(image: Image.Image) -> int:
+    """The orientation (index in ``ORIENTATIONS``) that its EXIF asks for; 0, the identity,
+    without one. Orientation is metadata: broken EXIF must not reject a picture
+    image-match accepted."""
     try:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     except Exception:  # Pillow raises anything on hostile EXIF
-        return None
-    return _EXIF_TURNS.get(orientation)
+        return 0
+    return EXIF.get(orientation, 0)
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:

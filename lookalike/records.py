@@ -311,7 +311,8 @@ class Footprint:
     offsets: tuple[int, int] = (0, 0)
 
     def turned(self, transposed: bool, flip_rows: bool, flip_columns: bool) -> Footprint:
-        """The footprint after transposing, then flipping rows and/or columns."""
+        """The footprint of the pixels turned by a layout (``orientations.LAYOUTS``):
+        transposed, then rows and/or columns reversed."""
         shape, offsets = self.shape, self.offsets
         if transposed:
             shape, offsets = (shape[1], shape[0]), (offsets[1], offsets[0])

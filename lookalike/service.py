@@ -18,7 +18,7 @@ from typing import Any, Self, Unpack
 import numpy as np
 import numpy.typing as npt
 
-from . import embeddings, ingest, signature
+from . import embeddings, ingest, orientations, signature
 from .backends import Backend, open_backend
 from .config import Settings
 from .errors import InvalidImage, InvalidRequest, NotFound, Overloaded
@@ -188,7 +188,7 @@ class Lookalike:
         options = SearchOptions.of(self.settings, **parameters)
         method = options.method
         rotate = self.settings.all_orientations if all_orientations is None else all_orientations
-        turns = range(len(signature.ORIENTATIONS) if rotate else 1)
+        turns = range(len(orientations.ORIENTATIONS) if rotate else 1)
         signatures = embedded = None
         with self._decoding():  # after the cheap checks
             pixels, footprint = ingest.decoded(source, self.settings)
@@ -198,7 +198,7 @@ class Lookalike:
                 if method == "signature" and not signatures.any():
                     raise InvalidImage(BLANK)
             if method != "signature":
-                embedded = self.embed([signature.turn(pixels, i) for i in turns])
+                embedded = self.embed([orientations.turn(pixels, i) for i in turns])
             del pixels
         return self._search(signatures, embedded, options)
 
@@ -256,14 +256,14 @@ class Lookalike:
             if a.any() and rows.any():
                 d = signature.distances(rows, a)
                 turn = int(np.argmin(d))
-                found.append(Comparison(float(d[turn]), signature.ORIENTATIONS[turn]))
+                found.append(Comparison(float(d[turn]), orientations.ORIENTATIONS[turn]))
             elif method == "signature":  # blank signatures are at distance 1, even from themselves
                 raise InvalidImage(BLANK)
             if self.settings.embeddings:
-                turns = range(len(signature.ORIENTATIONS) if all_orientations else 1)
-                vectors = self.embed([one, *(signature.turn(two, i) for i in turns)])
+                turns = range(len(orientations.ORIENTATIONS) if all_orientations else 1)
+                vectors = self.embed([one, *(orientations.turn(two, i) for i in turns)])
                 cosine, best = cosine_distances(vectors[1:], vectors[:1])
-                orientation = signature.ORIENTATIONS[int(best[0])]
+                orientation = orientations.ORIENTATIONS[int(best[0])]
                 found.append(Comparison(float(cosine[0]), orientation, "embedding"))
         return chosen_comparison(found, method, hybrid_scale(self.settings))
 

@@ -27,7 +27,20 @@ from skimage.color import rgb2gray
 
 from lookalike import images
 from lookalike import signature as sig
+from lookalike.orientations import LAYOUTS
 from lookalike.records import Footprint
+from lookalike.signature.certified import (
+    WHOLE_GREY_MAX_PIXELS,
+    certain_grids,
+    certified_signatures,
+    line_profiles,
+)
+from lookalike.signature.reference import (
+    grey_is_per_pixel,
+    percentile_position,
+    reference_orientations,
+    reference_signature,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 IMAGES = GOLDEN / "images"
@@ -202,7 +215,7 @@ def test_unrelated_photos_are_far(a: str, b: str) -> None:
     assert sig.distance(photo_signature(a), photo_signature(b)) > 0.5
 
 
-# The 8 symmetries applied to an H×W×3 image, written independently of signature.py,
+# The 8 symmetries applied to an H×W×3 image, written independently of lookalike.orientations,
 # each with the name of its inverse in ORIENTATIONS.
 SYMMETRIES: dict[str, tuple[Callable[[RGB], RGB], str]] = {
     "identity": (lambda a: a, "identity"),
@@ -424,13 +437,13 @@ CERTIFIED_CASES = _certified_cases()
 @pytest.mark.parametrize("name", sorted(CERTIFIED_CASES))
 def test_certified_path_equals_the_reference_path(name: str) -> None:
     rgb = CERTIFIED_CASES[name]
-    assert sig.signature(rgb).tolist() == sig._reference_signature(rgb).tolist()
-    assert np.array_equal(sig.orientations(rgb), sig._reference_orientations(rgb))
+    assert sig.signature(rgb).tolist() == reference_signature(rgb).tolist()
+    assert np.array_equal(sig.orientations(rgb), reference_orientations(rgb))
 
 
 def test_certified_path_decides_ordinary_pictures() -> None:
     big_enough = [rgb for rgb in CERTIFIED_CASES.values() if min(rgb.shape[:2]) >= 32]
-    decided = [sig._certified(rgb, sig._LAYOUTS) is not None for rgb in big_enough]
+    decided = [certified_signatures(rgb, LAYOUTS) is not None for rgb in big_enough]
     assert len(big_enough) > 60
     assert sum(decided) >= 0.95 * len(big_enough)
 
@@ -439,16 +452,16 @@ def test_a_uniform_border_at_the_percentile_is_decided_and_exact() -> None:
     """A white border of exactly 5 % of the rows puts the lower limit on a level run."""
     rgb = np.asarray(Image.fromarray(photo("coffee")).resize((400, 380)))
     bordered = _with_border(rgb, 20, 0, 0, 0, 255)  # 20 of 400 rows
-    assert sig._certified(bordered, sig._LAYOUTS) is not None
-    assert np.array_equal(sig.orientations(bordered), sig._reference_orientations(bordered))
+    assert certified_signatures(bordered, LAYOUTS) is not None
+    assert np.array_equal(sig.orientations(bordered), reference_orientations(bordered))
 
 
 def test_rows_of_different_colours_with_equal_luma_are_not_guessed() -> None:
     """Integer luma cannot tell such a row from a uniform one: the reference decides."""
     rgb = _same_luma_band(200, 300, 1)
-    assert sig._certified(rgb, sig._LAYOUTS[:1]) is None
-    assert sig.signature(rgb).tolist() == sig._reference_signature(rgb).tolist()
-    assert np.array_equal(sig.orientations(rgb), sig._reference_orientations(rgb))
+    assert certified_signatures(rgb, LAYOUTS[:1]) is None
+    assert sig.signature(rgb).tolist() == reference_signature(rgb).tolist()
+    assert np.array_equal(sig.orientations(rgb), reference_orientations(rgb))
 
 
 @settings(max_examples=80, deadline=None)
@@ -467,14 +480,14 @@ def test_certified_path_on_blocky_images(
 ) -> None:
     """Few colours in blocks, bordered: level lines and ties, the certificate's hard case."""
     image = _with_border(np.repeat(np.repeat(blocks, scale, 0), scale, 1), *border, colour)
-    assert sig.signature(image).tolist() == sig._reference_signature(image).tolist()
-    assert np.array_equal(sig.orientations(image), sig._reference_orientations(image))
+    assert sig.signature(image).tolist() == reference_signature(image).tolist()
+    assert np.array_equal(sig.orientations(image), reference_orientations(image))
 
 
 @pytest.mark.parametrize("size", [5, 20, 21, 40, 41, 480, 481, 640, 641, 1001])
 @pytest.mark.parametrize("percentile", [5, 50, 95])
 def test_percentile_positions_are_numpys(size: int, percentile: int) -> None:
-    position = sig._percentile_position(size, percentile)
+    position = percentile_position(size, percentile)
     assert position is not None
     k, t = position
     values = np.sort(np.random.default_rng(size).random(size))
@@ -550,13 +563,13 @@ def _decided_by_lines_alone(rgb: RGB) -> bool:
     def uniform(block: RGB) -> npt.NDArray[np.bool_]:
         return (block == block[:, :1]).all(axis=(1, 2))
 
-    rows = (lambda i: sig._line_profiles(rgb[i]), lambda i: uniform(rgb[i]))
+    rows = (lambda i: line_profiles(rgb[i]), lambda i: uniform(rgb[i]))
     columns = (
-        lambda j: sig._line_profiles(rgb[:, j].swapaxes(0, 1)),
+        lambda j: line_profiles(rgb[:, j].swapaxes(0, 1)),
         lambda j: uniform(rgb[:, j].swapaxes(0, 1)),
     )
     axes = ((*rows, area), (*columns, area))
-    return sig._certain_grids(sig._LAYOUTS, (height, width), axes) is not None
+    return certain_grids(LAYOUTS, (height, width), axes) is not None
 
 
 def test_a_few_lines_decide_ordinary_pictures() -> None:
@@ -576,22 +589,22 @@ def test_a_faint_line_at_the_limit_is_decided_by_all_the_lines() -> None:
     image[100] = (120, 50, 60)
     image[100, width // 2 :] = (119, 50, 63)  # 2125 × -1 + 721 × 3 = 38
     assert not _decided_by_lines_alone(image)
-    assert sig._certified(image, sig._LAYOUTS) is not None
-    assert sig.signature(image).tolist() == sig._reference_signature(image).tolist()
-    assert np.array_equal(sig.orientations(image), sig._reference_orientations(image))
+    assert certified_signatures(image, LAYOUTS) is not None
+    assert sig.signature(image).tolist() == reference_signature(image).tolist()
+    assert np.array_equal(sig.orientations(image), reference_orientations(image))
 
 
 def test_this_blas_gives_each_pixel_one_grey() -> None:
     """The patches-only grey relies on it here (checked at run time everywhere)."""
-    assert sig._grey_is_per_pixel()
+    assert grey_is_per_pixel()
 
 
 def test_without_a_per_pixel_grey_the_whole_grey_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where a BLAS rounds a row's tail differently, signatures stay the reference's."""
-    monkeypatch.setattr(sig, "_grey_is_per_pixel", lambda: False)
+    monkeypatch.setattr("lookalike.signature.certified.grey_is_per_pixel", lambda: False)
     for name in ("astronaut-480x640", "coffee-border0", "golden-tiny.png"):
         rgb = CERTIFIED_CASES[name]
-        assert sig.signature(rgb).tolist() == sig._reference_signature(rgb).tolist()
+        assert sig.signature(rgb).tolist() == reference_signature(rgb).tolist()
 
 
 # -- memory: large pictures ---------------------------------------------------------------------
@@ -610,9 +623,9 @@ def test_orientations_of_a_large_picture_from_its_patches_equal_the_reference(bo
     """Past 4 megapixels the 8 orientations gather the grey of their patches only (no
     whole float64 grey): the same signatures as the reference, bit for bit."""
     rgb = _large(2100, 2000, border)
-    assert rgb.shape[0] * rgb.shape[1] > sig._WHOLE_GREY_MAX_PIXELS
-    assert sig._certified(rgb, sig._LAYOUTS) is not None
-    assert np.array_equal(sig.orientations(rgb), sig._reference_orientations(rgb))
+    assert rgb.shape[0] * rgb.shape[1] > WHOLE_GREY_MAX_PIXELS
+    assert certified_signatures(rgb, LAYOUTS) is not None
+    assert np.array_equal(sig.orientations(rgb), reference_orientations(rgb))
 
 
 @pytest.mark.slow

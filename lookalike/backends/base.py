@@ -42,6 +42,7 @@ import numpy.typing as npt
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..orientations import ORIENTATIONS
 from ..records import (
     Filter,
     Match,
@@ -51,7 +52,7 @@ from ..records import (
     check_filter,
     check_metadata,
 )
-from ..signature import LENGTH, ORIENTATIONS, distances
+from ..signature import LENGTH, distances
 from ..vectors import EMBEDDING_DIMENSION, as_stored
 
 __all__ = [

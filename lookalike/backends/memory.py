@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..config import Settings
+from ..orientations import ORIENTATIONS
 from ..records import Filter, Match, Record, matches_filter
-from ..signature import ORIENTATIONS
 from .base import Backend
 from .scan import EmbeddingMatrix, Hits, SignatureMatrix, top
 

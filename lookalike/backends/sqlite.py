@@ -40,8 +40,9 @@ import numpy.typing as npt
 
 from ..config import Settings
 from ..errors import BackendUnavailable, ConfigError
+from ..orientations import ORIENTATIONS
 from ..records import Filter, Match, Record, loads_metadata
-from ..signature import LENGTH, ORIENTATIONS
+from ..signature import LENGTH
 from .base import Backend
 from .scan import Hits, top
 from .searchstate import ExactState, IndexedState
