@@ -119,9 +119,9 @@ def test_workers_are_separate_processes(served):
 def test_listening_socket_is_made_as_tcp_so_workers_disable_nagle():
     """asyncio sets TCP_NODELAY only on sockets whose protocol says TCP; uvicorn's own
     multi-worker socket says 0, which cost every answer a ~40 ms delayed ACK."""
-    from lookalike.cli import _listen
+    from lookalike.cli.serve import listen
 
-    sock = _listen("127.0.0.1", 0)
+    sock = listen("127.0.0.1", 0)
     try:
         assert sock.proto == socket.IPPROTO_TCP
         assert sock.getsockname()[0] == "127.0.0.1"

@@ -7,24 +7,17 @@ become one line on stderr and an exit code, mapped in one place (``EXIT_CODES``)
 from __future__ import annotations
 
 import argparse
-import asyncio
-import functools
-import ipaddress
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
-from . import tuning
-from .config import Settings
-from .errors import (
+from .. import tuning
+from ..config import Settings
+from ..errors import (
     BackendUnavailable,
     ConfigError,
     FetchError,
@@ -34,8 +27,8 @@ from .errors import (
     NotFound,
     Overloaded,
 )
-from .records import METHODS
-from .service import Lookalike
+from ..records import METHODS
+from ..service import Lookalike
 
 __all__ = ["EXIT_CODES", "main"]
 
@@ -65,7 +58,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         if args.store:
             settings = settings.replace(backend=args.store)
         if args.run is None:
-            return _serve(settings, args)
+            from .serve import serve  # the web framework and server only for this command
+
+            return serve(
+                settings.replace(
+                    host=args.host or settings.host,
+                    port=args.port or settings.port,
+                    workers=args.workers or settings.workers,
+                )
+            )
         with Lookalike(settings) as service:
             result: int = args.run(service, args)
             return result
@@ -163,142 +164,6 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=20)
     listing.set_defaults(run=_list)
     return parser
-
-
-def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    """Run uvicorn; each worker process builds its own service from these settings."""
-    import uvicorn
-
-    from .api import app_from_settings  # the web framework only for this command
-
-    settings = settings.replace(
-        host=args.host or settings.host,
-        port=args.port or settings.port,
-        workers=args.workers or settings.workers,
-    )
-    with Lookalike(settings) as service:  # fail now, in one line, if the store cannot open
-        one_process = service.backend.one_process
-    if settings.workers > 1 and one_process:
-        print(f"lookalike: {one_process}: 1 worker, not {settings.workers}", file=sys.stderr)
-        settings = settings.replace(workers=1)
-    # This process first: tune_this_process leaves alone what the environment sets, and
-    # the next call sets it for the workers: C libraries read it as a process starts.
-    tuning.tune_this_process(tuning.SERVE_MMAP_THRESHOLD)
-    tuning.prepare_worker_environment(
-        blas_threads=1 if settings.workers > 1 else None,
-        mmap_threshold=tuning.SERVE_MMAP_THRESHOLD,
-    )
-    if not settings.api_key and not _is_loopback(settings.host):
-        print(
-            f"lookalike: warning: listening on {settings.host} without LOOKALIKE_API_KEY: "
-            "anyone who can reach this port can add and delete images",
-            file=sys.stderr,
-        )
-    config = uvicorn.Config(
-        functools.partial(app_from_settings, settings),  # pickled to each worker: all it needs
-        factory=True,
-        http=DeadlineH11Protocol,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # the API logs one line per request itself
-        server_header=False,
-    )
-    if settings.workers == 1:
-        uvicorn.Server(config).run()
-        return 0
-    from uvicorn.supervisors import Multiprocess
-
-    # uvicorn's own listening socket has protocol 0, which the workers' asyncio takes as
-    # "not TCP" and so leaves Nagle on: every answer then waited ~40 ms for a delayed ACK
-    # (measured by bench/http.py). A socket made with IPPROTO_TCP gets TCP_NODELAY.
-    print(f"lookalike: serving http://{settings.host}:{settings.port}", file=sys.stderr)
-    Multiprocess(config, sockets=[_listen(settings.host, settings.port)]).run()
-    return 0
-
-
-class DeadlineH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, with a deadline on reading each request: from its first
-    byte (or the connection's opening) to the end of its body, ``request_timeout``
-    seconds. uvicorn bounds only the idle time between requests, so a client sending
-    headers or a body a byte at a time could hold a connection for ever. At the deadline
-    a request whose headers have not all come is answered 408; one whose body has not is
-    cut off. Module-level, so that uvicorn can hand it to worker processes."""
-
-    _deadline: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm()
-
-    def data_received(self, data: bytes) -> None:
-        if self.conn.their_state is h11.IDLE:
-            self._arm()  # a new request begins (or an idle connection speaks again)
-        super().data_received(data)
-        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
-            self._disarm()  # received whole (DONE), or the connection is over
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-
-    def _arm(self) -> None:
-        if self._deadline is None:
-            self._deadline = self.loop.call_later(_request_timeout(), self._expired)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expired(self) -> None:
-        self._deadline = None
-        if self.transport.is_closing():
-            return
-        cycle = getattr(self, "cycle", None)  # the last request's, if any
-        if self.conn.their_state is h11.IDLE and (cycle is None or cycle.response_complete):
-            self.transport.write(_timeout_answer())  # the headers never came whole
-        self.transport.close()
-
-
-@functools.cache
-def _request_timeout() -> float:
-    """This worker's request deadline, from the environment ``serve`` prepared."""
-    return Settings.from_env(os.environ).request_timeout
-
-
-@functools.cache
-def _timeout_answer() -> bytes:
-    seconds = _request_timeout()
-    body = json.dumps(
-        {"status": "fail", "error": [f"request not received within {seconds:g} s"],
-         "method": "", "result": []}
-    ).encode()  # fmt: skip
-    return (
-        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as error:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -1,0 +1,113 @@
+"""The middleware: access (the API key) and framing (one framing, a bounded body, UTF-8
+text fields), checked before a request is routed, and one log line per request."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from ..config import Settings
+from .responses import fail
+
+__all__ = ["DOCS_ASSETS", "add_guard"]
+
+log = logging.getLogger("lookalike.http")
+
+DOCS_ASSETS = "/docs-assets"
+_UNAUTHENTICATED = frozenset({"/ping", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+_CLOSE = {"Connection": "close"}  # the body that follows is not read
+
+
+def add_guard(app: FastAPI, settings: Settings) -> None:
+    limit = 2 * settings.max_image_bytes + 1_000_000  # /compare carries two images
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        try:
+            response = await _checked(request, call_next, settings, limit)
+        except Exception:
+            # Answered here rather than by Starlette's outermost handler, which answers
+            # and then re-raises to the server, which drops the keep-alive connection.
+            log.exception("%s %s crashed", request.method, request.url.path)
+            response = fail(request, 500, "internal error", method=request.url.path.strip("/"))
+        log.info(
+            "%s %s %d %.1f ms",
+            request.method,
+            request.url.path,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        return response
+
+
+async def _checked(
+    request: Request,
+    call_next: Callable[[Request], Awaitable[Any]],
+    settings: Settings,
+    limit: int,
+) -> Any:
+    # Before routing, so the envelope is named after the path rather than the route.
+    method = request.url.path.strip("/")
+    public = request.url.path in _UNAUTHENTICATED or request.url.path.startswith(DOCS_ASSETS + "/")
+    if settings.api_key and not public:
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {settings.api_key}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            challenge = {"WWW-Authenticate": "Bearer"}
+            return fail(request, 401, "missing or wrong API key", method=method, headers=challenge)
+    length = request.headers.get("content-length")
+    if length is not None and request.headers.get("transfer-encoding"):
+        # Two framings: proxies and servers may each pick another one (request smuggling).
+        message = "send either Content-Length or Transfer-Encoding, not both"
+        return fail(request, 400, message, method=method, headers=_CLOSE)
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        return fail(request, 413, f"request body over {limit} bytes", method=method)
+    if length is None and request.headers.get("transfer-encoding"):
+        return fail(request, 411, "send a Content-Length, not chunks", method=method)
+    boundary = _multipart_boundary(request.headers.get("content-type", ""))
+    if boundary is not None:
+        # Starlette reads a text field that is not UTF-8 as Latin-1, silently: check the
+        # bytes here, while they are still bytes (the body is read once and handed on).
+        name = _field_not_utf8(await request.body(), boundary)
+        if name is not None:
+            return fail(request, 400, f"{name} is not valid UTF-8", method=method)
+    return await call_next(request)
+
+
+def _multipart_boundary(content_type: str) -> bytes | None:
+    kind, _, options = content_type.partition(";")
+    if kind.strip().lower() != "multipart/form-data":
+        return None
+    for option in options.split(";"):
+        key, _, value = option.strip().partition("=")
+        if key.lower() == "boundary" and value:
+            return value.strip('"').encode("latin-1", "replace")
+    return None
+
+
+def _field_not_utf8(body: bytes, boundary: bytes) -> str | None:
+    """The name of the first text field (a part without a filename) of a multipart body
+    whose value is not UTF-8, or None. File parts are skipped, not copied."""
+    delimiter = b"--" + boundary
+    start = body.find(delimiter)
+    while start != -1:
+        head_start = start + len(delimiter) + 2  # past the CRLF after the delimiter
+        head_end = body.find(b"\r\n\r\n", head_start)
+        end = body.find(b"\r\n" + delimiter, head_start)
+        if head_end == -1 or end == -1 or head_end > end:
+            return None  # the end, or a malformed body: the form parser will judge it
+        headers = body[head_start:head_end]
+        if b"filename=" not in headers:
+            try:
+                body[head_end + 4 : end].decode("utf-8")
+            except UnicodeDecodeError:
+                _, _, rest = headers.partition(b'name="')
+                return rest.partition(b'"')[0].decode("latin-1") or "a form field"
+        start = end + 2
+    return None
