@@ -21,6 +21,7 @@ import pytest
 from skimage import data
 
 from lookalike import embeddings
+from lookalike.embeddings.graph import same_pads
 from lookalike.errors import ConfigError
 
 GOLDEN = Path(__file__).parent / "golden" / "embeddings"
@@ -83,10 +84,10 @@ def test_state_dict_reader_refuses_other_globals() -> None:
 
 
 def test_same_padding_is_tensorflows() -> None:
-    assert embeddings._same_pads(224, 3, 2) == ([0, 0, 1, 1], 112)
-    assert embeddings._same_pads(56, 5, 2) == ([1, 1, 2, 2], 28)
-    assert embeddings._same_pads(14, 5, 1) == ([2, 2, 2, 2], 14)
-    assert embeddings._same_pads(7, 1, 1) == ([0, 0, 0, 0], 7)
+    assert same_pads(224, 3, 2) == ([0, 0, 1, 1], 112)
+    assert same_pads(56, 5, 2) == ([1, 1, 2, 2], 28)
+    assert same_pads(14, 5, 1) == ([2, 2, 2, 2], 14)
+    assert same_pads(7, 1, 1) == ([0, 0, 0, 0], 7)
 
 
 def test_preprocess_shape_range_and_validation() -> None:

@@ -35,9 +35,9 @@ from lookalike.signature.certified import (
     certified_signatures,
     line_profiles,
 )
+from lookalike.signature.quantise import percentile_position
 from lookalike.signature.reference import (
     grey_is_per_pixel,
-    percentile_position,
     reference_orientations,
     reference_signature,
 )

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..orientations import Layout
+from .quantise import neighbour_differences, percentile_position, quantise_rows
 from .reference import (
     LENGTH,
     LOWER_PERCENTILE,
@@ -33,10 +34,7 @@ from .reference import (
     grey_is_per_pixel,
     grid_points,
     is_rgb8,
-    neighbour_differences,
     patch_means,
-    percentile_position,
-    quantise_rows,
 )
 
 __all__ = [

@@ -18,6 +18,7 @@ import numpy.typing as npt
 from ..orientations import Layout, apply_layout
 from ..records import Footprint
 from .certified import integer_profiles
+from .quantise import neighbour_differences, quantise_rows
 from .reference import (
     LENGTH,
     FloatArray,
@@ -26,10 +27,8 @@ from .reference import (
     grey,
     grid_points,
     is_rgb8,
-    neighbour_differences,
     patch_size,
     patch_spans,
-    quantise_rows,
 )
 
 __all__ = ["estimated_signatures"]
