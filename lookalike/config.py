@@ -14,7 +14,11 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["VERSION", "Settings", "setting_variables"]
+METHODS: tuple[str, ...] = ("signature", "embedding", "hybrid")
+"""How a search compares images: the Goldberg signature (copies), the CNN embedding
+(look-alikes and crops), or both fused."""
+
+__all__ = ["METHODS", "VERSION", "Settings", "setting_variables"]
 
 VERSION = "0.1.0"
 """lookalike's version (``lookalike.__version__``; the same as pyproject.toml's)."""
@@ -203,7 +207,7 @@ class Settings:
             raise ConfigError("Elasticsearch candidates and timeout must be positive")
         if self.elasticsearch_embedding_knn > 10_000:
             raise ConfigError("LOOKALIKE_ELASTICSEARCH_EMBEDDING_KNN is at most 10000")
-        if self.search_method not in ("signature", "embedding", "hybrid"):
+        if self.search_method not in METHODS:
             raise ConfigError("LOOKALIKE_SEARCH_METHOD must be signature, embedding or hybrid")
         if self.search_method != "signature" and not self.embeddings:
             raise ConfigError(f"search method {self.search_method} needs LOOKALIKE_EMBEDDINGS=true")
@@ -218,6 +222,11 @@ class Settings:
         if self.elasticsearch_refresh not in ("wait_for", "true", "false"):
             raise ConfigError("LOOKALIKE_ELASTICSEARCH_REFRESH must be wait_for, true or false")
         return self
+
+    @property
+    def search_methods(self) -> list[str]:
+        """The search methods this service offers: all three with embeddings."""
+        return list(METHODS) if self.embeddings else ["signature"]
 
     @property
     def store(self) -> str:

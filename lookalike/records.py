@@ -25,7 +25,6 @@ __all__ = [
     "MAX_FILTER_KEYS",
     "MAX_METADATA_BYTES",
     "MAX_METADATA_DEPTH",
-    "METHODS",
     "Comparison",
     "FileResult",
     "Filter",
@@ -47,10 +46,6 @@ log = logging.getLogger("lookalike")
 Metadata = dict[str, Any]
 Filter = Mapping[str, Any]
 """Metadata keys and the JSON scalars they must equal."""
-
-METHODS = ("signature", "embedding", "hybrid")
-"""How a search compares images: the Goldberg signature (copies), the CNN embedding
-(look-alikes and crops), or both fused."""
 
 
 INT64_RANGE = (-(2**63), 2**63 - 1)

@@ -21,9 +21,9 @@ from typing import TypedDict
 import numpy as np
 import numpy.typing as npt
 
-from .config import Settings
+from .config import METHODS, Settings
 from .errors import InvalidRequest
-from .records import METHODS, Comparison, Filter, Match, check_filter, servable
+from .records import Comparison, Filter, Match, check_filter, servable
 from .vectors import cosine_distances
 
 __all__ = [

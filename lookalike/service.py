@@ -277,8 +277,8 @@ class Lookalike:
         return self.backend.count()
 
     def stats(self) -> dict[str, Any]:
-        """What the store holds and what its search state costs in this process."""
-        return self.backend.stats()
+        """What the store holds, what its search state costs here, the search methods."""
+        return {**self.backend.stats(), "methods": self.settings.search_methods}
 
     def migrate(
         self, target: str, *, swap: bool = False, progress: Callable[[int], object] | None = None

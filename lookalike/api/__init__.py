@@ -16,10 +16,12 @@ import contextlib
 import logging
 import os
 from collections.abc import MutableMapping
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 
@@ -27,7 +29,7 @@ from ..config import VERSION, Settings
 from ..errors import InvalidRequest, NotFound
 from ..records import INT64_RANGE
 from ..service import Lookalike
-from .guard import DOCS_ASSETS, add_guard
+from .guard import DOCS_ASSETS, WEB_PATH, add_guard
 from .parameters import (
     MAX_LISTED,
     MAX_RESULTS,
@@ -42,6 +44,9 @@ from .responses import STATUS_CODES, add_error_handlers, envelope
 __all__ = ["STATUS_CODES", "app_from_environment", "app_from_settings", "create_app"]
 
 log = logging.getLogger("lookalike.http")
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+"""The page's static files (HTML, CSS, JavaScript), shipped in the package."""
 
 Upload = Annotated[UploadFile | None, File(description="The image, as a file upload")]
 FormText = Annotated[str | None, Form()]
@@ -222,6 +227,13 @@ def create_app(service: Lookalike) -> FastAPI:
         ("/stats", stats),
     ):
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+
+    # The page: static files of the package, no build step, talking only to this API.
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(WEB / "index.html", media_type="text/html; charset=utf-8")
+
+    app.mount(WEB_PATH, StaticFiles(directory=WEB), name="web")
 
     add_error_handlers(app)
     add_guard(app, settings)

@@ -19,7 +19,18 @@ __all__ = ["DOCS_ASSETS", "add_guard"]
 log = logging.getLogger("lookalike.http")
 
 DOCS_ASSETS = "/docs-assets"
-_UNAUTHENTICATED = frozenset({"/ping", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+WEB_PATH = "/web"
+_UNAUTHENTICATED = frozenset({"/", "/ping", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+_PUBLIC_FOLDERS = (DOCS_ASSETS + "/", WEB_PATH + "/")
+# Every answer: the page runs only its own scripts and styles, shows images from here
+# (thumbnails arrive as blobs fetched with the API key), and no one may frame it.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self';"
+    " img-src 'self' blob:; connect-src 'self'; form-action 'self'; base-uri 'none';"
+    " frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 _CLOSE = {"Connection": "close"}  # the body that follows is not read
 
 
@@ -36,6 +47,10 @@ def add_guard(app: FastAPI, settings: Settings) -> None:
             # and then re-raises to the server, which drops the keep-alive connection.
             log.exception("%s %s crashed", request.method, request.url.path)
             response = fail(request, 500, "internal error", method=request.url.path.strip("/"))
+        for name, value in SECURITY_HEADERS.items():
+            # Swagger UI (/docs) runs inline scripts: it keeps its own policy.
+            if name != "Content-Security-Policy" or not request.url.path.startswith("/docs"):
+                response.headers.setdefault(name, value)
         log.info(
             "%s %s %d %.1f ms",
             request.method,
@@ -54,7 +69,7 @@ async def _checked(
 ) -> Any:
     # Before routing, so the envelope is named after the path rather than the route.
     method = request.url.path.strip("/")
-    public = request.url.path in _UNAUTHENTICATED or request.url.path.startswith(DOCS_ASSETS + "/")
+    public = request.url.path in _UNAUTHENTICATED or request.url.path.startswith(_PUBLIC_FOLDERS)
     if settings.api_key and not public:
         given = request.headers.get("authorization", "")
         expected = f"Bearer {settings.api_key}"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import tuning
-from ..config import Settings
+from ..config import METHODS, Settings
 from ..errors import (
     BackendUnavailable,
     ConfigError,
@@ -27,7 +27,6 @@ from ..errors import (
     NotFound,
     Overloaded,
 )
-from ..records import METHODS
 from ..service import Lookalike
 
 __all__ = ["EXIT_CODES", "main"]
