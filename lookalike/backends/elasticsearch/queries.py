@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import BackendUnavailable
-from ..records import Filter, Record, check_filepath
-from ..signature import LENGTH, words
-from ..vectors import EMBEDDING_DIMENSION, as_stored
+from ...errors import BackendUnavailable, ConfigError
+from ...records import Filter, Record, check_filepath
+from ...signature import LENGTH, words
+from ...vectors import EMBEDDING_DIMENSION, as_stored
 
 __all__ = [
     "EMBEDDING",
@@ -43,6 +43,7 @@ __all__ = [
     "is_legacy",
     "knn_body",
     "mapping",
+    "normalise_url",
     "source_of",
     "word_body",
 ]
@@ -55,6 +56,14 @@ SOURCE = ["path", "signature", "metadata"]  # what a signature re-rank needs
 # What an embedding re-rank needs. Naming the vector field explicitly matters: from 9.2,
 # new indices leave vectors out of returned _source unless a request names them.
 EMBEDDING_SOURCE = ["path", "metadata", EMBEDDING]
+
+
+def normalise_url(url: str) -> str:
+    """Match's ``ELASTICSEARCH_URL``: a bare ``host:port`` means http."""
+    url = url.strip()
+    if not url:
+        raise ConfigError("ELASTICSEARCH_URL is empty")
+    return url if "://" in url else f"http://{url}"
 
 
 def document_id(filepath: str) -> str:

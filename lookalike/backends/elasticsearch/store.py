@@ -3,7 +3,7 @@
 Documents keep image-match's fields — ``path``, ``signature``, ``simple_word_0 … 62``,
 ``metadata`` — so an index written by Match or image-match is searched as it is (the
 *legacy* layout: random ids, dynamic mapping). Indices lookalike creates (the *lookalike*
-layout) add an explicit mapping (``elasticsearch_queries.mapping``): the id is a hash of the
+layout) add an explicit mapping (``queries.mapping``): the id is a hash of the
 filepath, so an add replaces and a delete removes exactly that path; ``metadata`` is
 ``flattened``; the signature is also a ``dense_vector`` of bytes for HNSW k-nearest-neighbour
 search; ``embedding``, when a record has one, is a ``dense_vector`` of 1280 floats indexed as
@@ -20,7 +20,7 @@ emulation of both stages at 1k–100k images): kNN k=500 loses nothing measurabl
 at 1,000 keep every original but lose a few matches of crops and padding. An embedding
 search does the same with one kNN query per orientation over ``embedding`` and re-ranks
 with ``vectors.cosine_distances``, the distance every backend reports. The request bodies
-are built by the pure functions of ``elasticsearch_queries``, so they can be checked
+are built by the pure functions of ``queries``, so they can be checked
 against Elasticsearch's documentation without a server.
 """
 
@@ -36,12 +36,12 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ..config import Settings
-from ..errors import BackendUnavailable, ConfigError
-from ..records import Filter, Match, Record, matches_filter
-from ..vectors import cosine_distances
-from .base import Backend, checked_record, ranked, redacted, signature_distances
-from .elasticsearch_queries import (
+from ...config import Settings
+from ...errors import BackendUnavailable, ConfigError
+from ...records import Filter, Match, Record, matches_filter
+from ...vectors import cosine_distances
+from ..base import Backend, checked_record, ranked, redacted, signature_distances
+from .queries import (
     EMBEDDING,
     LAYOUT_VERSION,
     MAX_CANDIDATES,
@@ -57,6 +57,7 @@ from .elasticsearch_queries import (
     is_legacy,
     knn_body,
     mapping,
+    normalise_url,
     source_of,
     word_body,
 )
@@ -67,22 +68,11 @@ try:
 except ImportError:  # pragma: no cover - exercised where the extra is missing
     elasticsearch = None  # type: ignore[assignment]
 
-__all__ = [
-    "ElasticsearchBackend",
-    "document_id",
-    "embedding_knn_body",
-    "filter_clauses",
-    "is_legacy",
-    "knn_body",
-    "mapping",
-    "normalise_url",
-    "source_of",
-    "word_body",
-]
+__all__ = ["ElasticsearchBackend"]
 
 T = TypeVar("T")
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # the name it had as one module
 
 _TRANSIENT = (429, 502, 503, 504)
 # Keep the first insert time when a document is replaced, so that list order holds.
@@ -94,14 +84,6 @@ _LEGACY_EMBEDDINGS = (
     "it was written by Match or image-match; `lookalike migrate` moves it to the new"
     " layout, which holds embeddings"
 )
-
-
-def normalise_url(url: str) -> str:
-    """Match's ``ELASTICSEARCH_URL``: a bare ``host:port`` means http."""
-    url = url.strip()
-    if not url:
-        raise ConfigError("ELASTICSEARCH_URL is empty")
-    return url if "://" in url else f"http://{url}"
 
 
 # -- the backend --------------------------------------------------------------------------
