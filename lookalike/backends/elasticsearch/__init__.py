@@ -1,5 +1,6 @@
-"""The Elasticsearch store (``lookalike[elasticsearch]``): ``store`` (the backend) and ``queries``
-(request bodies and response shapes: pure, no client).
+"""The Elasticsearch store (``lookalike[elasticsearch]``): ``store`` (the backend), ``queries``
+(request bodies and response shapes: pure, no client) and ``migrate`` (from the layout of
+Match and image-match to lookalike's).
 
 ``ElasticsearchBackend`` is imported on first use, so that ``queries`` can be imported
 without loading the client.

@@ -29,7 +29,7 @@ from __future__ import annotations
 import builtins
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -40,10 +40,10 @@ from ...config import Settings
 from ...errors import BackendUnavailable, ConfigError
 from ...records import Filter, Match, Record, matches_filter
 from ...vectors import cosine_distances
-from ..base import Backend, checked_record, ranked, redacted, signature_distances
+from ..base import Backend, ranked, redacted, signature_distances
+from .migrate import copy_index
 from .queries import (
     EMBEDDING,
-    LAYOUT_VERSION,
     MAX_CANDIDATES,
     SOURCE,
     document_id,
@@ -157,7 +157,7 @@ class ElasticsearchBackend(Backend):
             if self._no_embeddings and any(r.embedding is not None for r in checked):
                 self._warn_no_embeddings()
                 checked = [_without_embedding(r) for r in checked]
-            self._bulk(self._upsert(r) for r in checked)
+            self._write(checked)
             total += len(checked)
         return total
 
@@ -330,80 +330,15 @@ class ElasticsearchBackend(Backend):
         batch: int = 500,
         progress: Callable[[int], object] | None = None,
     ) -> dict[str, Any]:
-        """Copy this index into ``target`` in lookalike's layout (created if missing).
-
-        Documents are read in path order; after each batch the last path reached is kept
-        in the target's mapping ``_meta``, so a rerun continues where one stopped. Legacy
-        duplicates of a path collapse into one document (the last read). With ``swap``,
-        once both hold the same number of paths, one atomic ``_aliases`` request deletes
-        this index and makes its name an alias of ``target``: clients keep their
-        ``ELASTICSEARCH_INDEX``. ``progress`` is called with each batch's size."""
+        """Copy this index into ``target`` in lookalike's layout (created if missing),
+        resumably, then with ``swap`` make this index's name an alias of it: see
+        ``migrate.copy_index``."""
         if not self._exists():
             raise ConfigError(f"there is no index {self.index!r} to migrate")
         destination = ElasticsearchBackend(
             self.url, index=target, refresh="false", retries=self.retries, client=self._es
         )
-        if destination._is_legacy():
-            raise ConfigError(f"{target!r} exists and is not a lookalike index")
-        answer = self._call(lambda: self._es.indices.get_mapping(index=target))
-        meta = dict(next(iter(answer.values()))["mappings"].get("_meta") or {})
-        after = meta.get("migrated_until")
-        paths = int(meta.get("migrated_paths", 0))  # distinct paths copied, across runs
-        last = after[0] if after else None
-        key = "path.keyword" if self._is_legacy() else "path"
-        copied = 0
-        while True:
-            body: dict[str, Any] = {
-                "size": batch,
-                "sort": [{key: "asc"}],
-                "_source": [*SOURCE, EMBEDDING],  # named: 9.2+ omits vectors otherwise
-            }
-            if after is not None:
-                body["search_after"] = after
-            hits = hits_of(self._call(partial(self._es.search, index=self.index, **body)))
-            if not hits:
-                break
-            records = [
-                checked_record(
-                    Record(
-                        h["_source"]["path"],
-                        np.asarray(h["_source"]["signature"]),
-                        h["_source"].get("metadata"),
-                        embedding=embedding_of(h["_source"]),
-                    )
-                )
-                for h in hits
-            ]
-            if destination._no_embeddings and any(r.embedding is not None for r in records):
-                raise BackendUnavailable(
-                    f"{target!r} cannot hold the embeddings of {self.index!r}:"
-                    f" {destination._no_embeddings}"
-                )
-            destination._bulk(destination._upsert(r) for r in records)
-            for record in records:  # in path order: a duplicate follows its first
-                paths += record.filepath != last
-                last = record.filepath
-            after = hits[-1]["sort"]
-            meta.update(lookalike=LAYOUT_VERSION, migrated_until=after, migrated_paths=paths)
-            self._call(lambda: self._es.indices.put_mapping(index=target, meta=meta))
-            copied += len(hits)
-            if progress is not None:
-                progress(len(hits))
-        self._call(lambda: self._es.indices.refresh(index=target))
-        facts = {"copied": copied, "source_paths": paths, "target_count": destination.count()}
-        if swap:
-            if facts["target_count"] != paths:
-                raise BackendUnavailable(
-                    f"not swapping: {target!r} holds {facts['target_count']} documents,"
-                    f" {self.index!r} {paths} paths; run the migration again"
-                )
-            actions = [
-                {"add": {"index": target, "alias": self.index}},
-                {"remove_index": {"index": self.index}},
-            ]
-            self._call(lambda: self._es.indices.update_aliases(actions=actions))
-            facts["swapped"] = True
-        return facts
+        return copy_index(self, destination, swap=swap, batch=batch, progress=progress)
 
     def close(self) -> None:
         self._es.close()
@@ -461,10 +396,10 @@ class ElasticsearchBackend(Backend):
             "retry_on_conflict": 3,
         }
 
-    def _bulk(self, actions: Iterator[dict[str, Any]]) -> None:
-        """Send the actions in one bulk request; failed items are reported, not half-kept
+    def _write(self, records: builtins.list[Record]) -> None:
+        """Upsert the records in one bulk request; failed items are reported, not half-kept
         silently (each item is an idempotent upsert, so a retry is safe)."""
-        batch = list(actions)
+        batch = [self._upsert(record) for record in records]
         outcome: Any = self._call(
             lambda: helpers.bulk(self._es, batch, refresh=self.refresh, raise_on_error=False)
         )
