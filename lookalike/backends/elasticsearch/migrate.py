@@ -1,6 +1,5 @@
 """``lookalike migrate``: an index written by Match or image-match (random ids, dynamic
-mapping) copied into lookalike's layout. ``ElasticsearchBackend.migrate`` runs it on two
-stores of this package that share one client, through their internals."""
+mapping) copied into lookalike's layout, run by ``ElasticsearchBackend.migrate``."""
 
 from __future__ import annotations
 
@@ -16,14 +15,14 @@ from ..base import checked_record
 from .queries import EMBEDDING, LAYOUT_VERSION, SOURCE, embedding_of, hits_of
 
 if TYPE_CHECKING:
-    from .store import ElasticsearchBackend
+    from .index import Index
 
 __all__ = ["copy_index"]
 
 
 def copy_index(
-    source: ElasticsearchBackend,
-    destination: ElasticsearchBackend,
+    source: Index,
+    destination: Index,
     *,
     swap: bool,
     batch: int,
@@ -38,15 +37,17 @@ def copy_index(
     once both hold the same number of paths, one atomic ``_aliases`` request deletes
     the source index and makes its name an alias of the target: clients keep their
     ``ELASTICSEARCH_INDEX``. ``progress`` is called with each batch's size."""
-    es, call, target = source._es, source._call, destination.index
-    if destination._is_legacy():
+    es, call, target = source.es, source.call, destination.name
+    if not source.exists():
+        raise ConfigError(f"there is no index {source.name!r} to migrate")
+    if destination.layout().legacy:
         raise ConfigError(f"{target!r} exists and is not a lookalike index")
     answer = call(lambda: es.indices.get_mapping(index=target))
     meta = dict(next(iter(answer.values()))["mappings"].get("_meta") or {})
     after = meta.get("migrated_until")
     paths = int(meta.get("migrated_paths", 0))  # distinct paths copied, across runs
     last = after[0] if after else None
-    key = "path.keyword" if source._is_legacy() else "path"
+    key = source.layout().path
     copied = 0
     while True:
         body: dict[str, Any] = {
@@ -56,7 +57,7 @@ def copy_index(
         }
         if after is not None:
             body["search_after"] = after
-        hits = hits_of(call(partial(es.search, index=source.index, **body)))
+        hits = hits_of(call(partial(es.search, index=source.name, **body)))
         if not hits:
             break
         records = [
@@ -70,12 +71,12 @@ def copy_index(
             )
             for h in hits
         ]
-        if destination._no_embeddings and any(r.embedding is not None for r in records):
+        if destination.no_embeddings and any(r.embedding is not None for r in records):
             raise BackendUnavailable(
-                f"{target!r} cannot hold the embeddings of {source.index!r}:"
-                f" {destination._no_embeddings}"
+                f"{target!r} cannot hold the embeddings of {source.name!r}:"
+                f" {destination.no_embeddings}"
             )
-        destination._write(records)
+        destination.write(records)
         for record in records:  # in path order: a duplicate follows its first
             paths += record.filepath != last
             last = record.filepath
@@ -91,11 +92,11 @@ def copy_index(
         if facts["target_count"] != paths:
             raise BackendUnavailable(
                 f"not swapping: {target!r} holds {facts['target_count']} documents,"
-                f" {source.index!r} {paths} paths; run the migration again"
+                f" {source.name!r} {paths} paths; run the migration again"
             )
         actions = [
-            {"add": {"index": target, "alias": source.index}},
-            {"remove_index": {"index": source.index}},
+            {"add": {"index": target, "alias": source.name}},
+            {"remove_index": {"index": source.name}},
         ]
         call(lambda: es.indices.update_aliases(actions=actions))
         facts["swapped"] = True
