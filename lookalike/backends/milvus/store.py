@@ -1,37 +1,5 @@
-"""A store in Milvus — a server or cluster, Zilliz Cloud, or Milvus Lite in a local file —
-with pymilvus (``lookalike[milvus]``). The same code talks to all of them; the test suite
-runs it on Milvus Lite.
-
-**Layout.** Milvus Lite holds one dense vector field per collection, so a store is two
-collections. ``<name>`` has a row per record: ``filepath`` (VARCHAR primary key, so an add
-is an upsert), ``signature`` (FLOAT_VECTOR of 648: the int8 values are exact in float32,
-and Milvus Lite has no INT8_VECTOR), ``blank`` (an all-zero signature, whose cosine is
-undefined: its vector is a placeholder, and it is re-ranked as the zeros it is),
-``metadata`` (the exact JSON text; each key also as the dynamic field ``m:<key>``, which
-filters read), ``seq`` (insertion order: kept when a record is replaced, new for one added
-again), ``created``, ``updated``, ``version`` (random, new on every write) and
-``has_embedding``. ``<name>_embeddings`` has a row only for records with an embedding:
-``filepath``, ``embedding`` (FLOAT_VECTOR of 1280), the same dynamic fields, and the
-record's ``version``. So "no embedding" is no row, not a placeholder; a row whose version
-is not its record's (left by a write that failed halfway) is ignored. No field is
-nullable, so that Milvus versions without nullable fields take the same schema.
-
-**Search.** All query rows (orientations) go in one request, ranked by cosine similarity
-on an HNSW index (or FLAT, or AUTOINDEX on Zilliz); then the candidates' stored vectors
-are fetched and re-ranked with the one distance of each kind — ``signature.distances``,
-``vectors.cosine_distances`` — so a distance is the one every store reports. A query row
-asks for ``candidates`` neighbours first; ``milvus_queries`` explains the bound that
-tells whether every record left out is provably worse than the results. If one might not
-be, the search asks for four times as many, or reads the whole collection once that is
-cheaper. With an exact index (FLAT, or the brute force Milvus runs on data not indexed
-yet) results equal brute force; with HNSW only the graph search can miss.
-
-**Order.** ``list`` sorts by ``seq`` (nanoseconds at the first insert; ties by filepath).
-A server reads every (filepath, seq) for it; Milvus Lite is opened by one process only
-(it locks its folder), which therefore sees every write: it keeps the order in memory,
-read once. Milvus Lite searches unflushed rows by converting each to Python on every
-search, so it is flushed after every ``_LITE_FLUSH_ROWS`` rows written.
-"""
+"""``MilvusBackend``: a lookalike store in two Milvus collections, with pymilvus; the
+package's docstring says how records are kept, searched and listed."""
 
 from __future__ import annotations
 
@@ -51,14 +19,16 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ..config import Settings
-from ..errors import BackendUnavailable, ConfigError, InvalidRequest
-from ..records import INT64_RANGE, Filter, Match, Metadata, Record, loads_metadata, matches_filter
-from ..signature import LENGTH
-from ..vectors import EMBEDDING_DIMENSION, cosine_distances
-from .base import Backend, ranked, signature_distances
-from .milvus_queries import (
+from ...config import Settings
+from ...errors import BackendUnavailable, ConfigError, InvalidRequest
+from ...records import INT64_RANGE, Filter, Match, Metadata, Record, loads_metadata, matches_filter
+from ...signature import LENGTH
+from ...vectors import EMBEDDING_DIMENSION, cosine_distances
+from ..base import Backend, ranked, signature_distances
+from .queries import (
     FIELD_PREFIX,
+    INDEXES,
+    MAX_CANDIDATES,
     check_collection_name,
     embedding_bound,
     embedding_floor,
@@ -76,14 +46,12 @@ try:
 except ImportError:  # pragma: no cover - exercised where the extra is missing
     MilvusClient = None
 
-__all__ = ["INDEXES", "MAX_CANDIDATES", "MilvusBackend"]
+__all__ = ["MilvusBackend"]
 
 T = TypeVar("T")
 Row = dict[str, Any]
 _Checked = tuple[str, npt.NDArray[np.int8], Metadata | None, Any]  # filepath, sig, meta, emb
 
-INDEXES = ("HNSW", "FLAT", "AUTOINDEX")
-MAX_CANDIDATES = 16_384  # Milvus's largest top-k
 _BATCH = 500  # records per upsert
 _KEYS = 1000  # filepaths per `filepath in [...]` query, rows per iterator batch
 _MAX_TEXT = 65_535  # Milvus's longest VARCHAR, in bytes
@@ -737,7 +705,7 @@ def _complete(
     limit: int,
     max_distance: float,
 ) -> bool:
-    """Whether no record outside ``found`` can belong in the answer (see milvus_queries).
+    """Whether no record outside ``found`` can belong in the answer (see queries).
 
     A row that returned fewer than ``k`` hits has seen every record that passes the
     filter; a full row bounds the distance of every record it did not return; a record

@@ -34,12 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ConfigError
-from .base import redacted
+from ...errors import ConfigError
+from ..base import redacted
 
 __all__ = [
     "COSINE_SLACK",
     "FIELD_PREFIX",
+    "INDEXES",
+    "MAX_CANDIDATES",
     "MilvusTarget",
     "check_collection_name",
     "embedding_bound",
@@ -53,6 +55,8 @@ __all__ = [
     "signature_floor",
 ]
 
+INDEXES = ("HNSW", "FLAT", "AUTOINDEX")
+MAX_CANDIDATES = 16_384  # Milvus's largest top-k
 COSINE_SLACK = 1e-4  # float32 cosine of 648 or 1280 values is off by far less
 FIELD_PREFIX = "m:"  # metadata key k is kept in the dynamic field "m:k", for filters
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
