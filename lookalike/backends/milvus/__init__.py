@@ -1,5 +1,6 @@
 """The Milvus store (``lookalike[milvus]``): ``store`` (the backend), ``queries`` (URLs,
-filter expressions, completeness bounds: pure, no client).
+filter expressions, completeness bounds: pure, no client) and ``lite`` (what the stores of
+one process share about a Milvus Lite file).
 
 A store in Milvus — a server or cluster, Zilliz Cloud, or Milvus Lite in a local file —
 with pymilvus. The same code talks to all of them; the test suite
@@ -33,7 +34,7 @@ yet) results equal brute force; with HNSW only the graph search can miss.
 A server reads every (filepath, seq) for it; Milvus Lite is opened by one process only
 (it locks its folder), which therefore sees every write: it keeps the order in memory,
 read once. Milvus Lite searches unflushed rows by converting each to Python on every
-search, so it is flushed after every ``_LITE_FLUSH_ROWS`` rows written.
+search, so it is flushed after every ``lite.FLUSH_ROWS`` rows written.
 
 ``MilvusBackend`` is imported on first use, so that ``queries`` can be imported without
 loading the client.

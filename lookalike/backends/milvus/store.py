@@ -7,13 +7,11 @@ import builtins
 import json
 import math
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,6 +23,7 @@ from ...records import INT64_RANGE, Filter, Match, Metadata, Record, loads_metad
 from ...signature import LENGTH
 from ...vectors import EMBEDDING_DIMENSION, cosine_distances
 from ..base import Backend, ranked, signature_distances
+from .lite import Shared, next_seq, release, share
 from .queries import (
     FIELD_PREFIX,
     INDEXES,
@@ -56,69 +55,9 @@ _BATCH = 500  # records per upsert
 _KEYS = 1000  # filepaths per `filepath in [...]` query, rows per iterator batch
 _MAX_TEXT = 65_535  # Milvus's longest VARCHAR, in bytes
 _HNSW = {"M": 16, "efConstruction": 200}  # Milvus Lite's own defaults, said explicitly
-_LITE_FLUSH_ROWS = 1000
 _PLACEHOLDER = [1.0] + [0.0] * (LENGTH - 1)
 _STRONG = {"consistency_level": "Strong"}  # a write is seen by the next read
 _RECORD = ["signature", "blank", "metadata"]  # what ranking reads
-
-
-# -- what the backends of one process share about one Milvus Lite file --------------------
-
-
-class _Order:
-    """Filepaths in insertion order, for a store that only this process writes."""
-
-    def __init__(self, pairs: list[tuple[int, str]]) -> None:
-        pairs.sort()
-        self._paths: list[str | None] = [path for _, path in pairs]
-        self._slots: dict[str, int] = {path: i for i, (_, path) in enumerate(pairs)}
-        self._dead = 0
-
-    def add(self, path: str) -> None:
-        if path not in self._slots:
-            self._slots[path] = len(self._paths)
-            self._paths.append(path)
-
-    def remove(self, path: str) -> None:
-        if (slot := self._slots.pop(path, None)) is not None:
-            self._paths[slot] = None
-            self._dead += 1
-
-    def page(self, offset: int, limit: int) -> list[str]:
-        if self._dead:
-            live = [path for path in self._paths if path is not None]
-            self._paths, self._dead = list(live), 0
-            self._slots = {path: i for i, path in enumerate(live)}
-        return [path for path in self._paths[offset : offset + limit] if path is not None]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(100 + len(path) for path in self._slots)
-
-
-@dataclass
-class _Shared:
-    """One store as the backends of this process share it: one lock for its writes, the
-    insertion order of each collection once read, and the rows written since a flush."""
-
-    users: int = 0
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    orders: dict[str, _Order] = field(default_factory=dict)
-    unflushed: dict[str, int] = field(default_factory=dict)
-
-
-_LITE: dict[str, _Shared] = {}
-_LITE_LOCK = threading.Lock()
-_SEQ_LOCK = threading.Lock()
-_last_seq = 0
-
-
-def _next_seq(at_least: int = 0) -> int:
-    """A sequence number above every one this process handed out (nanoseconds)."""
-    global _last_seq
-    with _SEQ_LOCK:
-        _last_seq = max(_last_seq + 1, time.time_ns(), at_least)
-        return _last_seq
 
 
 @dataclass(frozen=True)
@@ -190,16 +129,11 @@ class MilvusBackend(Backend):
         self._closed = False
         self._lite_path: str | None = None
         uri = self.target.uri
-        if self.target.lite is not None:
-            path = Path(self.target.lite).absolute()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            uri = self._lite_path = str(path)
-            with _LITE_LOCK:
-                self._shared = _LITE.setdefault(uri, _Shared())
-                self._shared.users += 1
-        else:
-            self._shared = _Shared()
-        if self._lite_path is not None:  # it runs in this process and locks its folder
+        if self.target.lite is None:
+            self._shared = Shared()
+        else:  # Milvus Lite runs in this process and locks its folder
+            uri, self._shared = share(self.target.lite)
+            self._lite_path = uri
             self.one_process = "Milvus Lite serves one process"
         self._exclusive = self._lite_path is not None if exclusive is None else exclusive
         self._lock = self._shared.lock
@@ -231,7 +165,7 @@ class MilvusBackend(Backend):
             self._remove(self.name, [filepath])
             if found[0]["has_embedding"]:
                 self._remove(self.vectors_name, [filepath])
-            if (order := self._order(load=False)) is not None:
+            if (order := self._shared.order(self.name)) is not None:
                 order.remove(filepath)
             return True
 
@@ -266,7 +200,7 @@ class MilvusBackend(Backend):
         offset = max(offset, 0)
         if self._exclusive:
             with self._lock:
-                order = self._order(load=True)
+                order = self._shared.order(self.name, read=self._seqs)
                 assert order is not None
                 return order.page(offset, limit)
         pairs = self._seqs()
@@ -321,7 +255,7 @@ class MilvusBackend(Backend):
         described = self.index + (
             f" (M={_HNSW['M']}, ef {self.ef}+)" if self.index == "HNSW" else ""
         )
-        order = self._order(load=False)
+        order = self._shared.order(self.name)
         facts: dict[str, Any] = {
             "backend": "milvus",
             "url": self.target.shown,
@@ -481,7 +415,7 @@ class MilvusBackend(Backend):
                         "blank": not sig.any(),
                         "metadata": text,
                         **keys,
-                        "seq": int(before["seq"]) if before else _next_seq(),
+                        "seq": int(before["seq"]) if before else next_seq(),
                         "created": float(before["created"]) if before else now,
                         "updated": now,
                         "version": version,
@@ -504,17 +438,14 @@ class MilvusBackend(Backend):
             self._upsert(self.name, rows)
             if dropped:
                 self._remove(self.vectors_name, dropped)
-            if (order := self._order(load=False)) is not None:
+            if (order := self._shared.order(self.name)) is not None:
                 for filepath in added:
                     order.add(filepath)
 
     def _upsert(self, collection: str, rows: builtins.list[Row]) -> None:
         self._call(partial(self._client.upsert, collection, rows, timeout=self.timeout))
-        if self._lite_path is not None:
-            unflushed = self._shared.unflushed.get(collection, 0) + len(rows)
-            self._shared.unflushed[collection] = unflushed
-            if unflushed >= _LITE_FLUSH_ROWS:
-                self._flush(collection)
+        if self._lite_path is not None and self._shared.wrote(collection, len(rows)):
+            self._flush(collection)
 
     def _remove(self, collection: str, paths: builtins.list[str]) -> None:
         where = in_expression("filepath", paths)
@@ -582,18 +513,6 @@ class MilvusBackend(Backend):
             for rows in self._rows(self.name, "", ["seq"])
             for row in rows
         ]
-
-    def _order(self, *, load: bool) -> _Order | None:
-        """The insertion order kept in memory, if read (exclusive stores read it at their
-        first ``list``; writes keep it current whoever makes them)."""
-        order = self._shared.orders.get(self.name)
-        if order is None and load:
-            with self._lock:
-                if (order := self._shared.orders.get(self.name)) is None:
-                    pairs = self._seqs()
-                    _next_seq(at_least=max((seq for seq, _ in pairs), default=0) + 1)
-                    order = self._shared.orders[self.name] = _Order(pairs)
-        return order
 
     # -- internals: the connection --------------------------------------------------------
 
@@ -665,14 +584,7 @@ class MilvusBackend(Backend):
         if self._lite_path is None:
             return
         path, self._lite_path = self._lite_path, None
-        with _LITE_LOCK:
-            self._shared.users -= 1
-            if self._shared.users > 0:
-                return
-            del _LITE[path]
-        from milvus_lite.server_manager import server_manager_instance
-
-        server_manager_instance.release_server(path)
+        release(path, self._shared)
 
 
 # -- pure helpers -------------------------------------------------------------------------
