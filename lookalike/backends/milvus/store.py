@@ -4,7 +4,6 @@ package's docstring says how records are kept, searched and listed."""
 from __future__ import annotations
 
 import builtins
-import json
 import math
 import random
 import time
@@ -18,14 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ...config import Settings
-from ...errors import BackendUnavailable, ConfigError, InvalidRequest
-from ...records import INT64_RANGE, Filter, Match, Metadata, Record, loads_metadata, matches_filter
+from ...errors import BackendUnavailable, ConfigError
+from ...records import Filter, Match, Record
 from ...signature import LENGTH
-from ...vectors import EMBEDDING_DIMENSION, cosine_distances
-from ..base import Backend, ranked, signature_distances
+from ...vectors import EMBEDDING_DIMENSION
+from ..base import Backend
 from .lite import Shared, next_seq, release, share
 from .queries import (
-    FIELD_PREFIX,
     INDEXES,
     MAX_CANDIDATES,
     check_collection_name,
@@ -36,6 +34,19 @@ from .queries import (
     parse_url,
     signature_bound,
     signature_floor,
+)
+from .rows import (
+    MAX_TEXT,
+    RECORD,
+    Checked,
+    Row,
+    check_lengths,
+    embedding_of,
+    metadata_of,
+    rank_embeddings,
+    rank_signatures,
+    record_rows,
+    signature_of,
 )
 
 try:
@@ -48,16 +59,11 @@ except ImportError:  # pragma: no cover - exercised where the extra is missing
 __all__ = ["MilvusBackend"]
 
 T = TypeVar("T")
-Row = dict[str, Any]
-_Checked = tuple[str, npt.NDArray[np.int8], Metadata | None, Any]  # filepath, sig, meta, emb
 
 _BATCH = 500  # records per upsert
 _KEYS = 1000  # filepaths per `filepath in [...]` query, rows per iterator batch
-_MAX_TEXT = 65_535  # Milvus's longest VARCHAR, in bytes
 _HNSW = {"M": 16, "efConstruction": 200}  # Milvus Lite's own defaults, said explicitly
-_PLACEHOLDER = [1.0] + [0.0] * (LENGTH - 1)
 _STRONG = {"consistency_level": "Strong"}  # a write is seen by the next read
-_RECORD = ["signature", "blank", "metadata"]  # what ranking reads
 
 
 @dataclass(frozen=True)
@@ -152,7 +158,7 @@ class MilvusBackend(Backend):
         total = 0
         iterator = iter(records)
         while chunk := list(islice(iterator, batch)):
-            checked = [_checked(record) for record in chunk]
+            checked = [check_lengths(record) for record in chunk]
             self._write(checked)
             total += len(checked)
         return total
@@ -172,7 +178,7 @@ class MilvusBackend(Backend):
     # -- reads --------------------------------------------------------------------------
 
     def _get_trusted(self, filepath: str) -> Record | None:
-        fields = [*_RECORD, "created", "updated", "version", "has_embedding"]
+        fields = [*RECORD, "created", "updated", "version", "has_embedding"]
         found = self._fetch(self.name, [filepath], fields)
         if not found:
             return None
@@ -181,11 +187,11 @@ class MilvusBackend(Backend):
         if row["has_embedding"]:
             vectors = self._fetch(self.vectors_name, [filepath], ["embedding", "version"])
             if vectors and vectors[0]["version"] == row["version"]:
-                embedding = _embedding_of(vectors[0])
+                embedding = embedding_of(vectors[0])
         return Record(
             filepath,
-            _signature_of(row),
-            _metadata_of(row),
+            signature_of(row),
+            metadata_of(row),
             float(row["created"]),
             float(row["updated"]),
             embedding=embedding,
@@ -218,13 +224,13 @@ class MilvusBackend(Backend):
         space = _Space(
             collection=self.name,
             field="signature",
-            fields=_RECORD,
+            fields=RECORD,
             queries=queries,
             sent=[i for i in range(len(queries)) if not zero[i]],
             constant=1.0 if any(zero) else math.inf,
             floor=signature_floor(max_distance) if max_distance <= 1.0 else -math.inf,
             bound=signature_bound,
-            rank=partial(_rank_signatures, queries, max_distance, where),
+            rank=partial(rank_signatures, queries, max_distance, where),
         )
         return self._search(space, limit, max_distance, where)
 
@@ -378,59 +384,31 @@ class MilvusBackend(Backend):
         paths = [vector["filepath"] for vector in vectors]
         fields = ["version", "metadata"]
         owners = {row["filepath"]: row for row in self._fetch(self.name, paths, fields)}
-        kept: builtins.list[tuple[Row, Metadata | None]] = []
-        for vector in vectors:
-            owner = owners.get(vector["filepath"])
-            if owner is None or owner["version"] != vector["version"]:
-                continue  # deleted, or left by a write that failed halfway
-            if matches_filter(metadata := _metadata_of(owner), where or {}):
-                kept.append((vector, metadata))
-        if not kept:
-            return []
-        stored = np.stack([_embedding_of(vector) for vector, _ in kept])
-        named = [(vector["filepath"], metadata) for vector, metadata in kept]
-        return ranked(named, cosine_distances(queries, stored), max_distance, method="embedding")
+        return rank_embeddings(queries, max_distance, where, vectors, owners)
 
     # -- internals: writes and reads ------------------------------------------------------
 
-    def _write(
-        self, checked: builtins.list[tuple[str, npt.NDArray[np.int8], Metadata | None, Any]]
-    ) -> None:
-        latest = {filepath: (sig, meta, emb) for filepath, sig, meta, emb in checked}
+    def _write(self, checked: builtins.list[Checked]) -> None:
+        latest = {record[0]: record for record in checked}  # the last of each filepath
         with self._lock:
             fields = ["seq", "created", "has_embedding"]
             old = {row["filepath"]: row for row in self._fetch(self.name, [*latest], fields)}
             now = time.time()
             rows, vectors, dropped, added = [], [], [], []
-            for filepath, (sig, metadata, embedding) in latest.items():
+            for filepath, record in latest.items():
                 before = old.get(filepath)
                 if before is None:
                     added.append(filepath)
-                version = random.getrandbits(62)
-                text, keys = _storable(metadata)
-                rows.append(
-                    {
-                        "filepath": filepath,
-                        "signature": sig.astype(np.float32).tolist() if sig.any() else _PLACEHOLDER,
-                        "blank": not sig.any(),
-                        "metadata": text,
-                        **keys,
-                        "seq": int(before["seq"]) if before else next_seq(),
-                        "created": float(before["created"]) if before else now,
-                        "updated": now,
-                        "version": version,
-                        "has_embedding": embedding is not None,
-                    }
+                row, vector = record_rows(
+                    record,
+                    seq=int(before["seq"]) if before else next_seq(),
+                    created=float(before["created"]) if before else now,
+                    updated=now,
+                    version=random.getrandbits(62),
                 )
-                if embedding is not None:
-                    vectors.append(
-                        {
-                            "filepath": filepath,
-                            "embedding": embedding.tolist(),
-                            **keys,
-                            "version": version,
-                        }
-                    )
+                rows.append(row)
+                if vector is not None:
+                    vectors.append(vector)
                 elif before is not None and before["has_embedding"]:
                     dropped.append(filepath)
             if vectors:
@@ -592,11 +570,11 @@ class MilvusBackend(Backend):
 
 def _schema(records: bool) -> Any:
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
-    schema.add_field("filepath", DataType.VARCHAR, is_primary=True, max_length=_MAX_TEXT)
+    schema.add_field("filepath", DataType.VARCHAR, is_primary=True, max_length=MAX_TEXT)
     if records:
         schema.add_field("signature", DataType.FLOAT_VECTOR, dim=LENGTH)
         schema.add_field("blank", DataType.BOOL)
-        schema.add_field("metadata", DataType.VARCHAR, max_length=_MAX_TEXT)  # JSON text
+        schema.add_field("metadata", DataType.VARCHAR, max_length=MAX_TEXT)  # JSON text
         schema.add_field("seq", DataType.INT64)
         schema.add_field("created", DataType.DOUBLE)
         schema.add_field("updated", DataType.DOUBLE)
@@ -629,75 +607,6 @@ def _complete(
     if least >= max_distance:
         return True
     return len(found) >= limit and least > found[limit - 1].distance
-
-
-def _rank_signatures(
-    queries: npt.NDArray[np.int8], max_distance: float, where: Filter | None, rows: list[Row]
-) -> list[Match]:
-    """Exact matches among record rows that pass ``where``, best first."""
-    kept = [
-        (row, metadata)
-        for row in rows
-        if matches_filter(metadata := _metadata_of(row), where or {})
-    ]
-    if not kept:
-        return []
-    stored = np.stack([_signature_of(row) for row, _ in kept])
-    named = [(row["filepath"], metadata) for row, metadata in kept]
-    return ranked(named, signature_distances(queries, stored), max_distance)
-
-
-def _checked(record: Record) -> _Checked:
-    """A record (checked at the seam) within what Milvus's VARCHAR fields hold."""
-    filepath, metadata = record.filepath, record.metadata
-    if len(filepath.encode("utf-8")) > _MAX_TEXT:
-        raise InvalidRequest(f"a Milvus store keeps filepaths of at most {_MAX_TEXT} bytes")
-    text, _ = _storable(metadata)
-    if len(text.encode("utf-8")) > _MAX_TEXT:
-        raise InvalidRequest(f"a Milvus store keeps metadata of at most {_MAX_TEXT} bytes of JSON")
-    return filepath, record.signature, metadata, record.embedding
-
-
-def _storable(metadata: Metadata | None) -> tuple[str, dict[str, Any]]:
-    """Metadata as the exact JSON text it is kept as, and as the dynamic fields that
-    filters read: ``m:<key>`` for each key (Milvus Lite evaluates filters on the dynamic
-    field column alone, and fast; on a JSON field it converts every column of every row).
-
-    pymilvus refuses integers beyond 64 bits in JSON: in the dynamic fields they become
-    the float of equal value (None if there is none), which compares with a filter's
-    value as Python compares the exact one; the text keeps the metadata as it was given."""
-
-    def representable(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {key: representable(v) for key, v in value.items()}
-        if isinstance(value, list):
-            return [representable(v) for v in value]
-        if isinstance(value, int) and not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
-            try:  # (booleans are ints too, but within range)
-                return float(value)
-            except OverflowError:
-                return None
-        return value
-
-    keys = {f"{FIELD_PREFIX}{k}": representable(v) for k, v in (metadata or {}).items()}
-    return json.dumps(metadata, ensure_ascii=False), keys
-
-
-def _metadata_of(row: Row) -> Metadata | None:
-    return loads_metadata(row["metadata"])  # "null" for none
-
-
-def _signature_of(row: Row) -> npt.NDArray[np.int8]:
-    if row["blank"]:
-        return np.zeros(LENGTH, dtype=np.int8)
-    values = np.rint(np.asarray(row["signature"], dtype=np.float32))
-    signature: npt.NDArray[np.int8] = values.astype(np.int8)
-    return signature
-
-
-def _embedding_of(row: Row) -> npt.NDArray[np.float32]:
-    embedding: npt.NDArray[np.float32] = np.asarray(row["embedding"], dtype=np.float32)
-    return embedding
 
 
 def _message(error: BaseException) -> str:
