@@ -1,7 +1,7 @@
-"""The Milvus store (``lookalike[milvus]``): ``store`` (the backend), ``queries`` (URLs,
-filter expressions, completeness bounds: pure, no client), ``rows`` (records as rows and
-back, the exact ranking of fetched rows: pure) and ``lite`` (what the stores of one process
-share about a Milvus Lite file).
+"""The Milvus store (``lookalike[milvus]``): ``store`` (the backend), ``client`` (pymilvus:
+requests, the schema), ``queries`` (URLs, filter expressions, completeness bounds: pure, no
+client), ``rows`` (records as rows and back, the exact ranking of fetched rows: pure) and
+``lite`` (what the stores of one process share about a Milvus Lite file).
 
 A store in Milvus — a server or cluster, Zilliz Cloud, or Milvus Lite in a local file —
 with pymilvus. The same code talks to all of them; the test suite

@@ -1,4 +1,4 @@
-"""``MilvusBackend``: a lookalike store in two Milvus collections, with pymilvus; the
+"""``MilvusBackend``: a lookalike store in two Milvus collections, through ``client``; the
 package's docstring says how records are kept, searched and listed."""
 
 from __future__ import annotations
@@ -7,36 +7,36 @@ import builtins
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ...config import Settings
-from ...errors import BackendUnavailable, ConfigError
+from ...errors import ConfigError
 from ...records import Filter, Match, Record
 from ...signature import LENGTH
 from ...vectors import EMBEDDING_DIMENSION
 from ..base import Backend
+from .client import HNSW, Client, check_installed
 from .lite import Shared, next_seq, release, share
 from .queries import (
     INDEXES,
     MAX_CANDIDATES,
     check_collection_name,
+    complete,
     embedding_bound,
     embedding_floor,
     filter_expression,
-    in_expression,
     parse_url,
     signature_bound,
     signature_floor,
 )
 from .rows import (
-    MAX_TEXT,
     RECORD,
     Checked,
     Row,
@@ -49,21 +49,10 @@ from .rows import (
     signature_of,
 )
 
-try:
-    import grpc
-    from pymilvus import DataType, MilvusClient
-    from pymilvus.exceptions import MilvusException
-except ImportError:  # pragma: no cover - exercised where the extra is missing
-    MilvusClient = None
-
 __all__ = ["MilvusBackend"]
 
-T = TypeVar("T")
-
 _BATCH = 500  # records per upsert
-_KEYS = 1000  # filepaths per `filepath in [...]` query, rows per iterator batch
-_HNSW = {"M": 16, "efConstruction": 200}  # Milvus Lite's own defaults, said explicitly
-_STRONG = {"consistency_level": "Strong"}  # a write is seen by the next read
+_VECTORS = ["embedding", "version"]  # what an embedding ranking reads
 
 
 @dataclass(frozen=True)
@@ -73,15 +62,10 @@ class _Space:
     collection: str
     field: str
     fields: list[str]  # what ``rank`` reads of each candidate
-    queries: npt.NDArray[Any]  # every query row
-    sent: list[int]  # the rows searched in Milvus (not all zero)
-    constant: float  # distance of every record through an all-zero row (inf: none)
-    floor: float  # similarity a candidate must pass to be fetched (-inf: all)
-    bound: Callable[[float], float]
-    rank: Callable[[list[Row]], list[Match]]  # exact matches among fetched rows, best first
-
-
-# -- the backend --------------------------------------------------------------------------
+    floor: Callable[[float], float]  # similarity a candidate must pass, for a cutoff
+    bound: Callable[[float], float]  # least distance of what is at most a similarity
+    # (queries, max_distance, where, rows) -> exact matches among the rows, best first
+    rank: Callable[[Any, float, Filter | None, list[Row]], list[Match]]
 
 
 class MilvusBackend(Backend):
@@ -117,8 +101,7 @@ class MilvusBackend(Backend):
         ``exclusive``: whether this process alone uses the store, as with Milvus Lite (the
         default there; false for servers): it then keeps the insertion order in memory and
         reads a whole collection in one query, where a server is read with query iterators."""
-        if MilvusClient is None:
-            raise ConfigError("the Milvus store needs: pip install 'lookalike[milvus]'")
+        check_installed()
         if index not in INDEXES:
             raise ConfigError(f"unknown Milvus index {index!r}: use {', '.join(INDEXES)}")
         if not (1 <= candidates <= MAX_CANDIDATES and 1 <= ef <= MAX_CANDIDATES):
@@ -143,9 +126,16 @@ class MilvusBackend(Backend):
             self.one_process = "Milvus Lite serves one process"
         self._exclusive = self._lite_path is not None if exclusive is None else exclusive
         self._lock = self._shared.lock
+        hint = (
+            " (Milvus Lite serves one process at a time: is another one using it?"
+            " Run `lookalike serve --workers 1`, or use a Milvus server)"
+            if self._lite_path is not None
+            else ""
+        )
         try:
-            self._client: Any = self._connect(uri, token)
-            self._prepare()
+            self._client = Client(uri, token, timeout=timeout, shown=self.target.shown, hint=hint)
+            self._client.prepare(self.name, "signature", True, index)
+            self._client.prepare(self.vectors_name, "embedding", False, index)
         except BaseException:
             self._release()
             raise
@@ -165,12 +155,12 @@ class MilvusBackend(Backend):
 
     def _delete_trusted(self, filepath: str) -> bool:
         with self._lock:
-            found = self._fetch(self.name, [filepath], ["has_embedding"])
+            found = self._client.fetch(self.name, [filepath], ["has_embedding"])
             if not found:
                 return False
-            self._remove(self.name, [filepath])
+            self._client.delete(self.name, [filepath])
             if found[0]["has_embedding"]:
-                self._remove(self.vectors_name, [filepath])
+                self._client.delete(self.vectors_name, [filepath])
             if (order := self._shared.order(self.name)) is not None:
                 order.remove(filepath)
             return True
@@ -179,13 +169,13 @@ class MilvusBackend(Backend):
 
     def _get_trusted(self, filepath: str) -> Record | None:
         fields = [*RECORD, "created", "updated", "version", "has_embedding"]
-        found = self._fetch(self.name, [filepath], fields)
+        found = self._client.fetch(self.name, [filepath], fields)
         if not found:
             return None
         row = found[0]
         embedding = None
         if row["has_embedding"]:
-            vectors = self._fetch(self.vectors_name, [filepath], ["embedding", "version"])
+            vectors = self._client.fetch(self.vectors_name, [filepath], _VECTORS)
             if vectors and vectors[0]["version"] == row["version"]:
                 embedding = embedding_of(vectors[0])
         return Record(
@@ -198,7 +188,7 @@ class MilvusBackend(Backend):
         )
 
     def count(self) -> int:
-        return self._count(self.name)
+        return self._client.count(self.name)
 
     def list(self, offset: int = 0, limit: int = 20) -> builtins.list[str]:
         if limit <= 0:
@@ -220,19 +210,10 @@ class MilvusBackend(Backend):
         max_distance: float,
         where: Filter | None,
     ) -> builtins.list[Match]:
-        zero = [not row.any() for row in queries]
         space = _Space(
-            collection=self.name,
-            field="signature",
-            fields=RECORD,
-            queries=queries,
-            sent=[i for i in range(len(queries)) if not zero[i]],
-            constant=1.0 if any(zero) else math.inf,
-            floor=signature_floor(max_distance) if max_distance <= 1.0 else -math.inf,
-            bound=signature_bound,
-            rank=partial(rank_signatures, queries, max_distance, where),
+            self.name, "signature", RECORD, signature_floor, signature_bound, rank_signatures
         )
-        return self._search(space, limit, max_distance, where)
+        return self._search(space, queries, limit, max_distance, where)
 
     def _search_embedding_trusted(
         self,
@@ -241,25 +222,21 @@ class MilvusBackend(Backend):
         max_distance: float,
         where: Filter | None,
     ) -> builtins.list[Match]:
-        zero = [not row.any() for row in queries]
         space = _Space(
-            collection=self.vectors_name,
-            field="embedding",
-            fields=["embedding", "version"],
-            queries=queries,
-            sent=[i for i in range(len(queries)) if not zero[i]],
-            constant=1.0 if any(zero) else math.inf,
-            floor=embedding_floor(max_distance) if max_distance <= 1.0 else -math.inf,
-            bound=embedding_bound,
-            rank=partial(self._rank_embeddings, queries, max_distance, where),
+            self.vectors_name,
+            "embedding",
+            _VECTORS,
+            embedding_floor,
+            embedding_bound,
+            self._rank_embeddings,
         )
-        return self._search(space, limit, max_distance, where)
+        return self._search(space, queries, limit, max_distance, where)
 
     def stats(self) -> dict[str, Any]:
         count = self.count()
-        embeddings = self._count(self.vectors_name)
+        embeddings = self._client.count(self.vectors_name)
         described = self.index + (
-            f" (M={_HNSW['M']}, ef {self.ef}+)" if self.index == "HNSW" else ""
+            f" (M={HNSW['M']}, ef {self.ef}+)" if self.index == "HNSW" else ""
         )
         order = self._shared.order(self.name)
         facts: dict[str, Any] = {
@@ -286,10 +263,7 @@ class MilvusBackend(Backend):
         for name, vector in ((self.name, "signature"), (self.vectors_name, "embedding")):
             self._flush(name)
             while time.monotonic() < deadline:
-                described = self._call(
-                    partial(self._client.describe_index, name, vector, timeout=self.timeout)
-                )
-                if not int(described.get("pending_index_rows") or 0):
+                if not self._client.pending_index_rows(name, vector):
                     break
                 time.sleep(0.5)
         return self.stats()
@@ -306,70 +280,69 @@ class MilvusBackend(Backend):
     # -- internals: the search ------------------------------------------------------------
 
     def _search(
-        self, space: _Space, limit: int, max_distance: float, where: Filter | None
+        self,
+        space: _Space,
+        queries: npt.NDArray[Any],
+        limit: int,
+        max_distance: float,
+        where: Filter | None,
     ) -> builtins.list[Match]:
         """Candidates from Milvus, more of them until the answer is provably complete."""
         if limit <= 0:
             return []
+        zero = [not row.any() for row in queries]
+        sent = [i for i in range(len(queries)) if not zero[i]]  # the rows searched in Milvus
+        constant = 1.0 if any(zero) else math.inf  # every record's distance to a zero row
+        floor = space.floor(max_distance) if max_distance <= 1.0 else -math.inf
+        rank = partial(space.rank, queries, max_distance, where)
         expression = filter_expression(where)
-        if not space.sent:  # every row is all zeros: every record is at distance 1
-            if space.constant >= max_distance:
+        if not sent:  # every row is all zeros: every record is at distance 1
+            if constant >= max_distance:
                 return []
-            return self._scan(space, expression, limit)
-        vectors = [space.queries[i].astype(np.float32).tolist() for i in space.sent]
+            return self._scan(space, rank, expression, limit)
+        vectors = [queries[i].astype(np.float32).tolist() for i in sent]
         k = self.candidates
         fetched: dict[str, Row] = {}  # a wider round fetches only the candidates it adds
         total: int | None = None
         while True:
-            hits = self._nearest(space, vectors, k, expression)
+            ef = max(k, self.ef) if self.index == "HNSW" else None
+            hits = self._client.nearest(space.collection, space.field, vectors, k, expression, ef)
             best: dict[str, float] = {}
             for row in hits:
                 for path, similarity in row:
                     s = math.inf if math.isnan(similarity) else similarity
                     best[path] = max(best.get(path, -math.inf), s)
-            wanted = [path for path, s in best.items() if s > space.floor]
+            wanted = [path for path, s in best.items() if s > floor]
             new = [path for path in wanted if path not in fetched]
             fetched.update(
-                (got["filepath"], got) for got in self._fetch(space.collection, new, space.fields)
+                (got["filepath"], got)
+                for got in self._client.fetch(space.collection, new, space.fields)
             )
-            found = space.rank([fetched[path] for path in wanted if path in fetched])
-            if _complete(space, hits, k, len(wanted) < len(best), found, limit, max_distance):
+            found = rank([fetched[path] for path in wanted if path in fetched])
+            pruned = len(wanted) < len(best)
+            if complete(hits, k, pruned, found, limit, max_distance, space.bound, constant):
                 return found[:limit]
             if k >= MAX_CANDIDATES:
-                return self._scan(space, expression, limit)  # the last resort
+                return self._scan(space, rank, expression, limit)  # the last resort
             k = min(MAX_CANDIDATES, 4 * k)
             if total is None:
-                total = self._count(space.collection)
+                total = self._client.count(space.collection)
             if len(vectors) * k >= total:
-                return self._scan(space, expression, limit)  # as cheap as asking for k
+                return self._scan(space, rank, expression, limit)  # as cheap as asking for k
 
-    def _nearest(
-        self, space: _Space, vectors: builtins.list[builtins.list[float]], k: int, expression: str
-    ) -> builtins.list[builtins.list[tuple[str, float]]]:
-        """Each row's ``k`` most similar records: (filepath, cosine), most similar first."""
-        params: dict[str, Any] = {"metric_type": "COSINE", "params": {}}
-        if self.index == "HNSW":
-            params["params"] = {"ef": max(k, self.ef)}
-        answer = self._call(
-            partial(
-                self._client.search,
-                space.collection,
-                data=vectors,
-                anns_field=space.field,
-                limit=k,
-                filter=expression,
-                search_params=params,
-                timeout=self.timeout,
-                **_STRONG,
-            )
-        )
-        return [[(str(hit.id), float(hit.distance)) for hit in row] for row in answer]
-
-    def _scan(self, space: _Space, expression: str, limit: int) -> builtins.list[Match]:
+    def _scan(
+        self,
+        space: _Space,
+        rank: Callable[[builtins.list[Row]], builtins.list[Match]],
+        expression: str,
+        limit: int,
+    ) -> builtins.list[Match]:
         """Every record (that passes the filter), ranked exactly."""
         found: builtins.list[Match] = []
-        for rows in self._rows(space.collection, expression, space.fields):
-            found += space.rank(rows)
+        for rows in self._client.rows(
+            space.collection, expression, space.fields, whole=self._exclusive
+        ):
+            found += rank(rows)
         found.sort(key=lambda m: (m.distance, m.filepath))
         return found[:limit]
 
@@ -383,7 +356,7 @@ class MilvusBackend(Backend):
         """Exact matches among embedding rows whose record is current and passes ``where``."""
         paths = [vector["filepath"] for vector in vectors]
         fields = ["version", "metadata"]
-        owners = {row["filepath"]: row for row in self._fetch(self.name, paths, fields)}
+        owners = {row["filepath"]: row for row in self._client.fetch(self.name, paths, fields)}
         return rank_embeddings(queries, max_distance, where, vectors, owners)
 
     # -- internals: writes and reads ------------------------------------------------------
@@ -392,7 +365,7 @@ class MilvusBackend(Backend):
         latest = {record[0]: record for record in checked}  # the last of each filepath
         with self._lock:
             fields = ["seq", "created", "has_embedding"]
-            old = {row["filepath"]: row for row in self._fetch(self.name, [*latest], fields)}
+            old = {row["filepath"]: row for row in self._client.fetch(self.name, [*latest], fields)}
             now = time.time()
             rows, vectors, dropped, added = [], [], [], []
             for filepath, record in latest.items():
@@ -415,147 +388,27 @@ class MilvusBackend(Backend):
                 self._upsert(self.vectors_name, vectors)
             self._upsert(self.name, rows)
             if dropped:
-                self._remove(self.vectors_name, dropped)
+                self._client.delete(self.vectors_name, dropped)
             if (order := self._shared.order(self.name)) is not None:
                 for filepath in added:
                     order.add(filepath)
 
     def _upsert(self, collection: str, rows: builtins.list[Row]) -> None:
-        self._call(partial(self._client.upsert, collection, rows, timeout=self.timeout))
+        self._client.upsert(collection, rows)
         if self._lite_path is not None and self._shared.wrote(collection, len(rows)):
             self._flush(collection)
 
-    def _remove(self, collection: str, paths: builtins.list[str]) -> None:
-        where = in_expression("filepath", paths)
-        self._call(partial(self._client.delete, collection, filter=where, timeout=self.timeout))
-
     def _flush(self, collection: str) -> None:
-        self._call(partial(self._client.flush, collection, timeout=self.timeout))
+        self._client.flush(collection)
         self._shared.unflushed[collection] = 0
-
-    def _fetch(
-        self, collection: str, paths: Sequence[str], fields: builtins.list[str]
-    ) -> builtins.list[Row]:
-        """The rows of these filepaths (those that exist), with ``fields``."""
-        found: builtins.list[Row] = []
-        for start in range(0, len(paths), _KEYS):
-            where = in_expression("filepath", paths[start : start + _KEYS])
-            found += self._query(collection, where, fields)
-        return found
-
-    def _query(self, collection: str, where: str, fields: builtins.list[str]) -> builtins.list[Row]:
-        return list(
-            self._call(
-                partial(
-                    self._client.query,
-                    collection,
-                    filter=where,
-                    output_fields=fields,
-                    timeout=self.timeout,
-                    **_STRONG,
-                )
-            )
-        )
-
-    def _rows(
-        self, collection: str, where: str, fields: builtins.list[str]
-    ) -> Iterator[builtins.list[Row]]:
-        """Every row (that passes ``where``), in batches: one unbounded query for Milvus
-        Lite (quick there, where iterators sort every batch), a query iterator otherwise."""
-        if self._exclusive:  # (Milvus wants a filter on an unbounded query: keys are never "")
-            yield self._query(collection, where or 'filepath != ""', fields)
-            return
-        iterator = self._call(
-            partial(
-                self._client.query_iterator,
-                collection,
-                batch_size=_KEYS,
-                filter=where,
-                output_fields=fields,
-                timeout=self.timeout,
-            )
-        )
-        try:
-            while batch := self._call(iterator.next):
-                yield list(batch)
-        finally:
-            iterator.close()
-
-    def _count(self, collection: str) -> int:
-        return int(self._query(collection, "", ["count(*)"])[0]["count(*)"])
 
     def _seqs(self) -> builtins.list[tuple[int, str]]:
         """(seq, filepath) of every record."""
         return [
             (int(row["seq"]), row["filepath"])
-            for rows in self._rows(self.name, "", ["seq"])
+            for rows in self._client.rows(self.name, "", ["seq"], whole=self._exclusive)
             for row in rows
         ]
-
-    # -- internals: the connection --------------------------------------------------------
-
-    def _connect(self, uri: str, token: str) -> Any:
-        try:
-            return MilvusClient(uri=uri, token=token, timeout=self.timeout)
-        except (MilvusException, grpc.RpcError) as error:
-            hint = (
-                " (Milvus Lite serves one process at a time: is another one using it?"
-                " Run `lookalike serve --workers 1`, or use a Milvus server)"
-                if self._lite_path is not None
-                else ""
-            )
-            raise BackendUnavailable(
-                f"cannot open Milvus at {self.target.shown}: {_message(error)}{hint}"
-            ) from None
-
-    def _prepare(self) -> None:
-        """Create both collections with their indices if missing, check them, load them."""
-        for name, vector, records in (
-            (self.name, "signature", True),
-            (self.vectors_name, "embedding", False),
-        ):
-            if not self._call(partial(self._client.has_collection, name, timeout=self.timeout)):
-                self._create(name, vector, records)
-            described = self._call(
-                partial(self._client.describe_collection, name, timeout=self.timeout)
-            )
-            have = {f["name"] for f in described.get("fields", [])}
-            need = {f.name for f in _schema(records).fields}
-            if not need <= have:
-                raise ConfigError(
-                    f"the Milvus collection {name!r} exists and is not a lookalike collection"
-                    f" (it lacks {', '.join(sorted(need - have))})"
-                )
-            self._call(partial(self._client.load_collection, name, timeout=self.timeout))
-
-    def _create(self, name: str, vector: str, records: bool) -> None:
-        client = self._client
-        try:
-            client.create_collection(name, schema=_schema(records), timeout=self.timeout, **_STRONG)
-            params = client.prepare_index_params()
-            params.add_index(
-                field_name=vector,
-                index_type=self.index,
-                metric_type="COSINE",
-                params=dict(_HNSW) if self.index == "HNSW" else {},
-            )
-            client.create_index(name, params, timeout=self.timeout, sync=False)
-        except (MilvusException, grpc.RpcError) as error:
-            if not self._call(partial(client.has_collection, name, timeout=self.timeout)):
-                raise BackendUnavailable(
-                    f"Milvus at {self.target.shown} cannot create {name!r}: {_message(error)}"
-                ) from None
-            # another process created it meanwhile: theirs is as good
-
-    def _call(self, request: Callable[[], T]) -> T:
-        """Run one client request; failures become BackendUnavailable. pymilvus retries
-        transient errors itself, within ``timeout``."""
-        try:
-            return request()
-        except (MilvusException, grpc.RpcError) as error:
-            raise BackendUnavailable(
-                f"Milvus at {self.target.shown} failed: {_message(error)}"
-            ) from None
 
     def _release(self) -> None:
         """Let go of this process's Milvus Lite server when its last user closes."""
@@ -563,55 +416,3 @@ class MilvusBackend(Backend):
             return
         path, self._lite_path = self._lite_path, None
         release(path, self._shared)
-
-
-# -- pure helpers -------------------------------------------------------------------------
-
-
-def _schema(records: bool) -> Any:
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
-    schema.add_field("filepath", DataType.VARCHAR, is_primary=True, max_length=MAX_TEXT)
-    if records:
-        schema.add_field("signature", DataType.FLOAT_VECTOR, dim=LENGTH)
-        schema.add_field("blank", DataType.BOOL)
-        schema.add_field("metadata", DataType.VARCHAR, max_length=MAX_TEXT)  # JSON text
-        schema.add_field("seq", DataType.INT64)
-        schema.add_field("created", DataType.DOUBLE)
-        schema.add_field("updated", DataType.DOUBLE)
-        schema.add_field("version", DataType.INT64)
-        schema.add_field("has_embedding", DataType.BOOL)
-    else:
-        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=EMBEDDING_DIMENSION)
-        schema.add_field("version", DataType.INT64)
-    return schema
-
-
-def _complete(
-    space: _Space,
-    hits: list[list[tuple[str, float]]],
-    k: int,
-    pruned: bool,
-    found: list[Match],
-    limit: int,
-    max_distance: float,
-) -> bool:
-    """Whether no record outside ``found`` can belong in the answer (see queries).
-
-    A row that returned fewer than ``k`` hits has seen every record that passes the
-    filter; a full row bounds the distance of every record it did not return; a record
-    returned but not fetched (``pruned``) is beyond the cutoff through those rows."""
-    full = [row for row in hits if len(row) >= k]
-    if len(full) < len(hits) and not pruned:
-        return True  # every record was fetched and ranked
-    least = min([space.bound(row[-1][1]) for row in full] + [space.constant])
-    if least >= max_distance:
-        return True
-    return len(found) >= limit and least > found[limit - 1].distance
-
-
-def _message(error: BaseException) -> str:
-    if isinstance(error, MilvusException):
-        return str(error.message)
-    if isinstance(error, grpc.RpcError):
-        return f"{error.code()}: {error.details()}"
-    return str(error)
