@@ -60,11 +60,16 @@ class Client:
         except (MilvusException, grpc.RpcError) as error:
             raise BackendUnavailable(f"Milvus at {self.shown} failed: {_message(error)}") from None
 
+    def request(self, method: Callable[..., Any], *args: Any, **options: Any) -> Any:
+        """``method(*args, **options)`` of the pymilvus client, within ``timeout``, through
+        ``call``."""
+        return self.call(partial(method, *args, timeout=self.timeout, **options))
+
     def prepare(self, name: str, vector: str, records: bool, index: str) -> None:
         """Create a collection with its ``index`` if missing, check it, load it."""
-        if not self.call(partial(self.milvus.has_collection, name, timeout=self.timeout)):
+        if not self.request(self.milvus.has_collection, name):
             self._create(name, vector, records, index)
-        described = self.call(partial(self.milvus.describe_collection, name, timeout=self.timeout))
+        described = self.request(self.milvus.describe_collection, name)
         have = {f["name"] for f in described.get("fields", [])}
         need = {f.name for f in schema(records).fields}
         if not need <= have:
@@ -72,21 +77,21 @@ class Client:
                 f"the Milvus collection {name!r} exists and is not a lookalike collection"
                 f" (it lacks {', '.join(sorted(need - have))})"
             )
-        self.call(partial(self.milvus.load_collection, name, timeout=self.timeout))
+        self.request(self.milvus.load_collection, name)
 
     def upsert(self, collection: str, rows: builtins.list[Row]) -> None:
-        self.call(partial(self.milvus.upsert, collection, rows, timeout=self.timeout))
+        self.request(self.milvus.upsert, collection, rows)
 
     def delete(self, collection: str, paths: builtins.list[str]) -> None:
         where = in_expression("filepath", paths)
-        self.call(partial(self.milvus.delete, collection, filter=where, timeout=self.timeout))
+        self.request(self.milvus.delete, collection, filter=where)
 
     def flush(self, collection: str) -> None:
-        self.call(partial(self.milvus.flush, collection, timeout=self.timeout))
+        self.request(self.milvus.flush, collection)
 
     def pending_index_rows(self, collection: str, vector: str) -> int:
-        describe = partial(self.milvus.describe_index, collection, vector, timeout=self.timeout)
-        return int(self.call(describe).get("pending_index_rows") or 0)
+        described = self.request(self.milvus.describe_index, collection, vector)
+        return int(described.get("pending_index_rows") or 0)
 
     def fetch(
         self, collection: str, paths: Sequence[str], fields: builtins.list[str]
@@ -100,15 +105,8 @@ class Client:
 
     def query(self, collection: str, where: str, fields: builtins.list[str]) -> builtins.list[Row]:
         return list(
-            self.call(
-                partial(
-                    self.milvus.query,
-                    collection,
-                    filter=where,
-                    output_fields=fields,
-                    timeout=self.timeout,
-                    **_STRONG,
-                )
+            self.request(
+                self.milvus.query, collection, filter=where, output_fields=fields, **_STRONG
             )
         )
 
@@ -120,15 +118,12 @@ class Client:
         if whole:  # (Milvus wants a filter on an unbounded query: keys are never "")
             yield self.query(collection, where or 'filepath != ""', fields)
             return
-        iterator = self.call(
-            partial(
-                self.milvus.query_iterator,
-                collection,
-                batch_size=_KEYS,
-                filter=where,
-                output_fields=fields,
-                timeout=self.timeout,
-            )
+        iterator = self.request(
+            self.milvus.query_iterator,
+            collection,
+            batch_size=_KEYS,
+            filter=where,
+            output_fields=fields,
         )
         try:
             while batch := self.call(iterator.next):
@@ -153,18 +148,15 @@ class Client:
         params: dict[str, Any] = {"metric_type": "COSINE", "params": {}}
         if ef is not None:
             params["params"] = {"ef": ef}
-        answer = self.call(
-            partial(
-                self.milvus.search,
-                collection,
-                data=vectors,
-                anns_field=field,
-                limit=k,
-                filter=expression,
-                search_params=params,
-                timeout=self.timeout,
-                **_STRONG,
-            )
+        answer = self.request(
+            self.milvus.search,
+            collection,
+            data=vectors,
+            anns_field=field,
+            limit=k,
+            filter=expression,
+            search_params=params,
+            **_STRONG,
         )
         return [[(str(hit.id), float(hit.distance)) for hit in row] for row in answer]
 
@@ -184,7 +176,7 @@ class Client:
             )
             client.create_index(name, params, timeout=self.timeout, sync=False)
         except (MilvusException, grpc.RpcError) as error:
-            if not self.call(partial(client.has_collection, name, timeout=self.timeout)):
+            if not self.request(client.has_collection, name):
                 raise BackendUnavailable(
                     f"Milvus at {self.shown} cannot create {name!r}: {_message(error)}"
                 ) from None
