@@ -66,6 +66,7 @@ SOURCE = ["path", "signature", "metadata"]  # what a signature re-rank needs
 # What an embedding re-rank needs. Naming the vector field explicitly matters: from 9.2,
 # new indices leave vectors out of returned _source unless a request names them.
 EMBEDDING_SOURCE = ["path", "metadata", EMBEDDING]
+# Keep the first insert time when a document is replaced, so that list order holds.
 _REPLACE = (
     "def added = ctx._source.added; ctx._source.clear(); ctx._source.putAll(params.doc);"
     " if (added != null) { ctx._source.added = added; }"

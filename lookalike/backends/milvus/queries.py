@@ -1,5 +1,5 @@
 """The pure parts of the Milvus store: its URLs, its filter expressions and the bounds that
-decide when a candidate search is complete. No client library, no server.
+decide when a candidate search is complete (``complete``). No client library, no server.
 
 **Expressions.** Milvus takes filters as text, so every value we put in one is written as
 a literal that Milvus reads back as exactly that value (``literal``): strings in double
