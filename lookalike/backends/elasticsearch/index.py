@@ -9,6 +9,7 @@ import builtins
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, TypeVar
 
 from ...errors import BackendUnavailable, ConfigError
@@ -57,20 +58,21 @@ def connect(url: str, timeout: float) -> Any:
     )
 
 
+@dataclass(eq=False)
 class Index:
     """The index ``name`` on the cluster ``es`` talks to (``shown_url`` for messages)."""
 
-    def __init__(self, es: Any, name: str, *, shown_url: str, refresh: str, retries: int) -> None:
-        self.es = es
-        self.name = name
-        self.shown_url = shown_url
-        self.refresh = refresh
-        self.retries = retries
-        self._found: Layout | None = None
-        # Why this index cannot hold embeddings (legacy layout, or the field was refused),
-        # known once the index is opened; None if it can.
-        self.no_embeddings: str | None = None
-        self._warned = False
+    es: Any
+    name: str
+    _: KW_ONLY
+    shown_url: str
+    refresh: str
+    retries: int
+    # Why this index cannot hold embeddings (legacy layout, or the field was refused),
+    # known once the index is opened; None if it can.
+    no_embeddings: str | None = field(default=None, init=False)
+    _found: Layout | None = field(default=None, init=False)
+    _warned: bool = field(default=False, init=False)
 
     def exists(self) -> bool:
         if self._found is not None:
