@@ -1,6 +1,6 @@
 """Recall of the Elasticsearch backend's candidate stages, emulated in memory (no server).
 
-``backends/elasticsearch.py`` sends one body per query orientation (8 rows) in one
+``backends/elasticsearch/`` sends one body per query orientation (8 rows) in one
 ``_msearch``, takes the union of the hits and re-ranks it exactly with the normalised
 distance. Scores then equal brute force; only the candidate stage can lose a match. This
 measures what each stage keeps, for store sizes ``--sizes`` (default 1k, 10k, 100k):

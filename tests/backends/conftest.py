@@ -182,7 +182,8 @@ def open_milvus(tmp_path: Path) -> Backend:
     searched with an HNSW breadth beyond the collections' sizes: exhaustive, so exact, as
     the contract requires (like ``sqlite-indexed`` probing every list). The default
     breadth's recall is measured in ``test_milvus.py``."""
-    from lookalike.backends.milvus import MAX_CANDIDATES, MilvusBackend
+    from lookalike.backends.milvus import MilvusBackend
+    from lookalike.backends.milvus.queries import MAX_CANDIDATES
 
     return MilvusBackend(milvus_url(tmp_path / "milvus.db"), ef=MAX_CANDIDATES)
 

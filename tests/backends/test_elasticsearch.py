@@ -28,10 +28,12 @@ pytest.importorskip("elasticsearch", reason="install lookalike[elasticsearch]")
 
 from lookalike import signature as sig
 from lookalike.backends import open_backend
-from lookalike.backends.elasticsearch import (
-    ElasticsearchBackend,
+from lookalike.backends.elasticsearch import ElasticsearchBackend
+from lookalike.backends.elasticsearch.queries import (
     document_id,
+    embedding_field_problem,
     embedding_knn_body,
+    embedding_of,
     filter_clauses,
     is_legacy,
     knn_body,
@@ -39,7 +41,6 @@ from lookalike.backends.elasticsearch import (
     normalise_url,
     word_body,
 )
-from lookalike.backends.elasticsearch_queries import embedding_field_problem, embedding_of
 from lookalike.config import Settings
 from lookalike.errors import BackendUnavailable, ConfigError
 from lookalike.records import Record

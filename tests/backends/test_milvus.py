@@ -2,7 +2,7 @@
 
 Milvus Lite runs inside the test process, one server per file. What runs here is the code a
 Milvus server gets; what Milvus Lite cannot show is how a server's own parser and index read
-the same requests (``milvus_queries`` explains the choices made for that).
+the same requests (``milvus.queries`` explains the choices made for that).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from lookalike import signature
 from lookalike.backends import open_backend
 from lookalike.backends.memory import MemoryBackend
 from lookalike.backends.milvus import MilvusBackend
-from lookalike.backends.milvus_queries import (
+from lookalike.backends.milvus.queries import (
     filter_expression,
     in_expression,
     literal,

@@ -1,5 +1,5 @@
 """The pure parts of the Milvus store: its URLs, its filter expressions and the bounds that
-decide when a candidate search is complete. No client library, no server.
+decide when a candidate search is complete (``complete``). No client library, no server.
 
 **Expressions.** Milvus takes filters as text, so every value we put in one is written as
 a literal that Milvus reads back as exactly that value (``literal``): strings in double
@@ -29,19 +29,23 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import ConfigError
-from .base import redacted
+from ...errors import ConfigError
+from ...records import Match
+from ..base import redacted
 
 __all__ = [
     "COSINE_SLACK",
     "FIELD_PREFIX",
+    "INDEXES",
+    "MAX_CANDIDATES",
     "MilvusTarget",
     "check_collection_name",
+    "complete",
     "embedding_bound",
     "embedding_floor",
     "filter_expression",
@@ -53,6 +57,8 @@ __all__ = [
     "signature_floor",
 ]
 
+INDEXES = ("HNSW", "FLAT", "AUTOINDEX")
+MAX_CANDIDATES = 16_384  # Milvus's largest top-k
 COSINE_SLACK = 1e-4  # float32 cosine of 648 or 1280 values is off by far less
 FIELD_PREFIX = "m:"  # metadata key k is kept in the dynamic field "m:k", for filters
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
@@ -190,3 +196,31 @@ def embedding_bound(similarity: float) -> float:
     if math.isnan(similarity):
         return 0.0
     return max(0.0, 1.0 - similarity - COSINE_SLACK)
+
+
+def complete(
+    hits: Sequence[Sequence[tuple[str, float]]],
+    k: int,
+    pruned: bool,
+    found: Sequence[Match],
+    limit: int,
+    max_distance: float,
+    bound: Callable[[float], float],
+    constant: float,
+) -> bool:
+    """Whether no record outside ``found`` can belong in the answer, after a search that
+    asked Milvus for each query row's ``k`` most similar records and got ``hits``
+    ((filepath, similarity), most similar first); ``bound`` is ``signature_bound`` or
+    ``embedding_bound``, ``constant`` the distance of every record through an all-zero
+    row (inf if there is none).
+
+    A row that returned fewer than ``k`` hits has seen every record that passes the
+    filter; a full row bounds the distance of every record it did not return; a record
+    returned but not fetched (``pruned``) is beyond the cutoff through those rows."""
+    full = [row for row in hits if len(row) >= k]
+    if len(full) < len(hits) and not pruned:
+        return True  # every record was fetched and ranked
+    least = min([bound(row[-1][1]) for row in full] + [constant])
+    if least >= max_distance:
+        return True
+    return len(found) >= limit and least > found[limit - 1].distance

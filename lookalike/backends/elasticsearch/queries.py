@@ -1,4 +1,5 @@
-"""Request bodies and response shapes of the Elasticsearch store: pure functions, no client.
+"""Request bodies and response shapes of the Elasticsearch store, the two index layouts and
+the exact re-rank of what a search returns: pure functions, no client.
 
 Each body is written from Elasticsearch's documentation (dense_vector, flattened, kNN
 search, _msearch) so that it can be checked against it without a server. Nothing here
@@ -16,22 +17,27 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import BackendUnavailable
-from ..records import Filter, Record, check_filepath
-from ..signature import LENGTH, words
-from ..vectors import EMBEDDING_DIMENSION, as_stored
+from ...errors import BackendUnavailable, ConfigError
+from ...records import Filter, Match, Record, check_filepath, matches_filter
+from ...signature import LENGTH, words
+from ...vectors import EMBEDDING_DIMENSION, as_stored, cosine_distances
+from ..base import ranked, signature_distances
 
 __all__ = [
     "EMBEDDING",
     "EMBEDDING_SOURCE",
     "LAYOUT_VERSION",
+    "LEGACY",
+    "LOOKALIKE",
     "MAX_CANDIDATES",
     "SOURCE",
+    "Layout",
     "document_id",
     "embedding_field",
     "embedding_field_problem",
@@ -42,8 +48,13 @@ __all__ = [
     "hits_of",
     "is_legacy",
     "knn_body",
+    "layout_of",
     "mapping",
+    "normalise_url",
+    "rank_embeddings",
+    "rank_signatures",
     "source_of",
+    "upsert_action",
     "word_body",
 ]
 
@@ -55,6 +66,19 @@ SOURCE = ["path", "signature", "metadata"]  # what a signature re-rank needs
 # What an embedding re-rank needs. Naming the vector field explicitly matters: from 9.2,
 # new indices leave vectors out of returned _source unless a request names them.
 EMBEDDING_SOURCE = ["path", "metadata", EMBEDDING]
+# Keep the first insert time when a document is replaced, so that list order holds.
+_REPLACE = (
+    "def added = ctx._source.added; ctx._source.clear(); ctx._source.putAll(params.doc);"
+    " if (added != null) { ctx._source.added = added; }"
+)
+
+
+def normalise_url(url: str) -> str:
+    """Match's ``ELASTICSEARCH_URL``: a bare ``host:port`` means http."""
+    url = url.strip()
+    if not url:
+        raise ConfigError("ELASTICSEARCH_URL is empty")
+    return url if "://" in url else f"http://{url}"
 
 
 def document_id(filepath: str) -> str:
@@ -109,6 +133,40 @@ def is_legacy(index_mapping: dict[str, Any]) -> bool:
     return meta.get("lookalike") is None
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What differs between the two layouts an index may have.
+
+    ``LOOKALIKE``, the indices lookalike creates (``mapping``): a document's id is
+    ``document_id(path)``, so a path is read, replaced and deleted by its id; ``vector``
+    serves kNN candidates, ``embedding`` embeddings, and ``metadata`` is flattened, so
+    filters go with the query.
+
+    ``LEGACY``, Match's and image-match's (random ids, dynamic mapping): a path is found
+    with a ``match_phrase`` query and may have several documents, all deleted before it is
+    written again; words are the only candidates; there are no embeddings; filters are
+    applied to the results only (as they are anyway, after every search)."""
+
+    name: str  # as stats show it
+    legacy: bool
+    added: str  # the field of the first insert time
+    path: str  # the path field as it sorts (a dynamic mapping sorts on its keyword)
+
+    @property
+    def order(self) -> list[dict[str, str]]:
+        """The sort of ``list``: first insert, then path."""
+        return [{self.added: "asc"}, {self.path: "asc"}]
+
+
+LOOKALIKE = Layout("lookalike", legacy=False, added="added", path="path")
+LEGACY = Layout("legacy", legacy=True, added="timestamp", path="path.keyword")
+
+
+def layout_of(index_mapping: dict[str, Any]) -> Layout:
+    """The layout of an existing index, from its mapping."""
+    return LEGACY if is_legacy(index_mapping) else LOOKALIKE
+
+
 def embedding_field_problem(index_mapping: dict[str, Any]) -> str | None:
     """Why an existing ``embedding`` field cannot hold lookalike's embeddings, or None if
     it can or is absent (then it is added). Elasticsearch reports back the options it
@@ -143,6 +201,23 @@ def source_of(record: Record, added: int) -> dict[str, Any]:
     if record.embedding is not None:
         document[EMBEDDING] = np.asarray(record.embedding, dtype=np.float32).tolist()
     return document
+
+
+def upsert_action(index: str, record: Record, added: int, vector: bool) -> dict[str, Any]:
+    """The bulk action that writes a record's document under its id, keeping the first
+    insert time (``added``) of a document it replaces, so that list order holds; with
+    ``vector`` (lookalike's layout) the signature is also the kNN ``vector``."""
+    document = source_of(record, added)
+    if vector:
+        document["vector"] = document["signature"]
+    return {
+        "_op_type": "update",
+        "_index": index,
+        "_id": document_id(record.filepath),
+        "script": {"source": _REPLACE, "lang": "painless", "params": {"doc": document}},
+        "upsert": document,
+        "retry_on_conflict": 3,
+    }
 
 
 def embedding_of(source: dict[str, Any]) -> npt.NDArray[np.float32] | None:
@@ -220,6 +295,40 @@ def embedding_knn_body(
     if filters:
         knn["filter"] = filters
     return {"knn": knn, "size": k, "_source": EMBEDDING_SOURCE}
+
+
+def rank_signatures(
+    sources: list[dict[str, Any]],
+    queries: npt.NDArray[np.int8],
+    max_distance: float,
+    where: Filter | None,
+) -> list[Match]:
+    """The exact re-rank of candidates' _source: the normalised distance to the nearest
+    query row, the filter and the cutoff, best first, ties by filepath."""
+    sources = [s for s in sources if matches_filter(s.get("metadata"), where or {})]
+    if not sources:
+        return []
+    stored = np.asarray([s["signature"] for s in sources], dtype=np.int8)
+    candidates = [(s["path"], s.get("metadata")) for s in sources]
+    return ranked(candidates, signature_distances(queries, stored), max_distance)
+
+
+def rank_embeddings(
+    candidates: list[tuple[dict[str, Any], npt.NDArray[np.float32]]],
+    queries: npt.NDArray[np.float32],
+    max_distance: float,
+    where: Filter | None,
+) -> list[Match]:
+    """The exact re-rank of candidates' (_source, stored embedding): ``cosine_distances``
+    (as every backend computes it), the filter and the cutoff, best first, ties by
+    filepath. Elasticsearch's _score (from quantized vectors) is not used."""
+    candidates = [c for c in candidates if matches_filter(c[0].get("metadata"), where or {})]
+    if not candidates:
+        return []
+    stored = np.stack([vector for _, vector in candidates])
+    found = cosine_distances(queries, stored)
+    named = [(source["path"], source.get("metadata")) for source, _ in candidates]
+    return ranked(named, found, max_distance, method="embedding")
 
 
 def hits_of(response: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,0 +1,157 @@
+"""Records as Milvus rows and back, and the exact ranking of fetched rows: pure, no client.
+
+A record's row holds its signature as floats (or a placeholder when it is all zeros:
+``blank``), its metadata as exact JSON text and as the dynamic fields filters read; an
+embedding's row holds the vector and the record's ``version``. The package's docstring
+describes both collections.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ...errors import InvalidRequest
+from ...records import INT64_RANGE, Filter, Match, Metadata, Record, loads_metadata, matches_filter
+from ...signature import LENGTH
+from ...vectors import cosine_distances
+from ..base import ranked, signature_distances
+from .queries import FIELD_PREFIX
+
+__all__ = [
+    "MAX_TEXT",
+    "RECORD",
+    "Checked",
+    "Row",
+    "check_lengths",
+    "embedding_of",
+    "metadata_of",
+    "rank_embeddings",
+    "rank_signatures",
+    "record_rows",
+    "signature_of",
+    "storable",
+]
+
+Row = dict[str, Any]
+Checked = tuple[str, npt.NDArray[np.int8], Metadata | None, Any]  # filepath, sig, meta, emb
+
+MAX_TEXT = 65_535  # Milvus's longest VARCHAR, in bytes
+RECORD = ["signature", "blank", "metadata"]  # what ranking reads
+_PLACEHOLDER = [1.0] + [0.0] * (LENGTH - 1)
+
+
+def check_lengths(record: Record) -> Checked:
+    """A record (checked at the seam) within what Milvus's VARCHAR fields hold."""
+    filepath, metadata = record.filepath, record.metadata
+    if len(filepath.encode("utf-8")) > MAX_TEXT:
+        raise InvalidRequest(f"a Milvus store keeps filepaths of at most {MAX_TEXT} bytes")
+    text, _ = storable(metadata)
+    if len(text.encode("utf-8")) > MAX_TEXT:
+        raise InvalidRequest(f"a Milvus store keeps metadata of at most {MAX_TEXT} bytes of JSON")
+    return filepath, record.signature, metadata, record.embedding
+
+
+def storable(metadata: Metadata | None) -> tuple[str, dict[str, Any]]:
+    """Metadata as the exact JSON text it is kept as, and as the dynamic fields that
+    filters read: ``m:<key>`` for each key (Milvus Lite evaluates filters on the dynamic
+    field column alone, and fast; on a JSON field it converts every column of every row).
+
+    pymilvus refuses integers beyond 64 bits in JSON: in the dynamic fields they become
+    the float of equal value (None if there is none), which compares with a filter's
+    value as Python compares the exact one; the text keeps the metadata as it was given."""
+
+    def representable(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: representable(v) for key, v in value.items()}
+        if isinstance(value, list):
+            return [representable(v) for v in value]
+        if isinstance(value, int) and not INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+            try:  # (booleans are ints too, but within range)
+                return float(value)
+            except OverflowError:
+                return None
+        return value
+
+    keys = {f"{FIELD_PREFIX}{k}": representable(v) for k, v in (metadata or {}).items()}
+    return json.dumps(metadata, ensure_ascii=False), keys
+
+
+def record_rows(
+    record: Checked, *, seq: int, created: float, updated: float, version: int
+) -> tuple[Row, Row | None]:
+    """The record's row, and its embedding's row (None without an embedding)."""
+    filepath, sig, metadata, embedding = record
+    text, keys = storable(metadata)
+    row = {
+        "filepath": filepath,
+        "signature": sig.astype(np.float32).tolist() if sig.any() else _PLACEHOLDER,
+        "blank": not sig.any(),
+        "metadata": text,
+        **keys,
+        "seq": seq,
+        "created": created,
+        "updated": updated,
+        "version": version,
+        "has_embedding": embedding is not None,
+    }
+    if embedding is None:
+        return row, None
+    return row, {"filepath": filepath, "embedding": embedding.tolist(), **keys, "version": version}
+
+
+def metadata_of(row: Row) -> Metadata | None:
+    return loads_metadata(row["metadata"])  # "null" for none
+
+
+def signature_of(row: Row) -> npt.NDArray[np.int8]:
+    if row["blank"]:
+        return np.zeros(LENGTH, dtype=np.int8)
+    values = np.rint(np.asarray(row["signature"], dtype=np.float32))
+    signature: npt.NDArray[np.int8] = values.astype(np.int8)
+    return signature
+
+
+def embedding_of(row: Row) -> npt.NDArray[np.float32]:
+    embedding: npt.NDArray[np.float32] = np.asarray(row["embedding"], dtype=np.float32)
+    return embedding
+
+
+def rank_signatures(
+    queries: npt.NDArray[np.int8], max_distance: float, where: Filter | None, rows: list[Row]
+) -> list[Match]:
+    """Exact matches among record rows that pass ``where``, best first."""
+    kept = [
+        (row, metadata) for row in rows if matches_filter(metadata := metadata_of(row), where or {})
+    ]
+    if not kept:
+        return []
+    stored = np.stack([signature_of(row) for row, _ in kept])
+    named = [(row["filepath"], metadata) for row, metadata in kept]
+    return ranked(named, signature_distances(queries, stored), max_distance)
+
+
+def rank_embeddings(
+    queries: npt.NDArray[np.float32],
+    max_distance: float,
+    where: Filter | None,
+    vectors: list[Row],
+    owners: dict[str, Row],
+) -> list[Match]:
+    """Exact matches among embedding rows whose record (``owners``: its row by filepath,
+    with ``version`` and ``metadata``) is current and passes ``where``, best first."""
+    kept: list[tuple[Row, Metadata | None]] = []
+    for vector in vectors:
+        owner = owners.get(vector["filepath"])
+        if owner is None or owner["version"] != vector["version"]:
+            continue  # deleted, or left by a write that failed halfway
+        if matches_filter(metadata := metadata_of(owner), where or {}):
+            kept.append((vector, metadata))
+    if not kept:
+        return []
+    stored = np.stack([embedding_of(vector) for vector, _ in kept])
+    named = [(vector["filepath"], metadata) for vector, metadata in kept]
+    return ranked(named, cosine_distances(queries, stored), max_distance, method="embedding")
