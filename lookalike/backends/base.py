@@ -34,7 +34,7 @@ import builtins
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -57,6 +57,7 @@ from ..vectors import EMBEDDING_DIMENSION, as_stored
 
 __all__ = [
     "Backend",
+    "Search",
     "check_embedding",
     "check_embedding_queries",
     "check_queries",
@@ -66,6 +67,16 @@ __all__ = [
     "redacted",
     "signature_distances",
 ]
+
+
+class Search(NamedTuple):
+    """A search as it crosses the seam, checked: query rows (one per orientation), at
+    most ``limit`` results, distances below ``max_distance``, the metadata filter."""
+
+    queries: npt.NDArray[Any]
+    limit: int
+    max_distance: float
+    where: Filter | None
 
 
 class Backend(ABC):
@@ -119,8 +130,8 @@ class Backend(ABC):
         where: Filter | None = None,
     ) -> builtins.list[Match]:
         """Records nearest to any row of ``queries`` (shape (k, 648)), best first."""
-        checked = check_queries(queries)
-        return self._search_trusted(checked, limit, max_distance, check_filter(where))
+        checked = Search(check_queries(queries), limit, max_distance, check_filter(where))
+        return self._search_trusted(checked)
 
     def search_embedding(
         self,
@@ -132,8 +143,8 @@ class Backend(ABC):
     ) -> builtins.list[Match]:
         """Records whose embedding is nearest to any row of ``queries`` (shape (k, 1280)),
         by cosine distance, best first; ``Match.method`` is "embedding"."""
-        checked = check_embedding_queries(queries)
-        return self._search_embedding_trusted(checked, limit, max_distance, check_filter(where))
+        checked = Search(check_embedding_queries(queries), limit, max_distance, check_filter(where))
+        return self._search_embedding_trusted(checked)
 
     @abstractmethod
     def stats(self) -> dict[str, Any]:
@@ -170,22 +181,12 @@ class Backend(ABC):
     def _get_trusted(self, filepath: str) -> Record | None: ...
 
     @abstractmethod
-    def _search_trusted(
-        self,
-        queries: npt.NDArray[np.int8],
-        limit: int,
-        max_distance: float,
-        where: Filter | None,
-    ) -> builtins.list[Match]: ...
+    def _search_trusted(self, search: Search) -> builtins.list[Match]:
+        """``search`` with its queries (k, 648) int8 signatures."""
 
     @abstractmethod
-    def _search_embedding_trusted(
-        self,
-        queries: npt.NDArray[np.float32],
-        limit: int,
-        max_distance: float,
-        where: Filter | None,
-    ) -> builtins.list[Match]: ...
+    def _search_embedding_trusted(self, search: Search) -> builtins.list[Match]:
+        """``search`` with its queries (k, 1280) float32 unit embeddings."""
 
 
 def checked_record(record: Record) -> Record:

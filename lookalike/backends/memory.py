@@ -18,7 +18,7 @@ import numpy.typing as npt
 from ..config import Settings
 from ..orientations import ORIENTATIONS
 from ..records import Filter, Match, Record, matches_filter
-from .base import Backend
+from .base import Backend, Search
 from .scan import EmbeddingMatrix, Hits, SignatureMatrix, top
 
 __all__ = ["MemoryBackend"]
@@ -97,25 +97,15 @@ class MemoryBackend(Backend):
             paths = list(self._records)
         return paths[offset : offset + limit]
 
-    def _search_trusted(
-        self,
-        queries: npt.NDArray[np.int8],
-        limit: int,
-        max_distance: float,
-        where: Filter | None,
-    ) -> builtins.list[Match]:
+    def _search_trusted(self, search: Search) -> builtins.list[Match]:
+        queries, limit, max_distance, where = search
         with self._lock:
             allowed = self._allowed(self._paths, where)
             hits = self._matrix.search(queries, max_distance, allowed)
             return self._matches(hits, self._paths, limit, "signature")
 
-    def _search_embedding_trusted(
-        self,
-        queries: npt.NDArray[np.float32],
-        limit: int,
-        max_distance: float,
-        where: Filter | None,
-    ) -> builtins.list[Match]:
+    def _search_embedding_trusted(self, search: Search) -> builtins.list[Match]:
+        queries, limit, max_distance, where = search
         with self._lock:
             allowed = self._allowed(self._vector_paths, where)
             hits = self._vectors.search(queries, max_distance, allowed)

@@ -43,7 +43,7 @@ from ..errors import BackendUnavailable, ConfigError
 from ..orientations import ORIENTATIONS
 from ..records import Filter, Match, Record, loads_metadata
 from ..signature import LENGTH
-from .base import Backend
+from .base import Backend, Search
 from .scan import Hits, top
 from .searchstate import ExactState, IndexedState
 from .sqlite_embeddings import EmbeddingRows, decode, encode
@@ -199,26 +199,16 @@ class SQLiteBackend(Backend):
         found = dict(self._read_ids("SELECT id, filepath FROM images", ids))
         return [found[i] for i in ids.tolist() if i in found]
 
-    def _search_trusted(
-        self,
-        queries: npt.NDArray[np.int8],
-        limit: int,
-        max_distance: float,
-        where: Filter | None,
-    ) -> builtins.list[Match]:
+    def _search_trusted(self, search: Search) -> builtins.list[Match]:
+        queries, limit, max_distance, where = search
         with self._lock:
             self._catch_up()
             allowed = self._allowed(where) if where else None
             hits = self._state.search(queries, max_distance, allowed)
         return self._matches(hits, limit, "signature")
 
-    def _search_embedding_trusted(
-        self,
-        queries: npt.NDArray[np.float32],
-        limit: int,
-        max_distance: float,
-        where: Filter | None,
-    ) -> builtins.list[Match]:
+    def _search_embedding_trusted(self, search: Search) -> builtins.list[Match]:
+        queries, limit, max_distance, where = search
         with self._lock:
             self._catch_up()
             allowed = self._allowed(where) if where else None

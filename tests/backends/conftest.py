@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from lookalike.backends import Backend, open_backend
+from lookalike.backends.base import Search
 from lookalike.backends.sqlite import SQLiteBackend
-from lookalike.records import Filter, Match, Record
+from lookalike.records import Match, Record
 
 StoreFactory = Callable[[Path], Backend]
 
@@ -87,18 +87,12 @@ class TwoConnections(Backend):
     def list(self, offset: int = 0, limit: int = 20) -> builtins.list[str]:
         return self.reader.list(offset, limit)
 
-    def _search_trusted(
-        self, queries: npt.NDArray[np.int8], limit: int, max_distance: float, where: Filter | None
-    ) -> builtins.list[Match]:
+    def _search_trusted(self, search: Search) -> builtins.list[Match]:
+        queries, limit, max_distance, where = search
         return self.reader.search(queries, limit=limit, max_distance=max_distance, where=where)
 
-    def _search_embedding_trusted(
-        self,
-        queries: npt.NDArray[np.float32],
-        limit: int,
-        max_distance: float,
-        where: Filter | None,
-    ) -> builtins.list[Match]:
+    def _search_embedding_trusted(self, search: Search) -> builtins.list[Match]:
+        queries, limit, max_distance, where = search
         return self.reader.search_embedding(
             queries, limit=limit, max_distance=max_distance, where=where
         )

@@ -10,12 +10,11 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ...config import Settings
 from ...errors import BackendUnavailable, ConfigError
-from ...records import Filter, Match, Record
-from ..base import Backend, redacted
+from ...records import Match, Record
+from ..base import Backend, Search, redacted
 from .index import Index, check_installed, connect
 from .migrate import copy_index
 from .queries import (
@@ -161,13 +160,8 @@ class ElasticsearchBackend(Backend):
             self._remote.call(lambda: self._es.close_point_in_time(id=pit["id"]))
         return out[:limit]
 
-    def _search_trusted(
-        self,
-        queries: npt.NDArray[np.int8],
-        limit: int,
-        max_distance: float,
-        where: Filter | None,
-    ) -> builtins.list[Match]:
+    def _search_trusted(self, search: Search) -> builtins.list[Match]:
+        queries, limit, max_distance, where = search
         if not self._remote.exists() or limit <= 0:
             return []
         filters = filter_clauses(where, self._is_legacy())
@@ -181,15 +175,10 @@ class ElasticsearchBackend(Backend):
         sources = builtins.list(self._msearch(bodies).values())
         return rank_signatures(sources, queries, max_distance, where)[:limit]
 
-    def _search_embedding_trusted(
-        self,
-        queries: npt.NDArray[np.float32],
-        limit: int,
-        max_distance: float,
-        where: Filter | None,
-    ) -> builtins.list[Match]:
+    def _search_embedding_trusted(self, search: Search) -> builtins.list[Match]:
         """One kNN query per query row (orientation) in one ``_msearch``, the union of the
         hits re-ranked by the exact cosine distance of their stored embeddings."""
+        queries, limit, max_distance, where = search
         if not self._remote.exists() or limit <= 0:
             return []
         if self._is_legacy() or self._remote.no_embeddings:

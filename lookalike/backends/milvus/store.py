@@ -21,7 +21,7 @@ from ...errors import ConfigError
 from ...records import Filter, Match, Record
 from ...signature import LENGTH
 from ...vectors import EMBEDDING_DIMENSION
-from ..base import Backend
+from ..base import Backend, Search
 from .client import HNSW, Client, check_installed
 from .lite import Shared, next_seq, release, share
 from .queries import (
@@ -203,25 +203,15 @@ class MilvusBackend(Backend):
         pairs.sort()
         return [path for _, path in pairs[offset : offset + limit]]
 
-    def _search_trusted(
-        self,
-        queries: npt.NDArray[np.int8],
-        limit: int,
-        max_distance: float,
-        where: Filter | None,
-    ) -> builtins.list[Match]:
+    def _search_trusted(self, search: Search) -> builtins.list[Match]:
+        queries, limit, max_distance, where = search
         space = _Space(
             self.name, "signature", RECORD, signature_floor, signature_bound, rank_signatures
         )
         return self._search(space, queries, limit, max_distance, where)
 
-    def _search_embedding_trusted(
-        self,
-        queries: npt.NDArray[np.float32],
-        limit: int,
-        max_distance: float,
-        where: Filter | None,
-    ) -> builtins.list[Match]:
+    def _search_embedding_trusted(self, search: Search) -> builtins.list[Match]:
+        queries, limit, max_distance, where = search
         space = _Space(
             self.vectors_name,
             "embedding",
