@@ -199,6 +199,7 @@ def build(database: str | Path) -> dict[str, Any]:
         header = {
             "version": facts["version"],
             "identity": facts["identity"],
+            "count": len(index),
             "built": time.time(),
             "build_seconds": time.perf_counter() - started,
         }
