@@ -48,10 +48,10 @@ import search
 import synthetic
 from common import summary, table, threadpools, write_results
 
-from lookalike.backends.ivf import IvfIndex
 from lookalike.backends.scan import within
 from lookalike.backends.sqlite import SQLiteBackend
-from lookalike.backends.sqlite_index import IndexFolder
+from lookalike.backends.sqlite.generations import IndexFolder
+from lookalike.backends.sqlite.ivf import IvfIndex
 from lookalike.records import Record
 
 LIMIT = 100
@@ -214,7 +214,7 @@ def bench_size(size: int, args: argparse.Namespace, workdir: Path) -> dict[str, 
 
     started = perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "lookalike.backends.sqlite_index", str(db)],
+        [sys.executable, "-m", "lookalike.backends.sqlite", "signatures", str(db)],
         check=True,
         env={**os.environ},
     )

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from lookalike import signature
-from lookalike.backends import ivf
-from lookalike.backends.ivf import IvfIndex
 from lookalike.backends.scan import SignatureMatrix
+from lookalike.backends.sqlite import ivf
+from lookalike.backends.sqlite.ivf import IvfIndex
 
 from .support import perturb, random_signatures, smooth_signatures
 

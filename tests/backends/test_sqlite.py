@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from lookalike.backends import open_backend
-from lookalike.backends import sqlite as sqlite_module
 from lookalike.backends.sqlite import SQLiteBackend
+from lookalike.backends.sqlite import store as sqlite_store
 from lookalike.errors import BackendUnavailable, ConfigError
 from lookalike.records import Record
 
@@ -327,7 +327,7 @@ def test_a_store_far_behind_reloads_after_tombstones_are_pruned(
 ) -> None:
     """Tombstones are pruned every 1000 versions down to the newest ones; a process that
     has not caught up since then cannot learn every delete from them and must reload."""
-    monkeypatch.setattr(sqlite_module, "_TOMBSTONES_KEPT", 20)
+    monkeypatch.setattr(sqlite_store, "TOMBSTONES_KEPT", 20)
     path = tmp_path / "store.db"
     writer = SQLiteBackend(path)
     behind = SQLiteBackend(path)

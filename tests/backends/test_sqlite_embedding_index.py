@@ -18,9 +18,9 @@ import numpy.typing as npt
 import pytest
 
 from lookalike.backends.base import check_embedding_queries
-from lookalike.backends.embedding_index import SERIAL_ROWS, EmbeddingIndex, folder
 from lookalike.backends.memory import MemoryBackend
 from lookalike.backends.sqlite import SQLiteBackend
+from lookalike.backends.sqlite.hnsw import SERIAL_ROWS, EmbeddingIndex, folder
 from lookalike.records import Match, Record
 from lookalike.vectors import EMBEDDING_DIMENSION, cosine_distances
 
@@ -252,7 +252,7 @@ def test_an_index_opened_before_the_model_loads_does_not_crash_the_process() -> 
     pytest.importorskip("onnxruntime", reason="the cnn extra is not installed")
     script = (
         "from lookalike import Lookalike, Settings\n"
-        "from lookalike.backends.embedding_index import EmbeddingIndex\n"
+        "from lookalike.backends.sqlite.hnsw import EmbeddingIndex\n"
         "Lookalike(Settings(backend='memory://', embeddings=True))\n"
         "EmbeddingIndex.create()\n"
         "import onnxruntime\n"

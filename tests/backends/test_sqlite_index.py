@@ -17,7 +17,7 @@ import pytest
 
 from lookalike.backends.memory import MemoryBackend
 from lookalike.backends.sqlite import SQLiteBackend
-from lookalike.backends.sqlite_index import IndexFolder
+from lookalike.backends.sqlite.generations import IndexFolder
 from lookalike.records import Record
 
 from .support import perturb, random_signatures, smooth_signatures

@@ -7,7 +7,7 @@ returned in another.
 
 A small store is held in memory (float16) and scanned exactly. From ``min_rows``
 embeddings on, an HNSW index of the embeddings at some version is built in the
-background (``embedding_index``) and memory-mapped by every process, which then keeps
+background (``hnsw``) and memory-mapped by every process, which then keeps
 only the delta in memory: the embeddings added or changed since the index's version,
 scanned exactly, and the ids of index rows deleted or changed since, masked out. Index
 candidates are re-ranked with ``cosine_distances`` from the index's float16 vectors —
@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..vectors import EMBEDDING_DIMENSION, cosine_distances
-from .embedding_index import EmbeddingIndex, build, check, folder, index_available
-from .scan import EmbeddingMatrix, Hits
+from ...vectors import EMBEDDING_DIMENSION, cosine_distances
+from ..scan import EmbeddingMatrix, Hits
+from .hnsw import EmbeddingIndex, build, check, folder, index_available
 
 __all__ = ["EmbeddingRows", "decode", "encode"]
 

@@ -12,7 +12,7 @@ folder and synced before ``CURRENT`` points at it, so a crash mid-build leaves t
 published generation in place. Processes memory-map the published generation; each
 checks it against the database (``check``) before trusting it.
 
-Run as ``python -m lookalike.backends.sqlite_index DATABASE`` it builds and publishes a
+``python -m lookalike.backends.sqlite signatures DATABASE`` builds and publishes a
 generation — that is how a store starts a build in the background.
 """
 
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..signature import LENGTH
+from ...signature import LENGTH
 from .ivf import IvfIndex
 
 __all__ = ["IndexFolder", "build", "check"]
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _SAMPLE = 64  # rows compared with the database when a generation is opened
 _RETRY_SECONDS = 60.0  # a process starts at most one background build this often
+_BUILDER = __name__.rpartition(".")[0]  # the package: its __main__ builds a generation
 
 
 class Saveable(Protocol):
@@ -53,15 +54,15 @@ class IndexFolder:
     """The folder of index generations beside one database file.
 
     ``suffix`` names the folder (``.index`` for signatures, ``.embeddings`` for the
-    embedding index); ``builder`` is the module run as ``python -m builder DATABASE`` to
-    build a generation in the background."""
+    embedding index); ``kind`` is what ``python -m lookalike.backends.sqlite KIND DATABASE``
+    builds in the background (``signatures`` or ``embeddings``)."""
 
     def __init__(
-        self, database: str | Path, *, suffix: str = ".index", builder: str = __name__
+        self, database: str | Path, *, suffix: str = ".index", kind: str = "signatures"
     ) -> None:
         self.database = Path(database)
         self.path = self.database.with_name(self.database.name + suffix)
-        self.builder = builder
+        self.kind = kind
         self._builder: subprocess.Popen[bytes] | None = None
         self._started = -_RETRY_SECONDS
 
@@ -125,7 +126,7 @@ class IndexFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.path / "build.log", "ab") as log_file:
             self._builder = subprocess.Popen(
-                [sys.executable, "-m", self.builder, str(self.database)],
+                [sys.executable, "-m", _BUILDER, self.kind, str(self.database)],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -232,17 +233,11 @@ def _sync_folder(path: Path) -> None:
         os.close(descriptor)
 
 
-def run_build(
-    build: Callable[[str], dict[str, Any]], module: str, what: str, argv: list[str] | None
-) -> int:
-    """The command line of a background index build: ``python -m <module> DATABASE``,
-    one line of outcome for the build log, exit code 0, 1 (not built) or 2 (usage)."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print(f"usage: python -m {module} DATABASE", file=sys.stderr)
-        return 2
+def run_build(build: Callable[[str], dict[str, Any]], what: str, database: str) -> int:
+    """A background index build: one line of outcome for the build log, and the exit
+    code, 0 or 1 (not built)."""
     try:
-        header = build(args[0])
+        header = build(database)
     except (ValueError, OSError, sqlite3.Error) as error:
         print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} index not built: {error}", flush=True)
         return 1
@@ -252,11 +247,3 @@ def run_build(
         flush=True,
     )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_build(build, "lookalike.backends.sqlite_index", "rows", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

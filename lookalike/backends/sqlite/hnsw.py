@@ -12,8 +12,8 @@ in the graph is re-ranked with :func:`vectors.cosine_distances` from the index i
 and its distance is the exact one. Every process memory-maps the file (``view=True``):
 the ~2.7 KB per image live once in the page cache, not once per worker.
 
-Run as ``python -m lookalike.backends.embedding_index DATABASE`` it builds and publishes
-a generation — that is how a store starts a build in the background.
+``python -m lookalike.backends.sqlite embeddings DATABASE`` builds and publishes a
+generation — that is how a store starts a build in the background.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 import time
 from importlib.util import find_spec
 from pathlib import Path
@@ -30,8 +29,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..vectors import EMBEDDING_DIMENSION
-from .sqlite_index import IndexFolder, generation_problem, run_build
+from ...vectors import EMBEDDING_DIMENSION
+from .generations import IndexFolder, generation_problem
 
 __all__ = ["EmbeddingIndex", "build", "check", "folder"]
 
@@ -52,7 +51,7 @@ _SAMPLE = 64
 
 def folder(database: str | Path) -> IndexFolder:
     """The folder of embedding index generations beside ``database``."""
-    return IndexFolder(database, suffix=SUFFIX, builder=__name__)
+    return IndexFolder(database, suffix=SUFFIX, kind="embeddings")
 
 
 class EmbeddingIndex:
@@ -216,7 +215,7 @@ def check(
 ) -> str | None:
     """Why this generation cannot serve the database as it is now, or None if it can.
 
-    Call inside a read transaction. Like ``sqlite_index.check``: same identity, a version
+    Call inside a read transaction. Like ``generations.check``: same identity, a version
     the database has passed and whose changes since are still logged, and a sample of
     its vectors equal to the database's rows of that version."""
     problem = generation_problem(db, header, version, pruned)
@@ -238,11 +237,3 @@ def check(
         if vector.astype("<f2").tobytes() != blob:
             return f"its vector for id {row_id} differs from the database's"
     return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_build(build, "lookalike.backends.embedding_index", "embeddings", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..signature import LENGTH
-from .scan import Hits, within
+from ...signature import LENGTH
+from ..scan import Hits, within
 
 __all__ = ["IvfIndex"]
 

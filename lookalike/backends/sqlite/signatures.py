@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..scan import Hits, SignatureMatrix
 from .ivf import IvfIndex
-from .scan import Hits, SignatureMatrix
 
 __all__ = ["ExactState", "IndexedState"]
 

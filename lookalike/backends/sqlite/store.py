@@ -1,16 +1,16 @@
 """The default store: a SQLite file is the truth, the search state is derived from it.
 
 Rows hold the filepath (unique), the 648-byte signature, metadata as JSON, times and
-an optional embedding (float16; searched by ``sqlite_embeddings``: exactly, or from
+an optional embedding (float16; searched by ``embeddings``: exactly, or from
 ``embedding_index_min_rows`` embeddings on through a shared HNSW index).
 Every write transaction takes the next number of a version counter and stamps the rows it
 writes (and a tombstone for each row it deletes) with it. Each process keeps its own
-search state (``searchstate``) and before each read catches up by applying the rows and
+search state (``signatures``) and before each read catches up by applying the rows and
 tombstones newer than the version it has seen. So an add that returned in one process is
 found by the next search in any other.
 
 Small stores are scanned exactly. From ``index_min_rows`` rows on, a process builds an
-IVF index of the rows in the background (``sqlite_index``), saved beside the database;
+IVF index of the rows in the background (``generations``), saved beside the database;
 every process memory-maps the published index and searches it plus an exact delta of
 the rows changed since. An index whose delta has grown past a fraction of it is rebuilt
 in the background the same way, and a restart costs no rebuild: only the changes since
@@ -38,16 +38,16 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ..config import Settings
-from ..errors import BackendUnavailable, ConfigError
-from ..orientations import ORIENTATIONS
-from ..records import Filter, Match, Record, loads_metadata
-from ..signature import LENGTH
-from .base import Backend
-from .scan import Hits, top
-from .searchstate import ExactState, IndexedState
-from .sqlite_embeddings import EmbeddingRows, decode, encode
-from .sqlite_index import IndexFolder, build, check
+from ...config import Settings
+from ...errors import BackendUnavailable, ConfigError
+from ...orientations import ORIENTATIONS
+from ...records import Filter, Match, Record, loads_metadata
+from ...signature import LENGTH
+from ..base import Backend
+from ..scan import Hits, top
+from .embeddings import EmbeddingRows, decode, encode
+from .generations import IndexFolder, build, check
+from .signatures import ExactState, IndexedState
 
 __all__ = ["SQLiteBackend"]
 
@@ -90,7 +90,7 @@ ON CONFLICT (filepath) DO UPDATE SET
 """
 
 _BATCH = 5000
-_TOMBSTONES_KEPT = 100_000
+TOMBSTONES_KEPT = 100_000
 _REBUILD_FRACTION = 0.2  # rebuild an index once this share of its rows has changed
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class SQLiteBackend(Backend):
         (0 turns indexing off); ``nprobe``: index lists probed per query orientation;
         ``build_in_background``: start index builds on its own when needed (else only
         ``reindex`` builds one); ``embedding_index_min_rows``: from this many embeddings
-        on, search an HNSW index of them (0: never; ``sqlite_embeddings``)."""
+        on, search an HNSW index of them (0: never; ``embeddings``)."""
         self.path = Path(path)
         self.index_min_rows = index_min_rows
         self.nprobe = nprobe
@@ -319,11 +319,11 @@ class SQLiteBackend(Backend):
     def _prune_tombstones(self) -> None:
         """Keep the newest tombstones; a process older than the rest reloads everything."""
         (count,) = self._db.execute("SELECT count(*) FROM tombstones").fetchone()
-        if count <= _TOMBSTONES_KEPT:
+        if count <= TOMBSTONES_KEPT:
             return
         (cut,) = self._db.execute(
             "SELECT version FROM tombstones ORDER BY version DESC LIMIT 1 OFFSET ?",
-            (_TOMBSTONES_KEPT // 2,),
+            (TOMBSTONES_KEPT // 2,),
         ).fetchone()
         self._db.execute("DELETE FROM tombstones WHERE version <= ?", (cut,))
         self._db.execute("UPDATE lookalike SET value = ? WHERE key = 'pruned'", (cut,))
