@@ -377,14 +377,15 @@ def test_compaction_keeps_answers_right(tmp_path: Path, rng: np.random.Generator
     try:
         build(store, mirror, rng, 2000)
         assert other.count() == store.count() == len(mirror.records)
-        slots = store._state._matrix.used  # a peek inside, to know that compaction did happen
+        # a peek inside, to know that compaction did happen
+        slots = store._signatures.exact.matrix.used
         for k, path_ in enumerate(list(mirror.records)[: len(mirror.records) - 300]):
             assert store.delete(path_) is mirror.delete(path_) is True
             if k % 250 == 0:  # catch up as we go, so that slots die after a compaction too
                 assert store.count() == len(mirror.records)
         assert store.count() == other.count() == 300
-        assert store._state._matrix.used < slots - 1024, "store did not compact"
-        assert other._state._matrix.used == 300, "other did not compact"
+        assert store._signatures.exact.matrix.used < slots - 1024, "store did not compact"
+        assert other._signatures.exact.matrix.used == 300, "other did not compact"
 
         extra = random_signatures(rng, 50)
         for i, sig in enumerate(extra):

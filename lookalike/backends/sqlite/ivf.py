@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from ...signature import LENGTH
 from ..scan import Hits, within
+from .generations import write_header
 
 __all__ = ["IvfIndex"]
 
@@ -113,6 +114,10 @@ class IvfIndex:
         out[inside] = self.positions[rank[inside]]
         return out
 
+    def values(self, keys: npt.ArrayLike) -> npt.NDArray[np.int8]:
+        """The signatures of these keys (all in the index)."""
+        return np.asarray(self.rows[self.position_of(keys)])
+
     def candidates(self, queries: npt.NDArray[np.int8], nprobe: int) -> npt.NDArray[np.int64]:
         """Positions of the rows in the lists probed by any query row, in index order."""
         q = _unit(np.asarray(queries, dtype=np.int8).reshape(-1, LENGTH))
@@ -173,10 +178,7 @@ class IvfIndex:
             checksums[name] = _crc32(path)
         facts = {"format": _FORMAT, "count": len(self), "nlist": self.nlist, **header}
         facts["crc32"] = checksums
-        with open(folder / "header.json", "w") as file:
-            file.write(json.dumps(facts))
-            file.flush()
-            os.fsync(file.fileno())
+        write_header(folder, facts)
 
     @classmethod
     def load(cls, directory: str | Path) -> tuple[IvfIndex, dict[str, Any]]:

@@ -1,185 +1,140 @@
-"""What a process keeps in memory to search a store's rows: an exact scan, or an index.
+"""What a process keeps in memory to search a store's signatures: an exact scan, or an index.
 
-Both states answer the same questions about the live rows, each named by its row id (an
-integer that only grows): how many there are, their ids in order, and which lie within a
-distance of a query. Both are kept current with ``upsert`` and ``remove``, which the store
-calls with the rows and deletions it reads back from its own log.
-
-* :class:`ExactState` holds every signature in a ``SignatureMatrix`` and scans it all.
-* :class:`IndexedState` searches a memory-mapped :class:`IvfIndex` built from the rows as
-  they were at some version, plus an exact ``SignatureMatrix`` of the rows added or
-  changed since (the delta); rows deleted or changed since are masked out of the index.
-  Every distance is recomputed exactly, so only recall depends on ``nprobe``.
+Small stores hold every signature in a ``SignatureMatrix`` and scan it all. From
+``index_min_rows`` rows on, an :class:`IvfIndex` of the signatures at some version is
+built in the background (``python -m lookalike.backends.sqlite signatures DATABASE``),
+saved beside the database in ``<database>.index/`` and memory-mapped by every process,
+which then searches it plus an exact delta of the rows added or changed since; the rows
+of the index deleted or changed since are masked out (``follower``). Every distance is
+recomputed exactly, so only recall depends on ``nprobe``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ..scan import Hits, SignatureMatrix
+from ...signature import LENGTH
+from ..scan import SignatureMatrix
+from .follower import Exact, Follower, Generation, RowHits
+from .generations import Column, IndexFolder, Kind, read_values, snapshot
 from .ivf import IvfIndex
 
-__all__ = ["ExactState", "IndexedState"]
+__all__ = ["SIGNATURES", "IvfGeneration", "SignatureState", "build"]
 
 Ids = npt.NDArray[np.int64]
 
-
-class ExactState:
-    """Every live signature in one matrix, slots in row-id order."""
-
-    kind = "exact scan"
-
-    def __init__(self, capacity: int = 1024) -> None:
-        self._matrix = SignatureMatrix(capacity)
-
-    @property
-    def live(self) -> int:
-        return self._matrix.live
-
-    @property
-    def memory_bytes(self) -> int:
-        return self._matrix.nbytes
-
-    def reserve(self, extra: int) -> None:
-        self._matrix.reserve(extra)
-
-    def upsert(self, ids: Ids, signatures: npt.NDArray[np.int8]) -> None:
-        """Insert or replace rows; ``ids`` ascending."""
-        keys = self._matrix.keys
-        # Ids this state has not seen are above all it has (ids only grow), so appending
-        # them in id order keeps the slots sorted by id.
-        fresh = ids > (keys[-1] if len(keys) else -1)
-        for i in np.flatnonzero(~fresh):
-            if (slot := self._slot(int(ids[i]))) is not None:
-                self._matrix.replace(slot, signatures[i])
-        self._matrix.append(signatures[fresh], ids[fresh])
-
-    def remove(self, ids: Ids) -> None:
-        for row_id in ids.tolist():
-            if (slot := self._slot(row_id)) is not None:
-                self._matrix.kill(slot)
-        self._matrix.compact_if_sparse()
-
-    def ids(self) -> Ids:
-        """Live row ids, ascending."""
-        ids: Ids = self._matrix.keys[self._matrix.alive]
-        return ids
-
-    def search(
-        self, queries: npt.NDArray[np.int8], max_distance: float, allowed: Ids | None
-    ) -> Hits:
-        """Live rows within ``max_distance`` (and among ``allowed`` ids); ``slots`` are row ids."""
-        mask = None if allowed is None else np.isin(self._matrix.keys, allowed)
-        hits = self._matrix.search(queries, max_distance, mask)
-        return Hits(self._matrix.keys[hits.slots], hits.distances, hits.orientations)
-
-    def describe(self) -> dict[str, Any]:
-        return {"index": self.kind}
-
-    def _slot(self, row_id: int) -> int | None:
-        keys = self._matrix.keys
-        slot = int(np.searchsorted(keys, row_id))
-        if slot < len(keys) and keys[slot] == row_id:
-            return slot
-        return None
+SIGNATURE = Column("signature", "i1", LENGTH, nullable=False)
 
 
-class IndexedState:
-    """A shared, read-only index of the rows up to ``version``, and a private delta."""
+def build(database: str | Path, *, nlist: int | None = None) -> dict[str, Any]:
+    """Build and publish a generation from the rows as they are now; returns its header.
 
-    kind = "ivf"
+    Waits for any other build to finish first. Reads the rows in one read transaction,
+    so the index is exactly the database at the version it names."""
 
-    def __init__(self, index: IvfIndex, version: int, nprobe: int) -> None:
-        self.index = index
-        self.version = version
-        self.nprobe = nprobe
-        self._base_alive = np.ones(len(index), dtype=bool)
-        self._base_live = len(index)
-        self._delta = SignatureMatrix(capacity=256)
-        self._delta_slots: dict[int, int] = {}
+    def make() -> tuple[IvfIndex, dict[str, Any]]:
+        with snapshot(Path(database)) as (db, facts):
+            (count,) = db.execute("SELECT count(*) FROM images").fetchone()
+            ids = np.empty(count, dtype=np.int64)
+            signatures = np.empty((count, LENGTH), dtype=np.int8)
+            done = 0
+            for batch, values in read_values(db, SIGNATURE):
+                ids[done : done + len(batch)] = batch
+                signatures[done : done + len(batch)] = values
+                done += len(batch)
+        if not count:
+            raise ValueError("the store is empty: there is nothing to index")
+        return IvfIndex.build(signatures, ids, nlist=nlist), facts
+
+    return IndexFolder(database, SIGNATURES).build(make)
+
+
+SIGNATURES = Kind("signatures", ".index", SIGNATURE, IvfIndex.load, build)
+
+
+class IvfGeneration(Generation[IvfIndex]):
+    """An IVF index, with the liveness of each of its rows (by position)."""
+
+    def __init__(self, index: IvfIndex, header: dict[str, Any]) -> None:
+        super().__init__(index, header)
+        self.alive = np.ones(len(index), dtype=bool)
+        self._live = len(index)
 
     @property
-    def live(self) -> int:
-        return self._base_live + self._delta.live
+    def hidden(self) -> int:
+        return len(self.index) - self._live
 
     @property
-    def changes(self) -> int:
-        """Index rows masked (deleted or changed since) plus rows in the delta (added or
-        changed since): what a rebuild would fold in. A changed row counts twice."""
-        return self._delta.used + len(self.index) - self._base_live
+    def nbytes(self) -> int:
+        return self.alive.nbytes
 
-    @property
-    def memory_bytes(self) -> int:
-        """Private to this process: the liveness mask and the delta (the index is shared)."""
-        return self._base_alive.nbytes + self._delta.nbytes + 100 * len(self._delta_slots)
-
-    def reserve(self, extra: int) -> None:
-        self._delta.reserve(extra)
-
-    def upsert(self, ids: Ids, signatures: npt.NDArray[np.int8]) -> None:
-        self._kill_in_base(ids)
-        fresh = []
-        for i, row_id in enumerate(ids.tolist()):
-            if (slot := self._delta_slots.get(row_id)) is not None:
-                self._delta.replace(slot, signatures[i])
-            else:
-                fresh.append(i)
-        slots = self._delta.append(signatures[fresh], ids[fresh])
-        self._delta_slots.update(zip(ids[fresh].tolist(), slots.tolist(), strict=True))
-
-    def remove(self, ids: Ids) -> None:
-        self._kill_in_base(ids)
-        for row_id in ids.tolist():
-            if (slot := self._delta_slots.pop(row_id, None)) is not None:
-                self._delta.kill(slot)
-        if self._delta.compact_if_sparse():
-            keys = self._delta.keys.tolist()
-            self._delta_slots = dict(zip(keys, range(len(keys)), strict=True))
-
-    def ids(self) -> Ids:
-        """Live row ids, ascending."""
-        in_base = self.index.sorted_keys[self._base_alive[self.index.positions]]
-        in_delta = self._delta.keys[self._delta.alive]
-        if not len(in_delta):
-            return np.asarray(in_base)
-        return np.sort(np.concatenate([in_base, in_delta]), kind="stable")
-
-    def search(
-        self, queries: npt.NDArray[np.int8], max_distance: float, allowed: Ids | None
-    ) -> Hits:
-        """Live rows within ``max_distance`` (and among ``allowed`` ids); ``slots`` are row ids."""
-        base_mask = self._base_alive
-        delta_mask = None
-        if allowed is not None:
-            base_mask = np.zeros(len(self.index), dtype=bool)
-            positions = self.index.position_of(allowed)
-            base_mask[positions[positions >= 0]] = True
-            base_mask &= self._base_alive
-            delta_mask = np.isin(self._delta.keys, allowed)
-        base = self.index.search(queries, max_distance, self.nprobe, allowed=base_mask)
-        delta = self._delta.search(queries, max_distance, delta_mask)
-        return Hits(
-            np.concatenate([self.index.keys[base.slots], self._delta.keys[delta.slots]]),
-            np.concatenate([base.distances, delta.distances]),
-            np.concatenate([base.orientations, delta.orientations]),
-        )
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "index": self.kind,
-            "index_version": self.version,
-            "index_rows": len(self.index),
-            "index_lists": self.index.nlist,
-            "index_nprobe": self.nprobe,
-            "index_shared_bytes": self.index.nbytes,
-            "changes_since_index": self.changes,
-        }
-
-    def _kill_in_base(self, ids: Ids) -> None:
+    def hide(self, ids: Ids) -> None:
         positions = self.index.position_of(ids)
         positions = positions[positions >= 0]
-        self._base_live -= int(self._base_alive[positions].sum())
-        self._base_alive[positions] = False
+        self._live -= int(self.alive[positions].sum())
+        self.alive[positions] = False
+
+    def ids(self) -> Ids:
+        return np.asarray(self.index.sorted_keys[self.alive[self.index.positions]])
+
+
+class SignatureState(Follower[IvfGeneration]):
+    """The live signatures of a store: all in memory, or a shared IVF index and a delta.
+
+    ``nprobe``: index lists probed per query orientation; ``min_rows``: from this many
+    rows on, build an index in the background (0: only ``reindex`` builds one; one
+    already published is still used)."""
+
+    def __init__(
+        self,
+        database: str | Path,
+        *,
+        min_rows: int,
+        nprobe: int,
+        build_in_background: bool,
+    ) -> None:
+        self.nprobe = nprobe
+        super().__init__(
+            SIGNATURES, database, min_rows=min_rows, build_in_background=build_in_background
+        )
+
+    def _exact(self) -> Exact:
+        return Exact(SignatureMatrix(capacity=0))
+
+    def _generation(self, index: IvfIndex, header: dict[str, Any]) -> IvfGeneration:
+        return IvfGeneration(index, header)
+
+    def _search(
+        self,
+        generation: IvfGeneration,
+        queries: npt.NDArray[np.int8],
+        max_distance: float,
+        allowed: Ids | None,
+        limit: int,
+    ) -> RowHits:
+        index, mask = generation.index, generation.alive
+        if allowed is not None:
+            mask = np.zeros(len(index), dtype=bool)
+            positions = index.position_of(allowed)
+            mask[positions[positions >= 0]] = True
+            mask &= generation.alive
+        hits = index.search(queries, max_distance, self.nprobe, allowed=mask)
+        return RowHits.of(hits, index.keys)
+
+    def describe(self) -> dict[str, Any]:
+        generation = self.generation
+        if generation is None:
+            return {"index": "exact scan"}
+        return {
+            "index": "ivf",
+            "index_version": generation.version,
+            "index_rows": len(generation.index),
+            "index_lists": generation.index.nlist,
+            "index_nprobe": self.nprobe,
+            "index_shared_bytes": generation.index.nbytes,
+            "changes_since_index": self.changes,
+        }
