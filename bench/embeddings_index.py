@@ -33,9 +33,8 @@ import numpy as np
 import numpy.typing as npt
 from common import summary, table, write_results
 
-from lookalike.backends import embedding_index
-from lookalike.backends.sqlite import SQLiteBackend
-from lookalike.backends.sqlite_embeddings import CANDIDATES
+from lookalike.backends.sqlite import SQLiteBackend, hnsw
+from lookalike.backends.sqlite.embeddings import CANDIDATES
 from lookalike.records import Record
 from lookalike.vectors import EMBEDDING_DIMENSION
 
@@ -157,8 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     candidates = [int(c) for c in args.candidates.split(",")]
-    embedding_index.CONNECTIVITY = args.connectivity or embedding_index.CONNECTIVITY
-    embedding_index.EXPANSION_ADD = args.expansion_add or embedding_index.EXPANSION_ADD
+    hnsw.CONNECTIVITY = args.connectivity or hnsw.CONNECTIVITY
+    hnsw.EXPANSION_ADD = args.expansion_add or hnsw.EXPANSION_ADD
     results = []
     with tempfile.TemporaryDirectory(dir=args.folder) as folder:
         for size in sizes:
@@ -209,8 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seed": args.seed,
             "limit": LIMIT,
             "candidates": candidates,
-            "connectivity": embedding_index.CONNECTIVITY,
-            "expansion_add": embedding_index.EXPANSION_ADD,
+            "connectivity": hnsw.CONNECTIVITY,
+            "expansion_add": hnsw.EXPANSION_ADD,
         },
         {"runs": results},
     )

@@ -48,10 +48,11 @@ import search
 import synthetic
 from common import summary, table, threadpools, write_results
 
-from lookalike.backends.ivf import IvfIndex
 from lookalike.backends.scan import within
 from lookalike.backends.sqlite import SQLiteBackend
-from lookalike.backends.sqlite_index import IndexFolder
+from lookalike.backends.sqlite.generations import IndexFolder
+from lookalike.backends.sqlite.ivf import IvfIndex
+from lookalike.backends.sqlite.signatures import SIGNATURES
 from lookalike.records import Record
 
 LIMIT = 100
@@ -214,13 +215,13 @@ def bench_size(size: int, args: argparse.Namespace, workdir: Path) -> dict[str, 
 
     started = perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "lookalike.backends.sqlite_index", str(db)],
+        [sys.executable, "-m", "lookalike.backends.sqlite", "signatures", str(db)],
         check=True,
         env={**os.environ},
     )
     build_s = perf_counter() - started
     build_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    folder = IndexFolder(db)
+    folder = IndexFolder(db, SIGNATURES)
     generation = folder.path / str(folder.current())
     index, _ = folder.open(str(folder.current()))
     index_bytes = sum(f.stat().st_size for f in generation.iterdir())

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +22,15 @@ import numpy.typing as npt
 from ..signature import LENGTH
 from ..vectors import EMBEDDING_DIMENSION, as_stored, cosine_distances
 
-__all__ = ["EmbeddingMatrix", "Hits", "SignatureMatrix", "SlotMatrix", "top", "within"]
+__all__ = [
+    "EmbeddingMatrix",
+    "Hits",
+    "Scored",
+    "SignatureMatrix",
+    "SlotMatrix",
+    "top",
+    "within",
+]
 
 _CHUNK_ROWS = 2048  # rows converted to float32 at once: 5 MB, within the caches
 _BLOCK = 4096  # embedding rows scored at once: a 20 MB block
@@ -281,7 +289,14 @@ def _squared_norms(signatures: npt.NDArray[np.int8]) -> npt.NDArray[np.int32]:
     return result
 
 
-def top(hits: Hits, limit: int) -> npt.NDArray[np.int64]:
+class Scored(Protocol):
+    """Hits of any kind: by slot, or (in a store) by row id."""
+
+    @property
+    def distances(self) -> npt.NDArray[np.float64]: ...
+
+
+def top(hits: Scored, limit: int) -> npt.NDArray[np.int64]:
     """Indices into ``hits`` of the best ``limit`` entries plus any tied with the last one."""
     if limit <= 0:
         return np.zeros(0, dtype=np.int64)
@@ -303,13 +318,6 @@ class EmbeddingMatrix(SlotMatrix):
 
     def _norms_of(self, rows: npt.NDArray[Any]) -> npt.NDArray[Any]:
         return _inverse_norms(rows)
-
-    def sort_by_key(self) -> None:
-        """Drop dead slots and put the live ones in key order (slots change)."""
-        self.compact()
-        order = np.argsort(self._keys[: self._used], kind="stable")
-        for array in (self._rows, self._norms, self._keys):
-            array[: self._used] = array[order]
 
     def search(
         self,

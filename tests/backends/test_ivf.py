@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from lookalike import signature
-from lookalike.backends import ivf
-from lookalike.backends.ivf import IvfIndex
 from lookalike.backends.scan import SignatureMatrix
+from lookalike.backends.sqlite import ivf
+from lookalike.backends.sqlite.ivf import IvfIndex
 
 from .support import perturb, random_signatures, smooth_signatures
 
@@ -101,7 +101,7 @@ def test_inconsistent_or_missing_files_are_refused(tmp_path: Path, rng):
     index.save(folder)
     np.save(folder / "keys.npy", np.arange(99))  # one key short
     header = json.loads((folder / "header.json").read_text())
-    header["crc32"]["keys"] = ivf._crc32(folder / "keys.npy")  # a checksum that agrees
+    header["crc32"]["keys"] = ivf.crc32(folder / "keys.npy")  # a checksum that agrees
     (folder / "header.json").write_text(json.dumps(header))
     with pytest.raises(ValueError, match="inconsistent"):
         IvfIndex.load(folder)
@@ -125,11 +125,11 @@ def test_position_of_finds_each_key_and_misses_others(rng):
 def test_two_level_training_keeps_probing_exact_and_recall_high(
     rng, monkeypatch, tmp_path: Path, nlist: int
 ):
-    """Past _FLAT_KMEANS_LISTS lists, centroids come from two levels of k-means and rows
+    """Past FLAT_KMEANS_LISTS lists, centroids come from two levels of k-means and rows
     are assigned through coarse groups; lowered here so a small set takes that path. The
     cells' shares are rounded, so the lists may not number exactly ``nlist``: the saved
     index must still be consistent."""
-    monkeypatch.setattr(ivf, "_FLAT_KMEANS_LISTS", 16)
+    monkeypatch.setattr(ivf, "FLAT_KMEANS_LISTS", 16)
     stored = smooth_signatures(np.random.default_rng(3), 1500)  # 49, 58, 64: fewer lists
     index = IvfIndex.build(stored, np.arange(1500), nlist=nlist, seed=1)
     assert abs(index.nlist - nlist) <= 8 and int(index.offsets[-1]) == 1500
@@ -153,7 +153,7 @@ def test_candidates_gathered_in_several_blocks_give_the_same_answer(rng, monkeyp
     index = IvfIndex.build(stored, np.arange(2000), nlist=20)
     queries = np.stack([perturb(rng, stored[i], 0.2) for i in range(8)])
     whole = index.search(queries, 0.7, nprobe=20)
-    monkeypatch.setattr(ivf, "_GATHER_ROWS", 64)  # 2,000 candidates in 32 blocks
+    monkeypatch.setattr(ivf, "GATHER_ROWS", 64)  # 2,000 candidates in 32 blocks
     blocks = index.search(queries, 0.7, nprobe=20)
     assert blocks.slots.tolist() == whole.slots.tolist()
     assert blocks.distances.tolist() == whole.distances.tolist()

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from lookalike.backends import open_backend
-from lookalike.backends import sqlite as sqlite_module
 from lookalike.backends.sqlite import SQLiteBackend
+from lookalike.backends.sqlite import store as sqlite_store
 from lookalike.errors import BackendUnavailable, ConfigError
 from lookalike.records import Record
 
@@ -327,7 +327,7 @@ def test_a_store_far_behind_reloads_after_tombstones_are_pruned(
 ) -> None:
     """Tombstones are pruned every 1000 versions down to the newest ones; a process that
     has not caught up since then cannot learn every delete from them and must reload."""
-    monkeypatch.setattr(sqlite_module, "_TOMBSTONES_KEPT", 20)
+    monkeypatch.setattr(sqlite_store, "TOMBSTONES_KEPT", 20)
     path = tmp_path / "store.db"
     writer = SQLiteBackend(path)
     behind = SQLiteBackend(path)
@@ -377,14 +377,15 @@ def test_compaction_keeps_answers_right(tmp_path: Path, rng: np.random.Generator
     try:
         build(store, mirror, rng, 2000)
         assert other.count() == store.count() == len(mirror.records)
-        slots = store._state._matrix.used  # a peek inside, to know that compaction did happen
+        # a peek inside, to know that compaction did happen
+        slots = store._signatures.exact.matrix.used
         for k, path_ in enumerate(list(mirror.records)[: len(mirror.records) - 300]):
             assert store.delete(path_) is mirror.delete(path_) is True
             if k % 250 == 0:  # catch up as we go, so that slots die after a compaction too
                 assert store.count() == len(mirror.records)
         assert store.count() == other.count() == 300
-        assert store._state._matrix.used < slots - 1024, "store did not compact"
-        assert other._state._matrix.used == 300, "other did not compact"
+        assert store._signatures.exact.matrix.used < slots - 1024, "store did not compact"
+        assert other._signatures.exact.matrix.used == 300, "other did not compact"
 
         extra = random_signatures(rng, 50)
         for i, sig in enumerate(extra):

@@ -18,9 +18,11 @@ import numpy.typing as npt
 import pytest
 
 from lookalike.backends.base import check_embedding_queries
-from lookalike.backends.embedding_index import SERIAL_ROWS, EmbeddingIndex, folder
 from lookalike.backends.memory import MemoryBackend
 from lookalike.backends.sqlite import SQLiteBackend
+from lookalike.backends.sqlite.embeddings import EMBEDDINGS
+from lookalike.backends.sqlite.generations import IndexFolder
+from lookalike.backends.sqlite.hnsw import SERIAL_ROWS, HnswIndex
 from lookalike.records import Match, Record
 from lookalike.vectors import EMBEDDING_DIMENSION, cosine_distances
 
@@ -67,7 +69,10 @@ class Built:
 
     def copy(self, target: Path) -> Path:
         backup(self.path, target / self.path.name)
-        shutil.copytree(folder(self.path).path, folder(target / self.path.name).path)
+        shutil.copytree(
+            IndexFolder(self.path, EMBEDDINGS).path,
+            IndexFolder(target / self.path.name, EMBEDDINGS).path,
+        )
         return target / self.path.name
 
 
@@ -148,7 +153,7 @@ def test_changes_after_the_build_are_seen_at_once(
 
 def test_index_survives_reopen_and_is_shared(built: Built, tmp_path: Path) -> None:
     path = built.copy(tmp_path)
-    name = folder(path).current()
+    name = IndexFolder(path, EMBEDDINGS).current()
     first, second = open_store(path), open_store(path)  # two connections, as two workers
     for store in (first, second):
         stats = store.stats()
@@ -161,7 +166,7 @@ def test_index_survives_reopen_and_is_shared(built: Built, tmp_path: Path) -> No
     )
     got = second.search_embedding(built.vectors[9][None], limit=2, max_distance=0.1)
     assert set(names(got)) == {"seen", "e00009"}
-    assert folder(path).current() == name  # nothing was rebuilt
+    assert IndexFolder(path, EMBEDDINGS).current() == name  # nothing was rebuilt
     first.close()
     second.close()
 
@@ -183,7 +188,10 @@ def test_a_foreign_index_is_refused_and_rebuilt(tmp_path: Path, rng: np.random.G
     a.reindex()
     a.close()
     b = small_store(tmp_path / "b" / "store.db", rng)
-    shutil.copytree(folder(tmp_path / "a" / "store.db").path, folder(b.path).path)
+    shutil.copytree(
+        IndexFolder(tmp_path / "a" / "store.db", EMBEDDINGS).path,
+        IndexFolder(b.path, EMBEDDINGS).path,
+    )
     stats = b.stats()
     assert stats["embedding_index"] == "exact scan"  # another database's index: refused
     query = clustered(rng, 1)
@@ -238,7 +246,7 @@ def test_small_graphs_are_built_the_same_every_time() -> None:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     answers = []
     for _ in range(2):
-        index = EmbeddingIndex.create()
+        index = HnswIndex.create()
         index.add(np.arange(len(vectors)), vectors.astype(np.float16))
         answers.append(index.search(vectors[:40], 25))
     assert len(vectors) <= SERIAL_ROWS
@@ -252,9 +260,9 @@ def test_an_index_opened_before_the_model_loads_does_not_crash_the_process() -> 
     pytest.importorskip("onnxruntime", reason="the cnn extra is not installed")
     script = (
         "from lookalike import Lookalike, Settings\n"
-        "from lookalike.backends.embedding_index import EmbeddingIndex\n"
+        "from lookalike.backends.sqlite.hnsw import HnswIndex\n"
         "Lookalike(Settings(backend='memory://', embeddings=True))\n"
-        "EmbeddingIndex.create()\n"
+        "HnswIndex.create()\n"
         "import onnxruntime\n"
         "print('loaded', onnxruntime.__version__)\n"
     )

@@ -17,7 +17,8 @@ import pytest
 
 from lookalike.backends.memory import MemoryBackend
 from lookalike.backends.sqlite import SQLiteBackend
-from lookalike.backends.sqlite_index import IndexFolder
+from lookalike.backends.sqlite.generations import IndexFolder
+from lookalike.backends.sqlite.signatures import SIGNATURES
 from lookalike.records import Record
 
 from .support import perturb, random_signatures, smooth_signatures
@@ -106,8 +107,8 @@ def test_a_restart_uses_the_saved_index_and_reads_only_the_changes(
     # late added (+1), r7 deleted (+1), r8 replaced (masked in the index, in the delta: +2)
     assert stats["changes_since_index"] == 4
     assert stats["count"] == 3000
-    assert [name.name for name in IndexFolder(path).path.glob("g*")] == [
-        IndexFolder(path).current()
+    assert [name.name for name in IndexFolder(path, SIGNATURES).path.glob("g*")] == [
+        IndexFolder(path, SIGNATURES).current()
     ]
     assert answers(reopened, structured[5000][None])[0] == ("late", 0.0)
     assert "r7" not in dict(answers(reopened, structured[7][None]))
@@ -124,11 +125,11 @@ def test_a_background_build_starts_at_the_threshold_and_is_adopted(
     store = SQLiteBackend(path, index_min_rows=1000)
     fill(store, structured[:999])
     assert store.stats()["index"] == "exact scan"
-    assert IndexFolder(path).current() is None, "no build below the threshold"
+    assert IndexFolder(path, SIGNATURES).current() is None, "no build below the threshold"
     store.add(Record("one-more", structured[999]))
     stats = wait_for(lambda: (s := store.stats())["index"] == "ivf" and s, "the background build")
     assert stats["index_rows"] == 1000 and stats["count"] == 1000
-    assert "built" in (IndexFolder(path).path / "build.log").read_text()
+    assert "built" in (IndexFolder(path, SIGNATURES).path / "build.log").read_text()
     assert answers(store, structured[999][None])[0] == ("one-more", 0.0)
     store.close()
 
@@ -184,8 +185,8 @@ def test_an_index_of_another_database_is_not_trusted(
         fill(store, part)
         store.reindex()
         store.close()
-    shutil.rmtree(IndexFolder(second).path)
-    shutil.copytree(IndexFolder(first).path, IndexFolder(second).path)
+    shutil.rmtree(IndexFolder(second, SIGNATURES).path)
+    shutil.copytree(IndexFolder(first, SIGNATURES).path, IndexFolder(second, SIGNATURES).path)
     store = SQLiteBackend(second, build_in_background=False)
     assert store.stats()["index"] == "exact scan"
     assert answers(store, structured[1600][None])[0] == ("r100", 0.0)
@@ -198,7 +199,7 @@ def test_a_corrupted_index_is_refused_and_rebuilt(tmp_path: Path, structured: np
     fill(store, structured[:2000])
     damaged = store.reindex()["index_version"]
     store.close()
-    folder = IndexFolder(path)
+    folder = IndexFolder(path, SIGNATURES)
     rows = folder.path / str(folder.current()) / "rows.npy"
     data = bytearray(rows.read_bytes())
     data[len(data) // 2] ^= 0x7  # one signature value, as a bad disk might
@@ -223,7 +224,7 @@ def test_two_processes_share_one_index_and_see_each_others_adds(
     store = SQLiteBackend(path, build_in_background=False)
     fill(store, structured[:3000])
     store.reindex()
-    generation = IndexFolder(path).path / str(IndexFolder(path).current())
+    generation = IndexFolder(path, SIGNATURES).path / str(IndexFolder(path, SIGNATURES).current())
     rng = np.random.default_rng(5)
     with worker("serve", str(path)) as (process, lines):
         peer = Peer(process, lines)

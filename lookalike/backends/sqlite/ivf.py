@@ -28,15 +28,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..signature import LENGTH
-from .scan import Hits, within
+from ...signature import LENGTH
+from ..scan import Hits, within
+from .generations import write_header
 
-__all__ = ["IvfIndex"]
+__all__ = ["FLAT_KMEANS_LISTS", "GATHER_ROWS", "IvfIndex", "crc32", "default_nlist"]
 
 _FILES = ("centroids", "offsets", "rows", "norms", "keys", "sorted_keys", "positions")
 _FORMAT = 2
-_FLAT_KMEANS_LISTS = 2048  # above this, centroids are trained in two levels
-_GATHER_ROWS = 8192
+FLAT_KMEANS_LISTS = 2048  # above this, centroids are trained in two levels
+GATHER_ROWS = 8192  # candidate rows scored at once
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ class IvfIndex:
         out[inside] = self.positions[rank[inside]]
         return out
 
+    def values(self, keys: npt.ArrayLike) -> npt.NDArray[np.int8]:
+        """The signatures of these keys (all in the index)."""
+        return np.asarray(self.rows[self.position_of(keys)])
+
     def candidates(self, queries: npt.NDArray[np.int8], nprobe: int) -> npt.NDArray[np.int64]:
         """Positions of the rows in the lists probed by any query row, in index order."""
         q = _unit(np.asarray(queries, dtype=np.int8).reshape(-1, LENGTH))
@@ -146,8 +151,8 @@ class IvfIndex:
             positions = positions[allowed[positions]]
         # Gathered a block at a time: the candidates of one query can be tens of MB.
         found = []
-        for start in range(0, len(positions), _GATHER_ROWS):
-            part = positions[start : start + _GATHER_ROWS]
+        for start in range(0, len(positions), GATHER_ROWS):
+            part = positions[start : start + GATHER_ROWS]
             hits = within(self.rows[part], self.norms[part], queries, max_distance)
             found.append(Hits(part[hits.slots], hits.distances, hits.orientations))
         if len(found) == 1:
@@ -170,13 +175,10 @@ class IvfIndex:
                 np.save(file, getattr(self, name))
                 file.flush()
                 os.fsync(file.fileno())
-            checksums[name] = _crc32(path)
+            checksums[name] = crc32(path)
         facts = {"format": _FORMAT, "count": len(self), "nlist": self.nlist, **header}
         facts["crc32"] = checksums
-        with open(folder / "header.json", "w") as file:
-            file.write(json.dumps(facts))
-            file.flush()
-            os.fsync(file.fileno())
+        write_header(folder, facts)
 
     @classmethod
     def load(cls, directory: str | Path) -> tuple[IvfIndex, dict[str, Any]]:
@@ -190,7 +192,7 @@ class IvfIndex:
             if header.get("format") != _FORMAT:
                 raise ValueError(f"format {header.get('format')}, expected {_FORMAT}")
             for name in _FILES:
-                if _crc32(folder / f"{name}.npy") != header["crc32"][name]:
+                if crc32(folder / f"{name}.npy") != header["crc32"][name]:
                     raise ValueError(f"{name}.npy does not match its checksum")
             arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in _FILES}
             index = cls(**arrays)
@@ -225,7 +227,8 @@ def default_nlist(n: int) -> int:
     return max(1, int(4 * np.sqrt(n)))
 
 
-def _crc32(path: Path, block: int = 1 << 20) -> int:
+def crc32(path: Path, block: int = 1 << 20) -> int:
+    """The CRC-32 of a file, as headers record it."""
     crc = 0
     with open(path, "rb") as file:
         while chunk := file.read(block):
@@ -247,7 +250,7 @@ def _train(
     """``k`` centroids for the sample ``x``: flat k-means, or for many lists two levels —
     √k coarse cells, then each cell split in proportion to its share of the sample — so
     that training and assigning cost ~2·√k dot products per row instead of k."""
-    if k <= _FLAT_KMEANS_LISTS:
+    if k <= FLAT_KMEANS_LISTS:
         return _kmeans(x, k, iterations, rng)
     coarse = _kmeans(x, int(np.sqrt(k)), iterations, rng)
     cell = _nearest_unit(x, coarse)
@@ -288,7 +291,7 @@ def _nearest(
 ) -> npt.NDArray[np.int64]:
     """The nearest centroid of every signature, in chunks; with many centroids, the
     nearest among those of the few coarse groups nearest the row."""
-    groups = _Groups(centroids) if len(centroids) > _FLAT_KMEANS_LISTS else None
+    groups = _Groups(centroids) if len(centroids) > FLAT_KMEANS_LISTS else None
     out = np.empty(len(signatures), dtype=np.int64)
     for start in range(0, len(signatures), chunk):
         x = _unit(signatures[start : start + chunk])

@@ -1,10 +1,10 @@
 """An HNSW index (usearch) of a SQLite store's embeddings, shared by every process.
 
-    lookalike.db.embeddings/      an ``IndexFolder`` like the signature index's
+    lookalike.db.embeddings/      an ``IndexFolder`` (``generations``), as the IVF index's
         CURRENT, build.lock, build.log
         g<version>-<ns>/
             embeddings.usearch    the HNSW graph and the float16 vectors, keyed by row id
-            header.json           version, identity, count, parameters, size and CRC-32
+            header.json           version, identity, count, parameters and file size
 
 A generation holds every embedding of the database at one version. The vectors are
 stored as float16, exactly the values of the ``embedding`` column, so a candidate found
@@ -12,17 +12,14 @@ in the graph is re-ranked with :func:`vectors.cosine_distances` from the index i
 and its distance is the exact one. Every process memory-maps the file (``view=True``):
 the ~2.7 KB per image live once in the page cache, not once per worker.
 
-Run as ``python -m lookalike.backends.embedding_index DATABASE`` it builds and publishes
-a generation — that is how a store starts a build in the background.
+This module imports usearch only when an index is made or opened, and never the model
+(``lookalike.embeddings``): a process that runs both must load onnxruntime first.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
-import sys
-import time
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -30,14 +27,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..vectors import EMBEDDING_DIMENSION
-from .sqlite_index import IndexFolder, generation_problem, run_build
+from ...vectors import EMBEDDING_DIMENSION
+from .generations import write_header
 
-__all__ = ["EmbeddingIndex", "build", "check", "folder"]
+__all__ = ["HnswIndex", "index_available"]
 
 Ids = npt.NDArray[np.int64]
 
-SUFFIX = ".embeddings"
 # Graph degree and build beam: at 1M clustered embeddings (bench/embeddings_index.py),
 # 16 / 64 left recall@10 at 0.84-0.94 whatever the candidates; 32 / 128 reach 0.99.
 CONNECTIVITY = 32
@@ -46,16 +42,9 @@ EXPANSION_SEARCH = 64  # search-time beam (raised to the candidate count when la
 SERIAL_ROWS = 100_000  # graphs up to this size are built by one thread: reproducible
 _FORMAT = 1
 _FILE = "embeddings.usearch"
-_BATCH = 10_000
-_SAMPLE = 64
 
 
-def folder(database: str | Path) -> IndexFolder:
-    """The folder of embedding index generations beside ``database``."""
-    return IndexFolder(database, suffix=SUFFIX, builder=__name__)
-
-
-class EmbeddingIndex:
+class HnswIndex:
     """A read-only, memory-mapped usearch index whose keys are row ids."""
 
     def __init__(self, index: Any, nbytes: int) -> None:
@@ -66,7 +55,7 @@ class EmbeddingIndex:
         return int(self._index.size)
 
     @classmethod
-    def create(cls) -> EmbeddingIndex:
+    def create(cls) -> HnswIndex:
         index = _usearch().Index(
             ndim=EMBEDDING_DIMENSION,
             metric="cos",
@@ -99,16 +88,14 @@ class EmbeddingIndex:
             "bytes": (path / _FILE).stat().st_size,
             **header,
         }
-        with open(path / "header.json", "w") as file:
-            file.write(json.dumps(facts))
-            file.flush()
-            os.fsync(file.fileno())
+        write_header(path, facts)
 
     @classmethod
-    def load(cls, directory: str | Path) -> tuple[EmbeddingIndex, dict[str, Any]]:
+    def load(cls, directory: str | Path) -> tuple[HnswIndex, dict[str, Any]]:
         """Memory-map a saved generation; ValueError says what is wrong with a bad one.
 
-        The size is checked on every open; the contents where ``check`` samples rows."""
+        The size is checked on every open; the contents where ``generations.check``
+        samples rows."""
         path = Path(directory)
         try:
             header = json.loads((path / "header.json").read_text())
@@ -132,13 +119,14 @@ class EmbeddingIndex:
         )
         return found.reshape(len(ids))
 
-    def vectors(self, ids: Ids) -> npt.NDArray[np.float16]:
+    def values(self, ids: Ids) -> npt.NDArray[np.float16]:
         """The stored float16 vectors of ``ids`` (all in the index), exactly."""
         if not len(ids):
             return np.empty((0, EMBEDDING_DIMENSION), dtype=np.float16)
         rows = self._index.get(ids.astype(np.uint64), dtype=np.float16)
         return np.asarray(rows, dtype=np.float16).reshape(len(ids), EMBEDDING_DIMENSION)
 
+    @property
     def keys(self) -> Ids:
         return np.asarray(self._index.keys, dtype=np.int64)
 
@@ -169,79 +157,3 @@ def _usearch() -> Any:
 def index_available() -> bool:
     """Whether usearch (the cnn extra) is installed: without it, searches stay exact."""
     return find_spec("usearch") is not None
-
-
-def build(database: str | Path) -> dict[str, Any]:
-    """Build and publish a generation of every embedding as it is now; returns its header.
-
-    Waits for any other build of this folder to finish. Reads the rows in one read
-    transaction, so the index is exactly the database at the version it names."""
-    target = folder(database)
-    with target.lock(wait=True):
-        started = time.perf_counter()
-        index = EmbeddingIndex.create()
-        db = sqlite3.connect(target.database, isolation_level=None, timeout=30)
-        try:
-            db.execute("BEGIN")
-            facts = dict(db.execute("SELECT key, value FROM lookalike").fetchall())
-            rows = db.execute(
-                "SELECT id, embedding FROM images WHERE embedding IS NOT NULL ORDER BY id"
-            )
-            while batch := rows.fetchmany(_BATCH):
-                ids = np.fromiter((i for i, _ in batch), dtype=np.int64, count=len(batch))
-                blob = b"".join(vector for _, vector in batch)
-                index.add(ids, np.frombuffer(blob, "<f2").reshape(-1, EMBEDDING_DIMENSION))
-            db.execute("COMMIT")
-        finally:
-            db.close()
-        if not len(index):
-            raise ValueError("the store has no embeddings: there is nothing to index")
-        header = {
-            "version": facts["version"],
-            "identity": facts["identity"],
-            "built": time.time(),
-            "build_seconds": time.perf_counter() - started,
-        }
-        header["name"] = target.publish(index, header)
-        return header
-
-
-def check(
-    db: sqlite3.Connection,
-    index: EmbeddingIndex,
-    header: dict[str, Any],
-    version: int,
-    pruned: int,
-) -> str | None:
-    """Why this generation cannot serve the database as it is now, or None if it can.
-
-    Call inside a read transaction. Like ``sqlite_index.check``: same identity, a version
-    the database has passed and whose changes since are still logged, and a sample of
-    its vectors equal to the database's rows of that version."""
-    problem = generation_problem(db, header, version, pruned)
-    if problem is not None:
-        return problem
-    built = header["version"]
-    keys = index.keys()
-    sample = np.random.default_rng().choice(keys, size=min(_SAMPLE, len(keys)), replace=False)
-    marks = ",".join("?" * len(sample))
-    rows = db.execute(
-        f"SELECT id, embedding FROM images WHERE id IN ({marks}) AND version <= ?",
-        (*sample.tolist(), built),
-    ).fetchall()
-    unchanged = [(row_id, blob) for row_id, blob in rows if blob is not None]
-    if not unchanged:
-        return None
-    stored = index.vectors(np.array([row_id for row_id, _ in unchanged], dtype=np.int64))
-    for (row_id, blob), vector in zip(unchanged, stored, strict=True):
-        if vector.astype("<f2").tobytes() != blob:
-            return f"its vector for id {row_id} differs from the database's"
-    return None
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_build(build, "lookalike.backends.embedding_index", "embeddings", argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

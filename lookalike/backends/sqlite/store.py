@@ -1,16 +1,16 @@
 """The default store: a SQLite file is the truth, the search state is derived from it.
 
 Rows hold the filepath (unique), the 648-byte signature, metadata as JSON, times and
-an optional embedding (float16; searched by ``sqlite_embeddings``: exactly, or from
-``embedding_index_min_rows`` embeddings on through a shared HNSW index).
-Every write transaction takes the next number of a version counter and stamps the rows it
-writes (and a tombstone for each row it deletes) with it. Each process keeps its own
-search state (``searchstate``) and before each read catches up by applying the rows and
-tombstones newer than the version it has seen. So an add that returned in one process is
-found by the next search in any other.
+an optional embedding (float16). Every write transaction takes the next number of a
+version counter and stamps the rows it writes (and a tombstone for each row it deletes)
+with it. Each process keeps its own search state of each column (``signatures``,
+``embeddings``) and before each read catches up by applying the rows and tombstones
+newer than the version it has seen (``follower``). So an add that returned in one process
+is found by the next search in any other.
 
-Small stores are scanned exactly. From ``index_min_rows`` rows on, a process builds an
-IVF index of the rows in the background (``sqlite_index``), saved beside the database;
+Small stores are scanned exactly. From ``index_min_rows`` rows on (for embeddings,
+``embedding_index_min_rows``), a process builds an index of the column in the background
+(IVF for signatures, HNSW for embeddings), saved beside the database (``generations``);
 every process memory-maps the published index and searches it plus an exact delta of
 the rows changed since. An index whose delta has grown past a fraction of it is rebuilt
 in the background the same way, and a restart costs no rebuild: only the changes since
@@ -23,9 +23,7 @@ crash of the process or the machine.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import json
-import logging
 import sqlite3
 import threading
 import time
@@ -38,16 +36,14 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ..config import Settings
-from ..errors import BackendUnavailable, ConfigError
-from ..orientations import ORIENTATIONS
-from ..records import Filter, Match, Record, loads_metadata
-from ..signature import LENGTH
-from .base import Backend, Search
-from .scan import Hits, top
-from .searchstate import ExactState, IndexedState
-from .sqlite_embeddings import EmbeddingRows, decode, encode
-from .sqlite_index import IndexFolder, build, check
+from ...config import Settings
+from ...errors import BackendUnavailable, ConfigError
+from ...orientations import ORIENTATIONS
+from ...records import Filter, Match, Record, loads_metadata
+from ..base import Backend, Search
+from ..scan import top
+from .embeddings import EmbeddingState, decode, encode
+from .signatures import SignatureState
 
 __all__ = ["SQLiteBackend"]
 
@@ -90,10 +86,7 @@ ON CONFLICT (filepath) DO UPDATE SET
 """
 
 _BATCH = 5000
-_TOMBSTONES_KEPT = 100_000
-_REBUILD_FRACTION = 0.2  # rebuild an index once this share of its rows has changed
-
-log = logging.getLogger(__name__)
+TOMBSTONES_KEPT = 100_000
 
 
 class SQLiteBackend(Backend):
@@ -127,13 +120,11 @@ class SQLiteBackend(Backend):
         (0 turns indexing off); ``nprobe``: index lists probed per query orientation;
         ``build_in_background``: start index builds on its own when needed (else only
         ``reindex`` builds one); ``embedding_index_min_rows``: from this many embeddings
-        on, search an HNSW index of them (0: never; ``sqlite_embeddings``)."""
+        on, search an HNSW index of them (0: never)."""
         self.path = Path(path)
         self.index_min_rows = index_min_rows
         self.nprobe = nprobe
         self.build_in_background = build_in_background
-        self._folder = IndexFolder(self.path)
-        self._index_name: str | None = None  # the generation last adopted or refused
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,9 +137,13 @@ class SQLiteBackend(Backend):
             self._transaction(self._create_schema, write=True)
         except (sqlite3.Error, OSError) as error:
             raise BackendUnavailable(f"cannot open the SQLite store {self.path}: {error}") from None
-        self._state: ExactState | IndexedState = ExactState()
-        self._version = -1
-        self._embeddings = EmbeddingRows(
+        self._signatures = SignatureState(
+            self.path,
+            min_rows=index_min_rows,
+            nprobe=nprobe,
+            build_in_background=build_in_background,
+        )
+        self._embeddings = EmbeddingState(
             self.path,
             min_rows=embedding_index_min_rows,
             build_in_background=build_in_background,
@@ -187,38 +182,35 @@ class SQLiteBackend(Backend):
     def count(self) -> int:
         with self._lock:
             self._catch_up()
-            return self._state.live
+            return self._signatures.live
 
     def list(self, offset: int = 0, limit: int = 20) -> builtins.list[str]:
         with self._lock:
             self._catch_up()
             # Offsets are resolved in memory, so a deep page costs no OFFSET scan in SQLite.
-            ids = self._state.ids()[offset : offset + limit]
+            ids = self._signatures.ids()[offset : offset + limit]
         if not len(ids):
             return []
         found = dict(self._read_ids("SELECT id, filepath FROM images", ids))
         return [found[i] for i in ids.tolist() if i in found]
 
     def _search_trusted(self, search: Search) -> builtins.list[Match]:
-        queries, limit, max_distance, where = search
-        with self._lock:
-            self._catch_up()
-            allowed = self._allowed(where) if where else None
-            hits = self._state.search(queries, max_distance, allowed)
-        return self._matches(hits, limit, "signature")
+        return self._search(self._signatures, "signature", search)
 
     def _search_embedding_trusted(self, search: Search) -> builtins.list[Match]:
+        return self._search(self._embeddings, "embedding", search)
+
+    def _search(
+        self, state: SignatureState | EmbeddingState, method: str, search: Search
+    ) -> builtins.list[Match]:
+        """The best ``limit`` matches that ``state`` finds, with their rows' data."""
         queries, limit, max_distance, where = search
         with self._lock:
             self._catch_up()
             allowed = self._allowed(where) if where else None
-            hits = self._embeddings.search(queries, max_distance, allowed, limit)
-        return self._matches(hits, limit, "embedding")
-
-    def _matches(self, hits: Hits, limit: int, method: str) -> builtins.list[Match]:
-        """The best ``limit`` hits (slots are row ids) as matches, with their rows' data."""
+            hits = state.search(queries, max_distance, allowed, limit)
         chosen = top(hits, limit)
-        ids = hits.slots[chosen]
+        ids = hits.rows[chosen]
         rows = {
             row[0]: row[1:]
             for row in self._read_ids("SELECT id, filepath, metadata FROM images", ids)
@@ -244,14 +236,14 @@ class SQLiteBackend(Backend):
             return {
                 "backend": "sqlite",
                 "path": str(self.path.resolve()),
-                "count": self._state.live,
-                **self._state.describe(),
+                "count": self._signatures.live,
+                **self._signatures.describe(),
                 "embeddings": self._embeddings.live,
                 **self._embeddings.describe(),
                 "index_min_rows": self.index_min_rows,
-                "index_building": self._folder.building(),
+                "index_building": self._signatures.building(),
                 "memory_bytes": self.memory_bytes,
-                "version": self._version,
+                "version": self._signatures.version,
                 "file_bytes": sum(
                     p.stat().st_size
                     for p in (self.path, self.path.with_name(self.path.name + "-wal"))
@@ -262,8 +254,7 @@ class SQLiteBackend(Backend):
     def reindex(self) -> dict[str, Any]:
         """Build and publish an index of the rows as they are now, then use it."""
         try:
-            with contextlib.suppress(ValueError):  # an empty store: the exact scan serves it
-                build(self.path)
+            self._signatures.reindex()
             self._embeddings.reindex()  # and the embeddings' index, if they have one
         except sqlite3.Error as error:
             raise BackendUnavailable(f"the SQLite store is not available: {error}") from None
@@ -276,7 +267,7 @@ class SQLiteBackend(Backend):
     @property
     def memory_bytes(self) -> int:
         """Bytes of search state private to this process (a shared index not counted)."""
-        return self._state.memory_bytes + self._embeddings.nbytes
+        return self._signatures.nbytes + self._embeddings.nbytes
 
     # -- internals ------------------------------------------------------------------------
 
@@ -309,11 +300,11 @@ class SQLiteBackend(Backend):
     def _prune_tombstones(self) -> None:
         """Keep the newest tombstones; a process older than the rest reloads everything."""
         (count,) = self._db.execute("SELECT count(*) FROM tombstones").fetchone()
-        if count <= _TOMBSTONES_KEPT:
+        if count <= TOMBSTONES_KEPT:
             return
         (cut,) = self._db.execute(
             "SELECT version FROM tombstones ORDER BY version DESC LIMIT 1 OFFSET ?",
-            (_TOMBSTONES_KEPT // 2,),
+            (TOMBSTONES_KEPT // 2,),
         ).fetchone()
         self._db.execute("DELETE FROM tombstones WHERE version <= ?", (cut,))
         self._db.execute("UPDATE lookalike SET value = ? WHERE key = 'pruned'", (cut,))
@@ -358,16 +349,14 @@ class SQLiteBackend(Backend):
     def _catch_up(self) -> None:
         """Bring the search state up to the newest committed version.
 
-        Rows are read in batches straight into the matrix, so a reload of millions of
-        signatures never holds them all as Python objects. A catch-up that fails half-way
-        leaves a state marked stale, rebuilt in full next time.
-        """
+        A catch-up that fails half-way leaves a state marked stale, rebuilt in full next
+        time."""
         with self._lock:
             try:
                 self._transaction(self._catch_up_in_transaction, write=False)
             except BaseException:
-                self._version = -1
-                self._embeddings.version = -1
+                self._signatures.stale()
+                self._embeddings.stale()
                 raise
 
     def _catch_up_in_transaction(self) -> None:
@@ -375,64 +364,8 @@ class SQLiteBackend(Backend):
             "SELECT value FROM lookalike WHERE key = 'version'"
         ).fetchone()
         (pruned,) = self._db.execute("SELECT value FROM lookalike WHERE key = 'pruned'").fetchone()
-        published = self._folder.current()
-        if published != self._index_name:
-            self._index_name = published
-            self._adopt(published, version, pruned)
+        self._signatures.catch_up(self._db, version, pruned)
         self._embeddings.catch_up(self._db, version, pruned)
-        if version == self._version:
-            return
-        if self._version < pruned:  # never loaded, or older than the tombstones kept
-            (count,) = self._db.execute("SELECT count(*) FROM images").fetchone()
-            self._state = ExactState(capacity=count)
-            self._version = 0
-        dead = self._db.execute("SELECT id FROM tombstones WHERE version > ?", (self._version,))
-        self._state.remove(np.array([row_id for (row_id,) in dead], dtype=np.int64))
-        (changed,) = self._db.execute(
-            "SELECT count(*) FROM images WHERE version > ?", (self._version,)
-        ).fetchone()
-        self._state.reserve(changed)
-        rows = self._db.execute(
-            "SELECT id, signature FROM images WHERE version > ? ORDER BY id", (self._version,)
-        )
-        while batch := rows.fetchmany(_BATCH):
-            ids = np.fromiter((row_id for row_id, _ in batch), dtype=np.int64, count=len(batch))
-            blob = b"".join(signature for _, signature in batch)
-            self._state.upsert(ids, np.frombuffer(blob, dtype=np.int8).reshape(-1, LENGTH))
-        self._version = version
-        self._maybe_build()
-
-    def _adopt(self, name: str | None, version: int, pruned: int) -> None:
-        """Switch to the published index generation ``name`` if it can serve the database
-        as it is; the catch-up that follows applies the changes since its version."""
-        if name is None:
-            return
-        try:
-            index, header = self._folder.open(name)
-            problem = check(self._db, index, header, version, pruned)
-        except ValueError as error:
-            problem = str(error)
-        if problem is None:
-            self._state = IndexedState(index, header["version"], self.nprobe)
-            self._version = header["version"]
-            return
-        log.warning("not using the search index %s of %s: %s", name, self.path, problem)
-        if isinstance(self._state, IndexedState):  # back to an exact scan, loaded in full
-            self._state = ExactState()
-            self._version = -1
-        self._request_build()
-
-    def _maybe_build(self) -> None:
-        state = self._state
-        if isinstance(state, IndexedState):
-            if state.changes > _REBUILD_FRACTION * len(state.index):
-                self._request_build()
-        elif self.index_min_rows and state.live >= self.index_min_rows:
-            self._request_build()
-
-    def _request_build(self) -> None:
-        if self.build_in_background and self.index_min_rows:
-            self._folder.build_in_background()
 
     def _allowed(self, where: Filter) -> npt.NDArray[np.int64]:
         """Ids of the rows whose metadata satisfies ``where``."""
