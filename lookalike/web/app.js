@@ -12,6 +12,7 @@ let key = sessionStorage.getItem("lookalike-key") || "";
 let query = null; // the File searched for
 let offset = 0;
 const thumbnails = new Map(); // filepath → object URL (or null: none stored)
+let keepsThumbnails = false; // whether the service keeps thumbnails (/stats says)
 
 function say(text, isError = true) {
   const message = $("message");
@@ -42,6 +43,7 @@ async function api(path, { method = "GET", form = null, params = null } = {}) {
 }
 
 async function thumbnail(filepath) {
+  if (!keepsThumbnails) return null;
   if (thumbnails.has(filepath)) return thumbnails.get(filepath);
   const headers = key ? { Authorization: `Bearer ${key}` } : {};
   const response = await fetch(`/thumbnail?${new URLSearchParams({ filepath })}`, { headers });
@@ -278,6 +280,7 @@ async function connect() {
   try {
     const stats = await loadStatus();
     methods = stats.methods || methods;
+    keepsThumbnails = Boolean(stats.thumbnails);
     $("key-form").hidden = true;
   } catch (error) {
     say(error.message);
