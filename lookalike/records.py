@@ -25,16 +25,20 @@ __all__ = [
     "MAX_FILTER_KEYS",
     "MAX_METADATA_BYTES",
     "MAX_METADATA_DEPTH",
+    "MAX_THUMBNAIL_BYTES",
+    "THUMBNAIL_TYPES",
     "Comparison",
     "FileResult",
     "Filter",
     "Footprint",
     "Match",
     "Metadata",
+    "Preview",
     "Record",
     "check_filepath",
     "check_filter",
     "check_metadata",
+    "check_preview",
     "loads_metadata",
     "matches_filter",
     "score_of",
@@ -58,6 +62,11 @@ MAX_METADATA_DEPTH = 32
 """Deepest nesting of objects and lists in metadata; the top object is level 1."""
 MAX_FILTER_KEYS = 32
 """Most keys a metadata filter may ask to match."""
+MAX_THUMBNAIL_BYTES = 48_000
+"""Largest thumbnail a store keeps, in bytes: as base64 it fits a Milvus VARCHAR (65,535
+bytes). A thumbnail of 256 px is typically 5–15 KB."""
+THUMBNAIL_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
+"""The media types a thumbnail may have: it is served with its type, so only images."""
 INVALID_METADATA = "lookalike_invalid_metadata"
 """The one key of the metadata served in place of a stored value that cannot be served."""
 
@@ -219,11 +228,58 @@ def score_of(distance: float) -> float:
     return 100.0 * (1.0 - distance)
 
 
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What is shown of a stored image: its size upright (as it was signed) and its
+    file's length in bytes, and a small thumbnail of it (None when thumbnails are off, or
+    when it was read without one)."""
+
+    width: int
+    height: int
+    file_bytes: int
+    thumbnail: bytes | None = field(default=None, repr=False)
+    media_type: str = "image/jpeg"
+
+    def to_json(self) -> dict[str, int]:
+        """The keys a search result gains (old clients ignore them)."""
+        return {"width": self.width, "height": self.height, "bytes": self.file_bytes}
+
+    def without_thumbnail(self) -> Preview:
+        return dataclasses.replace(self, thumbnail=None)
+
+
+def check_preview(preview: Preview | None) -> Preview | None:
+    """A preview a store may keep and serve, else ValueError: positive sizes, and a
+    thumbnail of at most ``MAX_THUMBNAIL_BYTES`` of one of ``THUMBNAIL_TYPES``."""
+    if preview is None:
+        return None
+    sizes = (preview.width, preview.height, preview.file_bytes)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 2**63 for n in sizes):
+        raise ValueError(f"a preview's width, height and bytes are positive integers: {sizes}")
+    if preview.media_type not in THUMBNAIL_TYPES:
+        raise ValueError(
+            f"a thumbnail is one of {sorted(THUMBNAIL_TYPES)}, not {preview.media_type!r}"
+        )
+    thumbnail = preview.thumbnail
+    if thumbnail is not None:
+        if not isinstance(thumbnail, bytes) or not thumbnail:
+            raise ValueError("a thumbnail is non-empty bytes")
+        if len(thumbnail) > MAX_THUMBNAIL_BYTES:
+            raise ValueError(
+                f"a thumbnail is at most {MAX_THUMBNAIL_BYTES} bytes ({len(thumbnail)})"
+            )
+    return preview
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Record:
     """One stored image: its key, its signature (int8[648]), its metadata and, when the
     collection has embeddings, its unit-length embedding (float32[1280], values that
-    float16 holds exactly, so every backend stores it without loss)."""
+    float16 holds exactly, so every backend stores it without loss).
+
+    ``preview`` is written with the record and replaced with it (a record added without
+    one has none); stores read it apart, with ``Backend.previews``, so ``get`` leaves it
+    None."""
 
     filepath: str
     signature: npt.NDArray[np.int8]
@@ -231,6 +287,7 @@ class Record:
     created: float | None = None
     updated: float | None = None
     embedding: npt.NDArray[np.float32] | None = None
+    preview: Preview | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,14 +301,16 @@ class Match:
     orientation: str = "identity"
     metadata: Metadata | None = field(default=None, compare=False)
     method: str = "signature"
+    preview: Preview | None = field(default=None, compare=False)  # sizes only
 
     @property
     def score(self) -> float:
         return score_of(self.distance)
 
     def to_json(self) -> dict[str, Any]:
-        """The result object of the HTTP API and of ``lookalike search --json``."""
-        return {
+        """The result object of the HTTP API and of ``lookalike search --json``: Match's
+        keys, then lookalike's (and the image's sizes, when the store kept them)."""
+        out = {
             "score": self.score,
             "filepath": self.filepath,
             "metadata": self.metadata,
@@ -259,6 +318,7 @@ class Match:
             "orientation": self.orientation,
             "method": self.method,
         }
+        return out if self.preview is None else {**out, **self.preview.to_json()}
 
 
 @dataclass(frozen=True, slots=True)

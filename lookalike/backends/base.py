@@ -23,6 +23,9 @@ Rules every implementation keeps:
   infinities are refused (``check_metadata``): SQL JSON functions cannot compare them.
 * ``add_many`` checks each batch before writing it; if a record is invalid it raises
   ValueError, and batches written before it stay written.
+* A record's ``preview`` (its sizes and thumbnail) is written with it, replaced with it
+  (a record added without one then has none) and deleted with it; ``previews`` reads
+  them, and a search never does: ``get`` leaves ``Record.preview`` None.
 * ``list`` returns filepaths in insertion order: a replaced record keeps its place, a
   deleted and re-added one moves to the end. New images never shift earlier pages.
 * Backends never import the service, the HTTP API or the CLI.
@@ -47,10 +50,12 @@ from ..records import (
     Filter,
     Match,
     Metadata,
+    Preview,
     Record,
     check_filepath,
     check_filter,
     check_metadata,
+    check_preview,
 )
 from ..signature import LENGTH, distances
 from ..vectors import EMBEDDING_DIMENSION, as_stored
@@ -112,6 +117,11 @@ class Backend(ABC):
     def get(self, filepath: str) -> Record | None:
         """The stored record, or None."""
         return self._get_trusted(check_filepath(filepath))
+
+    def previews(self, filepaths: Iterable[str], *, thumbnails: bool = True) -> dict[str, Preview]:
+        """The previews kept with these records, by filepath (records without one, and
+        filepaths not stored, are left out); without ``thumbnails``, their sizes only."""
+        return self._previews_trusted([check_filepath(path) for path in filepaths], thumbnails)
 
     @abstractmethod
     def count(self) -> int:
@@ -181,6 +191,11 @@ class Backend(ABC):
     def _get_trusted(self, filepath: str) -> Record | None: ...
 
     @abstractmethod
+    def _previews_trusted(
+        self, filepaths: builtins.list[str], thumbnails: bool
+    ) -> dict[str, Preview]: ...
+
+    @abstractmethod
     def _search_trusted(self, search: Search) -> builtins.list[Match]:
         """``search`` with its queries (k, 648) int8 signatures."""
 
@@ -190,8 +205,9 @@ class Backend(ABC):
 
 
 def checked_record(record: Record) -> Record:
-    """The record as stores keep it: filepath, signature, metadata and embedding checked
-    (ValueError or InvalidRequest otherwise), the arrays copied, the embedding rounded."""
+    """The record as stores keep it: filepath, signature, metadata, embedding and preview
+    checked (ValueError or InvalidRequest otherwise), the arrays copied, the embedding
+    rounded."""
     return Record(
         check_filepath(record.filepath),
         check_signature(record.signature),
@@ -199,6 +215,7 @@ def checked_record(record: Record) -> Record:
         record.created,
         record.updated,
         check_embedding(record.embedding),
+        check_preview(record.preview),
     )
 
 

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from ..config import Settings
 from ..orientations import ORIENTATIONS
-from ..records import Filter, Match, Record, matches_filter
+from ..records import Filter, Match, Preview, Record, matches_filter
 from .base import Backend, Search
 from .scan import EmbeddingMatrix, Hits, SignatureMatrix, top
 
@@ -33,6 +33,7 @@ class MemoryBackend(Backend):
 
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}
+        self._previews: dict[str, Preview] = {}
         self._slots: dict[str, int] = {}
         self._paths: builtins.list[str | None] = []
         self._matrix = SignatureMatrix()
@@ -42,9 +43,9 @@ class MemoryBackend(Backend):
         self._lock = threading.RLock()
 
     def _add_trusted(self, records: Iterable[Record]) -> int:
-        checked = [(r.filepath, r.signature, r.metadata, r.embedding) for r in records]
+        checked = [(r.filepath, r.signature, r.metadata, r.embedding, r.preview) for r in records]
         with self._lock:
-            for filepath, sig, metadata, embedding in checked:
+            for filepath, sig, metadata, embedding, preview in checked:
                 now = time.time()
                 old = self._records.get(filepath)
                 created = old.created if old is not None else now
@@ -58,6 +59,10 @@ class MemoryBackend(Backend):
                 else:
                     self._matrix.replace(slot, sig)
                 self._set_embedding(filepath, embedding)
+                if preview is None:
+                    self._previews.pop(filepath, None)
+                else:
+                    self._previews[filepath] = preview
         return len(checked)
 
     def _set_embedding(self, filepath: str, embedding: npt.NDArray[np.float32] | None) -> None:
@@ -82,11 +87,19 @@ class MemoryBackend(Backend):
             self._matrix.kill(slot)
             self._paths[slot] = None
             self._set_embedding(filepath, None)
+            self._previews.pop(filepath, None)
             return True
 
     def _get_trusted(self, filepath: str) -> Record | None:
         with self._lock:
             return self._records.get(filepath)
+
+    def _previews_trusted(
+        self, filepaths: builtins.list[str], thumbnails: bool
+    ) -> dict[str, Preview]:
+        with self._lock:
+            found = {p: self._previews[p] for p in filepaths if p in self._previews}
+        return found if thumbnails else {p: v.without_thumbnail() for p, v in found.items()}
 
     def count(self) -> int:
         with self._lock:
@@ -155,6 +168,7 @@ class MemoryBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self._records.clear()
+            self._previews.clear()
             self._slots.clear()
             self._paths.clear()
             self._matrix = SignatureMatrix()

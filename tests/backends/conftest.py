@@ -29,7 +29,7 @@ import pytest
 from lookalike.backends import Backend, open_backend
 from lookalike.backends.base import Search
 from lookalike.backends.sqlite import SQLiteBackend
-from lookalike.records import Match, Record
+from lookalike.records import Match, Preview, Record
 
 StoreFactory = Callable[[Path], Backend]
 
@@ -80,6 +80,11 @@ class TwoConnections(Backend):
 
     def _get_trusted(self, filepath: str) -> Record | None:
         return self.reader.get(filepath)
+
+    def _previews_trusted(
+        self, filepaths: builtins.list[str], thumbnails: bool
+    ) -> dict[str, Preview]:
+        return self.reader.previews(filepaths, thumbnails=thumbnails)
 
     def count(self) -> int:
         return self.reader.count()

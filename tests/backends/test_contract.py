@@ -20,7 +20,7 @@ from lookalike import signature
 from lookalike.backends import Backend
 from lookalike.backends.memory import MemoryBackend
 from lookalike.errors import InvalidRequest
-from lookalike.records import Record
+from lookalike.records import MAX_THUMBNAIL_BYTES, Preview, Record
 from lookalike.signature import LENGTH, ORIENTATIONS
 from lookalike.vectors import EMBEDDING_DIMENSION
 
@@ -890,6 +890,116 @@ def test_stats_tell_the_size_index_and_memory(backend: Backend, rng: np.random.G
     # an index shared between processes is not private memory, but holds the signatures
     assert full["memory_bytes"] + full.get("index_shared_bytes", 0) >= 2999 * LENGTH
     assert full["backend"] == empty["backend"] and isinstance(full["index"], str)
+
+
+# -- previews: sizes and thumbnails ----------------------------------------------------
+
+
+def a_preview(rng: np.random.Generator, size: int = 12_000, **fields: Any) -> Preview:
+    """A preview with a thumbnail of random bytes (stores keep them opaque): all 256 byte
+    values, NULs included, as binary fields must."""
+    values: dict[str, Any] = {
+        "width": int(rng.integers(1, 10_000)),
+        "height": int(rng.integers(1, 10_000)),
+        "file_bytes": int(rng.integers(1, 2**40)),
+        "thumbnail": rng.integers(0, 256, size, dtype=np.uint8).tobytes(),
+        "media_type": "image/jpeg",
+    }
+    return Preview(**{**values, **fields})
+
+
+def test_preview_round_trip(backend: Backend, rng: np.random.Generator) -> None:
+    preview = a_preview(rng, media_type="image/webp")
+    sizes_only = a_preview(rng, thumbnail=None)
+    backend.add(Record("with", random_signatures(rng, 1)[0], preview=preview))
+    backend.add(Record("sizes", random_signatures(rng, 1)[0], preview=sizes_only))
+
+    assert backend.previews(["with", "sizes"]) == {"with": preview, "sizes": sizes_only}
+    assert backend.previews(["with"], thumbnails=False) == {"with": preview.without_thumbnail()}
+    stored = backend.get("with")
+    assert stored is not None and stored.preview is None  # read apart, never by get
+    assert backend.previews([]) == {}
+
+
+def test_preview_absent(backend: Backend, rng: np.random.Generator) -> None:
+    """A record added without a preview (as by a version that kept none) has none; a
+    filepath not stored has none; neither fails the others."""
+    backend.add(Record("plain", random_signatures(rng, 1)[0]))
+    backend.add(Record("shown", random_signatures(rng, 1)[0], preview=a_preview(rng)))
+    found = backend.previews(["plain", "nothing", "shown"])
+    assert list(found) == ["shown"]
+
+
+def test_preview_replaced_on_re_add(backend: Backend, rng: np.random.Generator) -> None:
+    sig = random_signatures(rng, 1)[0]
+    first, second = a_preview(rng), a_preview(rng, media_type="image/png")
+    backend.add(Record("a", sig, preview=first))
+    backend.add(Record("a", sig, preview=second))
+    assert backend.previews(["a"]) == {"a": second}
+    backend.add_many([Record("a", sig, preview=first)])
+    assert backend.previews(["a"]) == {"a": first}
+    backend.add(Record("a", sig))  # another image under the name: the old preview is wrong
+    assert backend.previews(["a"]) == {}
+    assert backend.count() == 1
+
+
+def test_preview_deleted_with_the_record(backend: Backend, rng: np.random.Generator) -> None:
+    sig = random_signatures(rng, 1)[0]
+    backend.add(Record("a", sig, preview=a_preview(rng)))
+    backend.add(Record("b", sig, preview=a_preview(rng)))
+    assert backend.delete("a")
+    assert list(backend.previews(["a", "b"])) == ["b"]
+    backend.add(Record("a", sig))  # deleted, then added again without one
+    assert list(backend.previews(["a", "b"])) == ["b"]
+
+
+def test_previews_of_many_records(backend: Backend, rng: np.random.Generator) -> None:
+    """More filepaths than one query of a store takes (SQLite's 500 per IN list)."""
+    sigs = random_signatures(rng, 700)
+    previews = {f"p/{i}": a_preview(rng, thumbnail=None) for i in range(700)}
+    backend.add_many(
+        Record(path, sigs[i], preview=previews[path]) for i, path in enumerate(previews)
+    )
+    asked = [*previews, "missing"]
+    assert backend.previews(asked, thumbnails=False) == previews
+    # the largest thumbnail kept
+    big = a_preview(rng, size=MAX_THUMBNAIL_BYTES)
+    backend.add(Record("big", sigs[0], preview=big))
+    assert backend.previews(["big"]) == {"big": big}
+
+
+def test_search_results_carry_no_thumbnail(backend: Backend, rng: np.random.Generator) -> None:
+    sig = random_signatures(rng, 1)[0]
+    backend.add(Record("a", sig, {"k": 1}, preview=a_preview(rng)))
+    (match,) = backend.search(sig[None, :], limit=5, max_distance=0.1)
+    assert match.filepath == "a" and match.metadata == {"k": 1}
+    assert match.preview is None  # the service adds sizes; a store's search reads none
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"media_type": "text/html"},
+        {"media_type": "image/svg+xml"},  # scripts run in SVG
+        {"size": MAX_THUMBNAIL_BYTES + 1},
+        {"thumbnail": b""},
+        {"width": 0},
+        {"height": -1},
+        {"file_bytes": 0},
+        {"width": True},
+        {"height": 2.0},
+    ],
+)
+def test_invalid_previews_are_refused(
+    backend: Backend, rng: np.random.Generator, fields: dict[str, Any]
+) -> None:
+    sig = random_signatures(rng, 1)[0]
+    fields = dict(fields)  # the parameter is shared by every store's run
+    size = fields.pop("size", 100)
+    with pytest.raises(ValueError, match=r"preview|thumbnail"):
+        backend.add(Record("bad", sig, preview=a_preview(rng, size=size, **fields)))
+    assert backend.count() == 0
+    assert backend.previews(["bad"]) == {}
 
 
 # -- embeddings --------------------------------------------------------------------------

@@ -16,6 +16,9 @@ the rows changed since. An index whose delta has grown past a fraction of it is 
 in the background the same way, and a restart costs no rebuild: only the changes since
 the index's version are read.
 
+Previews (an image's sizes and thumbnail) live in a table of their own, keyed by the
+image's row id and written in the same transaction as the row: searches never read it.
+
 Durability: WAL journal with ``synchronous=FULL``, so a write that returned survives a
 crash of the process or the machine.
 """
@@ -39,7 +42,7 @@ import numpy.typing as npt
 from ...config import Settings
 from ...errors import BackendUnavailable, ConfigError
 from ...orientations import ORIENTATIONS
-from ...records import Filter, Match, Record, loads_metadata
+from ...records import Filter, Match, Preview, Record, loads_metadata
 from ..base import Backend, Search
 from ..scan import top
 from .embeddings import EmbeddingState, decode, encode
@@ -66,6 +69,14 @@ CREATE TABLE IF NOT EXISTS tombstones (
     version INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tombstones_version ON tombstones(version);
+CREATE TABLE IF NOT EXISTS previews (
+    id         INTEGER PRIMARY KEY,
+    width      INTEGER NOT NULL,
+    height     INTEGER NOT NULL,
+    file_bytes INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    thumbnail  BLOB
+);
 CREATE TABLE IF NOT EXISTS lookalike (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -84,6 +95,12 @@ ON CONFLICT (filepath) DO UPDATE SET
     updated = excluded.updated,
     version = excluded.version
 """
+
+_SET_PREVIEW = """
+INSERT OR REPLACE INTO previews (id, width, height, file_bytes, media_type, thumbnail)
+SELECT id, ?, ?, ?, ?, ? FROM images WHERE filepath = ?
+"""
+_DROP_PREVIEW = "DELETE FROM previews WHERE id = (SELECT id FROM images WHERE filepath = ?)"
 
 _BATCH = 5000
 TOMBSTONES_KEPT = 100_000
@@ -155,9 +172,10 @@ class SQLiteBackend(Backend):
     def _add_trusted(self, records: Iterable[Record]) -> int:
         total = 0
         iterator = iter(records)
-        while rows := [_row(record) for record in islice(iterator, _BATCH)]:
-            self._write(partial(self._upsert, rows))
-            total += len(rows)
+        while batch := list(islice(iterator, _BATCH)):
+            rows = [_row(record) for record in batch]  # serialised before the lock is taken
+            self._write(partial(self._upsert, rows, batch))
+            total += len(batch)
         return total
 
     def _delete_trusted(self, filepath: str) -> bool:
@@ -178,6 +196,21 @@ class SQLiteBackend(Backend):
         return Record(
             path, signature, loads_metadata(metadata), created, updated, decode(embedding)
         )
+
+    def _previews_trusted(
+        self, filepaths: builtins.list[str], thumbnails: bool
+    ) -> dict[str, Preview]:
+        thumbnail = "p.thumbnail" if thumbnails else "NULL"
+        select = (
+            f"SELECT i.filepath, p.width, p.height, p.file_bytes, {thumbnail}, p.media_type"
+            " FROM previews AS p JOIN images AS i ON i.id = p.id WHERE i.filepath IN"
+        )
+        found: dict[str, Preview] = {}
+        for start in range(0, len(filepaths), 500):
+            chunk = tuple(filepaths[start : start + 500])
+            for path, *fields in self._read(f"{select} ({','.join('?' * len(chunk))})", chunk):
+                found[path] = Preview(*fields)
+        return found
 
     def count(self) -> int:
         with self._lock:
@@ -279,10 +312,19 @@ class SQLiteBackend(Backend):
         if "embedding" not in columns:  # a store made before embeddings existed
             self._db.execute("ALTER TABLE images ADD COLUMN embedding BLOB")
 
-    def _upsert(self, rows: builtins.list[_Row], version: int) -> None:
+    def _upsert(
+        self, rows: builtins.list[_Row], records: builtins.list[Record], version: int
+    ) -> None:
         now = time.time()
+        self._db.executemany(_UPSERT, [(*row, now, now, version) for row in rows])
+        self._db.executemany(_DROP_PREVIEW, [(r.filepath,) for r in records if r.preview is None])
         self._db.executemany(
-            _UPSERT, [(path, sig, meta, vec, now, now, version) for path, sig, meta, vec in rows]
+            _SET_PREVIEW,
+            [
+                (p.width, p.height, p.file_bytes, p.media_type, p.thumbnail, r.filepath)
+                for r in records
+                if (p := r.preview) is not None
+            ],
         )
 
     def _delete_row(self, filepath: str, version: int) -> bool:
@@ -293,6 +335,7 @@ class SQLiteBackend(Backend):
             self._db.execute(
                 "INSERT OR REPLACE INTO tombstones (id, version) VALUES (?, ?)", (row_id, version)
             )
+            self._db.execute("DELETE FROM previews WHERE id = ?", (row_id,))
         if gone and version % 1000 == 0:
             self._prune_tombstones()
         return bool(gone)
