@@ -146,6 +146,11 @@ class Settings:
         False,
         "Decode large JPEGs at reduced scale: faster, signatures within ~0.03 of exact",
     )
+    thumbnails: bool = _setting(
+        True,
+        "Keep a thumbnail (256 px, ~10 KB JPEG) of every image added, for the page;"
+        " sizes are kept either way",
+    )
     ingest_workers: int = _setting(0, "Processes used by `lookalike add`; 0 means one per core")
     host: str = _setting("127.0.0.1", "Address `lookalike serve` listens on")
     port: int = _setting(8888, "Port `lookalike serve` listens on", env="PORT")

@@ -38,7 +38,15 @@ from .errors import ImageTooLarge, InvalidImage
 from .orientations import EXIF, LAYOUTS, ORIENTATIONS
 from .records import Footprint
 
-__all__ = ["FORMATS", "decode", "decode_reduced", "read", "read_reduced"]
+__all__ = [
+    "FORMATS",
+    "THUMBNAIL_SIDE",
+    "decode",
+    "decode_reduced",
+    "read",
+    "read_reduced",
+    "thumbnail",
+]
 
 RGBArray = npt.NDArray[np.uint8]
 
@@ -58,6 +66,8 @@ _JPEG_FORMATS: Final = frozenset({"JPEG", "MPO"})
 _SIXTEEN_BIT_GREY: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _DRAFT_SCALES: Final = (8, 4, 2)  # libjpeg's reductions, strongest first
 _FAST_MIN_SIDE: Final = 512
+THUMBNAIL_SIDE: Final = 256
+_THUMBNAIL_QUALITIES: Final = (80, 60, 40)  # lower only for pictures of noise
 # Pillow's name for each orientation but the identity (``orientations.ORIENTATIONS``).
 _TRANSPOSES: Final = {
     "rot90": Image.Transpose.ROTATE_90,
@@ -178,6 +188,23 @@ def _decode(data: bytes, max_pixels: int, reduce: bool) -> tuple[RGBArray, Footp
         if rgb.shape[:2] != footprint.reduced_shape:
             return rgb, None  # libjpeg reduced otherwise than asked: sign what it decoded
         return rgb, footprint
+
+
+def thumbnail(pixels: RGBArray, max_bytes: int) -> bytes:
+    """A JPEG of decoded RGB pixels, its long side at most ``THUMBNAIL_SIDE``, of at most
+    ``max_bytes`` (ValueError if even the lowest quality is larger)."""
+    height, width = pixels.shape[:2]
+    # frombuffer reads the array in place; the resize makes the only copy
+    image = Image.frombuffer("RGB", (width, height), np.ascontiguousarray(pixels), "raw")
+    # reducing_gap: a box reduction first, then Lanczos: ~4x faster on large photos, and
+    # no visible difference at this size
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    for quality in _THUMBNAIL_QUALITIES:
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=quality, optimize=True)
+        if out.tell() <= max_bytes:
+            return out.getvalue()
+    raise ValueError(f"no thumbnail of this picture fits {max_bytes} bytes")
 
 
 def _transposed(image: Image.Image, orientation: int) -> Image.Image:

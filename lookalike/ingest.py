@@ -6,6 +6,8 @@ Everything here is module-level so that spawned worker processes can run it.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -25,11 +27,27 @@ import numpy.typing as npt
 from . import images, signature
 from .config import Settings
 from .embeddings import Encoder
-from .errors import InvalidRequest, LookalikeError
-from .records import FileResult, Footprint, Record, check_filepath
+from .errors import InvalidImage, InvalidRequest, LookalikeError
+from .records import (
+    MAX_THUMBNAIL_BYTES,
+    FileResult,
+    Footprint,
+    Preview,
+    Record,
+    check_filepath,
+)
 from .vectors import as_stored
 
-__all__ = ["BLANK", "ImageSource", "Signed", "decoded", "embedded", "records_of", "signed"]
+__all__ = [
+    "BLANK",
+    "ImageSource",
+    "Signed",
+    "decoded",
+    "embedded",
+    "preview",
+    "records_of",
+    "signed",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,12 +65,13 @@ BLANK = (
 @dataclass(frozen=True, slots=True)
 class Signed:
     """One file signed in a worker: its signature as bytes (cheap to send between
-    processes) and its embedding, or why it could not be read."""
+    processes), its embedding and its preview, or why it could not be read."""
 
     filepath: str
     signature: bytes | None = None
     embedding: npt.NDArray[np.float32] | None = None
     error: str | None = None
+    preview: Preview | None = None
 
 
 def decoded(
@@ -67,6 +86,29 @@ def decoded(
     if isinstance(source, bytes):
         return images.decode_reduced(source, **limits)
     return images.read_reduced(source, **limits)
+
+
+def preview(
+    settings: Settings,
+    source: ImageSource,
+    pixels: npt.NDArray[np.uint8],
+    footprint: Footprint | None,
+) -> Preview:
+    """What is kept to show an image: its size upright (the full size, even when it was
+    decoded reduced), its file's bytes, and a thumbnail unless they are turned off."""
+    height, width = footprint.shape if footprint is not None else pixels.shape[:2]
+    if isinstance(source, bytes):
+        file_bytes = len(source)
+    else:
+        try:
+            file_bytes = os.stat(source).st_size
+        except OSError as error:  # gone since it was read
+            raise InvalidImage(f"cannot read {os.fspath(source)}: {error.strerror}") from None
+    small = None
+    if settings.thumbnails:
+        with contextlib.suppress(ValueError):  # none fits: the picture is kept without
+            small = images.thumbnail(pixels, MAX_THUMBNAIL_BYTES)
+    return Preview(int(width), int(height), max(file_bytes, 1), small)
 
 
 def embedded(settings: Settings, pixels: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:
@@ -102,7 +144,9 @@ def records_of(batch: list[Signed]) -> tuple[list[Record], list[FileResult]]:
                     error = BLANK
         if error is None:
             sig = np.frombuffer(item.signature or b"", dtype=np.int8)
-            stored.append(Record(item.filepath, sig, embedding=item.embedding))
+            stored.append(
+                Record(item.filepath, sig, embedding=item.embedding, preview=item.preview)
+            )
         outcomes.append(FileResult(item.filepath, error))
     return stored, outcomes
 
@@ -116,13 +160,14 @@ def _sign_files(settings: Settings, chunk: list[tuple[str, str]]) -> list[Signed
         try:
             rgb, footprint = decoded(path, settings)
             pixels[len(out)] = rgb
-            out.append(Signed(name, signature.signature(rgb, footprint).tobytes()))
+            sig = signature.signature(rgb, footprint).tobytes()
+            out.append(Signed(name, sig, preview=preview(settings, path, rgb, footprint)))
         except LookalikeError as error:
             out.append(Signed(name, error=str(error)))
     if settings.embeddings and pixels:
         vectors = embedded(settings, list(pixels.values()))
         for i, vector in zip(pixels, vectors, strict=True):
-            out[i] = Signed(out[i].filepath, out[i].signature, vector)
+            out[i] = dataclasses.replace(out[i], embedding=vector)
     return out
 
 

@@ -9,6 +9,7 @@ request means and how its results are fused is ``search``. It raises ``errors`` 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -30,6 +31,7 @@ from .records import (
     FileResult,
     Match,
     Metadata,
+    Preview,
     Record,
     check_filepath,
     check_metadata,
@@ -118,10 +120,11 @@ class Lookalike:
             pixels, footprint = ingest.decoded(source, self.settings)
             embedding = self.embed([pixels])[0] if self.settings.embeddings else None
             sig = signature.signature(pixels, footprint)
+            if embedding is None and not sig.any():
+                raise InvalidImage(BLANK)
+            preview = ingest.preview(self.settings, source, pixels, footprint)
             del pixels
-        if embedding is None and not sig.any():
-            raise InvalidImage(BLANK)
-        record = Record(name, sig, meta, embedding=embedding)
+        record = Record(name, sig, meta, embedding=embedding, preview=preview)
         self.backend.add(record)
         return record
 
@@ -228,7 +231,12 @@ class Lookalike:
             found += self.backend.search_embedding(
                 embedded, limit=limit, max_distance=cutoff, where=where
             )
-        return results(found, options, embedded, self._embedding_of)
+        return self._with_sizes(results(found, options, embedded, self._embedding_of))
+
+    def _with_sizes(self, matches: list[Match]) -> list[Match]:
+        """The matches with their images' sizes, where the store kept them."""
+        sizes = self.backend.previews([m.filepath for m in matches], thumbnails=False)
+        return [dataclasses.replace(m, preview=sizes.get(m.filepath)) for m in matches]
 
     def _embedding_of(self, filepath: str) -> npt.NDArray[np.float32] | None:
         record = self.backend.get(filepath)
@@ -273,12 +281,21 @@ class Lookalike:
             raise NotFound(f"no image is stored under {filepath!r}")
         return record
 
+    def thumbnail(self, filepath: str) -> Preview:
+        """The preview of a stored image, with its thumbnail; NotFound if it has none."""
+        found = self.backend.previews([filepath]).get(filepath)
+        if found is None or found.thumbnail is None:
+            raise NotFound(f"no thumbnail is stored for {filepath!r}")
+        return found
+
     def count(self) -> int:
         return self.backend.count()
 
     def stats(self) -> dict[str, Any]:
-        """What the store holds, what its search state costs here, the search methods."""
-        return {**self.backend.stats(), "methods": self.settings.search_methods}
+        """What the store holds, what its search state costs here, the search methods,
+        whether thumbnails are kept."""
+        methods, thumbnails = self.settings.search_methods, self.settings.thumbnails
+        return {**self.backend.stats(), "methods": methods, "thumbnails": thumbnails}
 
     def migrate(
         self, target: str, *, swap: bool = False, progress: Callable[[int], object] | None = None

@@ -13,6 +13,7 @@ errors (404, 405, and 400 for a malformed form).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import MutableMapping
@@ -20,7 +21,7 @@ from pathlib import Path, PurePath
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
@@ -197,6 +198,31 @@ def create_app(service: Lookalike) -> FastAPI:
     async def ping() -> dict[str, Any]:
         return envelope("ping", [])
 
+    async def thumbnail(
+        request: Request,
+        filepath: Annotated[str | None, Query(description="Filepath of a stored image")] = None,
+    ) -> Response:
+        if not filepath:
+            raise InvalidRequest("filepath is required")
+        found = await run_in_threadpool(service.thumbnail, filepath)
+        assert found.thumbnail is not None
+        # Revalidated on each use (a re-added image gets a new thumbnail), cheaply: 304.
+        tag = f'"{hashlib.sha256(found.thumbnail).hexdigest()[:32]}"'
+        headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+        wanted = {t.strip() for t in request.headers.get("if-none-match", "").split(",")}
+        if tag in wanted or f"W/{tag}" in wanted or "*" in wanted:
+            return Response(status_code=304, headers=headers)
+        return Response(found.thumbnail, media_type=found.media_type, headers=headers)
+
+    app.add_api_route(
+        "/thumbnail",
+        thumbnail,
+        methods=["GET"],
+        summary="The thumbnail kept of a stored image (JPEG, long side 256 px)",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}, "description": "The thumbnail"}},
+    )
+
     @app.get("/stats", summary="What the store holds: size, index, memory of this worker")
     async def stats() -> dict[str, Any]:
         facts = await run_in_threadpool(service.stats)
@@ -227,6 +253,7 @@ def create_app(service: Lookalike) -> FastAPI:
         ("/stats", stats),
     ):
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route("/thumbnail", thumbnail, methods=["HEAD"], include_in_schema=False)
 
     # The page: static files of the package, no build step, talking only to this API.
     @app.get("/", include_in_schema=False)

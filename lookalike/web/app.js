@@ -44,12 +44,20 @@ async function api(path, { method = "GET", form = null, params = null } = {}) {
 
 async function thumbnail(filepath) {
   if (!keepsThumbnails) return null;
-  if (thumbnails.has(filepath)) return thumbnails.get(filepath);
-  const headers = key ? { Authorization: `Bearer ${key}` } : {};
-  const response = await fetch(`/thumbnail?${new URLSearchParams({ filepath })}`, { headers });
-  const url = response.ok ? URL.createObjectURL(await response.blob()) : null;
-  thumbnails.set(filepath, url);
-  return url;
+  if (!thumbnails.has(filepath)) {
+    // one request per picture, shared by every view that shows it
+    const headers = key ? { Authorization: `Bearer ${key}` } : {};
+    thumbnails.set(filepath, fetch(`/thumbnail?${new URLSearchParams({ filepath })}`, { headers })
+      .then(async (response) => (response.ok ? URL.createObjectURL(await response.blob()) : null))
+      .catch(() => null));
+  }
+  return thumbnails.get(filepath);
+}
+
+function forget(filepath) {
+  const url = thumbnails.get(filepath);
+  thumbnails.delete(filepath);
+  if (url) url.then((object) => object && URL.revokeObjectURL(object));
 }
 
 function picture(filepath, url) {
@@ -62,8 +70,20 @@ function picture(filepath, url) {
   const img = document.createElement("img");
   img.src = url;
   img.alt = filepath;
-  img.loading = "lazy";
   return img;
+}
+
+// A card's picture: a placeholder at once, the thumbnail when it arrives (all at once).
+function pictureSlot(filepath) {
+  const slot = document.createElement("span");
+  slot.className = "picture";
+  slot.setAttribute("aria-busy", "true");
+  const loaded = thumbnail(filepath).then((url) => {
+    slot.replaceChildren(picture(filepath, url));
+    slot.removeAttribute("aria-busy");
+    return url;
+  });
+  return [slot, loaded];
 }
 
 function facts(list, pairs) {
@@ -136,12 +156,14 @@ async function search(event) {
 async function showResults(matches, queryUrl) {
   const list = $("results");
   list.replaceChildren();
+  const pending = [];
   for (const match of matches) {
     const item = document.createElement("li");
     const open = document.createElement("button");
     open.type = "button";
     open.className = "card";
-    const url = await thumbnail(match.filepath);
+    const [slot, loaded] = pictureSlot(match.filepath);
+    pending.push(loaded);
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = match.filepath;
@@ -149,11 +171,12 @@ async function showResults(matches, queryUrl) {
     facts(details, [["score", match.score.toFixed(1)], ["distance", match.distance.toFixed(3)],
       ["orientation", match.orientation], ["method", match.method], ["size", size(match)],
       ["metadata", match.metadata]]);
-    open.append(picture(match.filepath, url), name, details);
-    open.addEventListener("click", () => sideBySide(match, url, queryUrl));
+    open.append(slot, name, details);
+    open.addEventListener("click", async () => sideBySide(match, await loaded, queryUrl));
     item.append(open);
     list.append(item);
   }
+  await Promise.all(pending);
 }
 
 function sideBySide(match, storedUrl, queryUrl) {
@@ -201,6 +224,7 @@ async function loadPage() {
   $("page-next").disabled = offset + PAGE >= count;
   const grid = $("collection-grid");
   grid.replaceChildren();
+  const pending = [];
   for (const filepath of names) {
     const item = document.createElement("li");
     item.className = "card";
@@ -212,9 +236,12 @@ async function loadPage() {
     remove.textContent = "Delete";
     remove.setAttribute("aria-label", `Delete ${filepath}`);
     remove.addEventListener("click", () => confirmDelete(filepath));
-    item.append(picture(filepath, await thumbnail(filepath)), name, remove);
+    const [slot, loaded] = pictureSlot(filepath);
+    pending.push(loaded);
+    item.append(slot, name, remove);
     grid.append(item);
   }
+  await Promise.all(pending);
 }
 
 function confirmDelete(filepath) {
@@ -225,7 +252,7 @@ function confirmDelete(filepath) {
     if (dialog.returnValue !== "delete") return;
     try {
       await api("/delete", { method: "DELETE", params: { filepath } });
-      thumbnails.delete(filepath);
+      forget(filepath);
       say(`deleted ${filepath}`, false);
       await loadPage();
     } catch (error) {
@@ -237,7 +264,10 @@ function confirmDelete(filepath) {
 
 async function add(event) {
   event.preventDefault();
-  const files = [...$("add-files").files];
+  const chosen = [...$("add-files").files, ...$("add-folder").files];
+  const files = chosen.filter((file) => file.type.startsWith("image/"));
+  if (!chosen.length) return say("choose pictures or a folder to add");
+  const skipped = chosen.length - files.length;
   const metadata = $("add-metadata").value.trim();
   const progress = $("add-progress");
   const outcomes = $("add-outcomes");
@@ -253,16 +283,18 @@ async function add(event) {
     const line = document.createElement("li");
     try {
       await api("/add", { method: "POST", form });
-      line.textContent = `added ${file.name}`;
+      line.textContent = `added ${file.webkitRelativePath || file.name}`;
       line.className = "ok";
     } catch (error) {
       line.textContent = `${file.name}: ${error.message}`;
       line.className = "error";
     }
-    thumbnails.delete(file.webkitRelativePath || file.name);
+    forget(file.webkitRelativePath || file.name);
     outcomes.append(line);
     progress.value += 1;
   }
+  if (skipped) say(`${skipped} file(s) that are not pictures were left out`, false);
+  $("add-form").reset();
   await loadPage().catch((error) => say(error.message));
 }
 
@@ -296,7 +328,7 @@ $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
   key = $("key").value;
   sessionStorage.setItem("lookalike-key", key);
-  thumbnails.clear();
+  for (const filepath of [...thumbnails.keys()]) forget(filepath);
   say("");
   connect();
 });

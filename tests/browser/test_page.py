@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +79,24 @@ def resized_copy(path: Path) -> bytes:
     return buffer.getvalue()
 
 
+def until(page: playwright.Page, expression: str, timeout: float = 10.0) -> None:
+    """Wait until a JavaScript expression holds. Evaluated from outside the page (as
+    ``evaluate`` does), since the page's policy forbids ``eval``, which
+    ``wait_for_function`` uses when it polls."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"still false after {timeout} s: {expression}"
+        time.sleep(0.05)
+
+
+def loaded_pictures(where: playwright.Locator) -> list[int]:
+    """The natural widths of the pictures shown under ``where`` (0: it did not load)."""
+    widths: list[int] = where.locator("img").evaluate_all(
+        "images => images.map(image => image.complete ? image.naturalWidth : 0)"
+    )
+    return widths
+
+
 def test_the_page_is_served_under_its_security_policy(server: Served) -> None:
     answer = httpx.get(server.url + "/")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
@@ -103,11 +122,35 @@ def test_choosing_a_query_shows_the_stored_picture_first(
     page.click("#search-form button[type=submit]")
     first = page.locator("#results li").first
     playwright.expect(first.locator(".name")).to_have_text("chelsea")
+    playwright.expect(first.locator("img")).to_have_attribute("alt", "chelsea")
+    until(page, "document.querySelector('#results img')?.naturalWidth > 0")
+    assert loaded_pictures(first) == [256]  # the stored thumbnail, not a placeholder
+    playwright.expect(first.locator("dl")).to_contain_text("451×300")
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "search.png"), full_page=True)
     first.locator("button").click()
     playwright.expect(page.locator("#side-by-side")).to_be_visible()
     playwright.expect(page.locator("#side-caption")).to_have_text("chelsea")
+    assert page.locator("#side-stored").evaluate("image => image.naturalWidth") == 256
+    assert page.locator("#side-query").evaluate("image => image.naturalWidth") == 225
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_a_turned_copy_is_found_and_shown_turned_back(
+    server: Served, photos: dict[str, Path], page: playwright.Page, tmp_path: Path
+) -> None:
+    stored(server, photos)
+    query = tmp_path / "turned.jpg"
+    Image.open(photos["rocket"]).transpose(Image.Transpose.ROTATE_90).save(query, quality=80)
+    page.goto(server.url + "/")
+    page.set_input_files("#search-file", str(query))
+    page.click("#search-form button[type=submit]")
+    first = page.locator("#results li").first
+    playwright.expect(first.locator(".name")).to_have_text("rocket")
+    playwright.expect(first.locator("dl")).to_contain_text("rot270")
+    first.locator("button").click()
+    turn = page.locator("#side-query").evaluate("image => image.style.transform")
+    assert turn == "rotate(90deg)"  # the query, turned back as the stored picture stands
     assert page.errors == []  # type: ignore[attr-defined]
 
 
@@ -139,6 +182,26 @@ def test_adding_files_shows_each_outcome_and_the_count_goes_up(
         playwright.expect(outcomes.nth(2)).to_have_class("error")
         playwright.expect(page.locator("#collection-count")).to_have_text("2 stored")
         assert httpx.get(server.url + "/count").json()["result"] == [2]
+        grid = page.locator("#collection-grid")
+        until(page, "document.querySelectorAll('#collection-grid img').length == 2")
+        until(
+            page,
+            "[...document.querySelectorAll('#collection-grid img')].every(i => i.naturalWidth)",
+        )
+        assert loaded_pictures(grid) == [256, 256]
+
+        folder = tmp_path / "holiday"
+        (folder / "day1").mkdir(parents=True)
+        (folder / "day1" / "coffee.jpg").write_bytes(photos["coffee"].read_bytes())
+        (folder / "chelsea.jpg").write_bytes(photos["chelsea"].read_bytes())
+        (folder / "notes.txt").write_text("not a picture")
+        page.set_input_files("#add-folder", str(folder))
+        page.click("#add-form button[type=submit]")
+        playwright.expect(page.locator("#collection-count")).to_have_text("4 stored")
+        playwright.expect(outcomes).to_have_count(2)
+        playwright.expect(page.locator("#message")).to_contain_text("1 file(s)")
+        names = set(httpx.get(server.url + "/list").json()["result"])
+        assert {"holiday/chelsea.jpg", "holiday/day1/coffee.jpg"} <= names
 
 
 def test_paging_through_a_collection_and_deleting(
@@ -153,6 +216,11 @@ def test_paging_through_a_collection_and_deleting(
         page.click("nav button[data-view=collection]")
         grid = page.locator("#collection-grid li")
         playwright.expect(grid).to_have_count(24)
+        until(
+            page,
+            "[...document.querySelectorAll('#collection-grid img')].filter(i => i.naturalWidth)"
+            ".length == 24",
+        )
         OUTPUT.mkdir(exist_ok=True)
         page.screenshot(path=str(OUTPUT / "collection.png"), full_page=True)
         page.click("#page-next")
@@ -183,3 +251,51 @@ def test_with_an_api_key_the_page_asks_for_it_once(
         playwright.expect(page.locator("#collection-count")).to_have_text("0 stored")
         page.reload()  # the key is kept for the browser session
         playwright.expect(page.locator("#key-form")).to_be_hidden()
+        page.click("nav button[data-view=collection]")
+        page.set_input_files("#add-files", [str(photos["coffee"])])
+        page.click("#add-form button[type=submit]")
+        playwright.expect(page.locator("#collection-count")).to_have_text("1 stored")
+        # the thumbnail is fetched with the key too
+        until(page, "document.querySelector('#collection-grid img')?.naturalWidth")
+        assert loaded_pictures(page.locator("#collection-grid")) == [256]
+
+
+def test_without_thumbnails_the_page_says_no_preview(
+    tmp_path: Path, photos: dict[str, Path], page: playwright.Page
+) -> None:
+    for server in serve(
+        tmp_path,
+        "sqlite:///" + str(tmp_path / "bare.db"),
+        WORKER_COUNT="1",
+        LOOKALIKE_THUMBNAILS="false",
+    ):
+        stored(server, {"coffee": photos["coffee"]})
+        page.goto(server.url + "/")
+        page.click("nav button[data-view=collection]")
+        item = page.locator("#collection-grid li").first
+        playwright.expect(item.locator(".no-preview")).to_have_text("no preview")
+        assert page.locator("#collection-grid img").count() == 0
+        assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_at_phone_width_with_labelled_controls(server: Served, browser: playwright.Browser) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "/")
+        for view in ("search", "compare", "collection", "status"):
+            page.click(f"nav button[data-view={view}]")
+            wide = page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= 375, f"the {view} view is {wide} px wide at phone width"
+        unlabelled = page.evaluate(
+            """[...document.querySelectorAll('input, select, textarea')]
+                .filter(c => c.type !== 'hidden' && !c.labels.length && !c.ariaLabel)
+                .map(c => c.id || c.name)"""
+        )
+        assert unlabelled == []
+        # by keyboard: Tab reaches the navigation, Enter switches the view
+        page.focus("nav button[data-view=status]")
+        page.keyboard.press("Enter")
+        playwright.expect(page.locator("#status")).to_be_visible()
+    finally:
+        context.close()
