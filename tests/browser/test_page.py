@@ -299,3 +299,32 @@ def test_at_phone_width_with_labelled_controls(server: Served, browser: playwrig
         playwright.expect(page.locator("#status")).to_be_visible()
     finally:
         context.close()
+
+
+def test_with_embeddings_a_heavy_crop_is_found(
+    tmp_path: Path, photos: dict[str, Path], page: playwright.Page, model_cache: Path
+) -> None:
+    for server in serve(
+        tmp_path,
+        "sqlite:///" + str(tmp_path / "cnn.db"),
+        WORKER_COUNT="1",
+        LOOKALIKE_EMBEDDINGS="true",
+        LOOKALIKE_MODEL_CACHE=str(model_cache),
+        LOOKALIKE_EMBEDDING_THREADS="1",
+    ):
+        stored(server, photos)
+        crop = tmp_path / "crop.jpg"
+        image = Image.open(photos["chelsea"])
+        width, height = image.size  # the middle 70 % of each side: half the picture gone
+        box = (width * 15 // 100, height * 15 // 100, width * 85 // 100, height * 85 // 100)
+        image.crop(box).save(crop)
+        page.goto(server.url + "/")
+        methods = page.locator("#search-method option")
+        playwright.expect(methods).to_have_count(3)
+        page.select_option("#search-method", "embedding")
+        page.set_input_files("#search-file", str(crop))
+        page.click("#search-form button[type=submit]")
+        first = page.locator("#results li").first
+        playwright.expect(first.locator(".name")).to_have_text("chelsea")
+        playwright.expect(first.locator("dl")).to_contain_text("embedding")
+        assert page.errors == []  # type: ignore[attr-defined]
