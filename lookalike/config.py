@@ -78,7 +78,9 @@ class Settings:
     )
     milvus_timeout: float = _setting(10.0, "Seconds a Milvus request may take")
     milvus_collection: str = _setting(
-        "images", "Milvus collection of the images (and <name>_embeddings for their embeddings)"
+        "images",
+        "Milvus collection of the images (and <name>_embeddings, <name>_previews for their"
+        " embeddings and previews)",
     )
     milvus_index: str = _setting(
         "HNSW", "Milvus vector index: HNSW, FLAT (exact, slower) or AUTOINDEX (Zilliz Cloud)"

@@ -39,11 +39,12 @@ from lookalike.backends.elasticsearch.queries import (
     knn_body,
     mapping,
     normalise_url,
+    preview_field_problem,
     word_body,
 )
 from lookalike.config import Settings
 from lookalike.errors import BackendUnavailable, ConfigError
-from lookalike.records import Record
+from lookalike.records import Preview, Record
 from lookalike.signature import ORIENTATIONS
 from lookalike.vectors import EMBEDDING_DIMENSION
 
@@ -217,6 +218,8 @@ def test_mapping_is_the_documented_one() -> None:
     assert {f"simple_word_{i}" for i in range(63)} <= set(m["properties"])
     assert all(m["properties"][f"simple_word_{i}"] == {"type": "long"} for i in range(63))
     assert m["dynamic"] == "strict" and m["_source"] == {"excludes": ["vector"]}
+    # the object page: enabled false keeps a field in _source, neither parsed nor indexed
+    assert m["properties"]["preview"] == {"type": "object", "enabled": False}
     assert not is_legacy(m)
 
 
@@ -823,6 +826,167 @@ def test_a_legacy_index_holds_no_embeddings(
         backend.add(Record("b.jpg", random_signatures(rng, 1)[0], embedding=2 * vector))
 
 
+# -- previews: sizes and thumbnails, read apart from searches ------------------------------
+
+THUMBNAIL = b"\xff\xd8\xff\xe0 a jpeg's bytes \x00\x01"
+
+
+def previews_cluster(stored: dict[str, dict[str, Any]]) -> Callable[[Request], Answer]:
+    """A lookalike index that keeps bulk upserts in ``stored`` (by id) and answers _mget
+    and _search as their pages show, honouring _source includes."""
+
+    def included(source: dict[str, Any], wanted: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in wanted:
+            top, _, sub = name.partition(".")
+            if top in source:
+                if sub:
+                    if sub in source[top]:
+                        out.setdefault(top, {})[sub] = source[top][sub]
+                else:
+                    out[top] = source[top]
+        return out
+
+    def respond(request: Request) -> Answer:
+        if request.path == "/_bulk":
+            lines = request.ndjson()
+            for action, body in zip(lines[0::2], lines[1::2], strict=True):
+                stored[action["update"]["_id"]] = body["upsert"]
+            items = [{"update": {"status": 201}}] * len(lines[0::2])
+            return 200, {"took": 1, "errors": False, "items": items}
+        if request.path == "/images/_mget":
+            wanted = request.query["_source_includes"][0].split(",")
+            docs = [
+                {"_index": "images", "_id": i, "_version": 1, "found": True,
+                 "_source": included(stored[i], wanted)}
+                if i in stored
+                else {"_index": "images", "_id": i, "found": False}
+                for i in request.json()["ids"]
+            ]  # fmt: skip
+            return 200, {"docs": docs}
+        if request.path == "/_msearch":
+            searches = request.ndjson()[1::2]
+            hits = [
+                {"_index": "images", "_id": i, "_score": 1.0,
+                 "_source": included(doc, searches[0]["_source"])}
+                for i, doc in stored.items()
+            ]  # fmt: skip
+            return 200, {"took": 1, "responses": [search_response(hits)] * len(searches)}
+        return 404, {"error": "unexpected"}
+
+    return lookalike_index(respond)
+
+
+def test_previews_are_kept_in_the_document_and_read_with_one_mget(
+    cluster: FakeCluster, rng: np.random.Generator
+) -> None:
+    """A preview is the document's ``preview`` object (thumbnail in base64), written with
+    the record and gone when it is re-added without one; ``previews`` is one _mget of the
+    ids that names the fields it wants (the thumbnail only when asked), and a search never
+    asks for it. Does not prove a cluster's source filtering of an unindexed object."""
+    stored: dict[str, dict[str, Any]] = {}
+    cluster.respond = previews_cluster(stored)
+    backend = store(cluster)
+    signature = random_signatures(rng, 1)[0]
+    preview = Preview(640, 480, 51_234, THUMBNAIL, "image/jpeg")
+    backend.add_many([Record("a.jpg", signature, preview=preview), Record("b.jpg", signature)])
+    assert stored[document_id("a.jpg")]["preview"] == {
+        "width": 640,
+        "height": 480,
+        "file_bytes": 51_234,
+        "media_type": "image/jpeg",
+        "thumbnail": "/9j/4CBhIGpwZWcncyBieXRlcyAAAQ==",
+    }
+    assert "preview" not in stored[document_id("b.jpg")]
+
+    assert backend.previews(["a.jpg", "b.jpg", "missing.jpg", "a.jpg"]) == {"a.jpg": preview}
+    assert backend.previews(["a.jpg"], thumbnails=False) == {"a.jpg": preview.without_thumbnail()}
+    with_thumbnails, sizes_only = cluster.calls("POST", "/images/_mget")
+    assert with_thumbnails.json() == {
+        "ids": [document_id(p) for p in ("a.jpg", "b.jpg", "missing.jpg")]
+    }
+    assert with_thumbnails.query["_source_includes"] == ["path,preview"]
+    assert sizes_only.query["_source_includes"] == [
+        "path,preview.width,preview.height,preview.file_bytes,preview.media_type"
+    ]
+    assert backend.previews([]) == {}
+    assert len(cluster.calls("POST", "/images/_mget")) == 2  # none for no filepaths
+
+    [match] = backend.search(signature, limit=5, max_distance=0.5)[:1]
+    [search] = [r.ndjson()[1] for r in cluster.calls("POST", "/_msearch")]
+    assert "preview" not in search["_source"] and match.filepath in ("a.jpg", "b.jpg")
+
+    backend.add(Record("a.jpg", signature))  # re-added without a preview: it has none
+    assert "preview" not in stored[document_id("a.jpg")]
+    assert backend.previews(["a.jpg"]) == {}
+
+
+def test_an_index_without_the_preview_field_gets_it_when_opened(cluster: FakeCluster) -> None:
+    """A lookalike index made before previews gets the field by put_mapping (the object
+    page: fields may be added to a mapping), and one made before embeddings gets both,
+    each in its own request so that a refused one leaves the other."""
+    before = mapping()
+    del before["properties"]["preview"], before["properties"]["embedding"]
+
+    def respond(request: Request) -> Answer:
+        if request.method == "HEAD" and request.path == "/images":
+            return 200, None
+        if request.path == "/images/_mapping" and request.method == "GET":
+            return 200, {"images": {"mappings": before}}
+        if request.path == "/images/_mapping":  # PUT
+            if "embedding" in request.json()["properties"]:
+                return 400, {"error": {"type": "mapper_parsing_exception", "reason": "old"}}
+            return 200, {"acknowledged": True}
+        return 200, {"count": 0}
+
+    cluster.respond = respond
+    backend = store(cluster)
+    facts = backend.stats()
+    assert facts["embedding_index"].startswith("none: Elasticsearch refused")
+    puts = [r.json() for r in cluster.calls("PUT", "/images/_mapping")]
+    assert puts == [
+        {"properties": {"embedding": EMBEDDING_FIELD}},
+        {"properties": {"preview": {"type": "object", "enabled": False}}},
+    ]
+    assert backend._remote.no_previews is None
+
+
+def test_a_preview_field_of_another_shape_is_left_alone() -> None:
+    """An index whose ``preview`` field is indexed (someone's own mapping) keeps no
+    previews rather than indexing thumbnails."""
+    assert preview_field_problem(mapping()) is None
+    assert preview_field_problem({"properties": {}}) is None
+    indexed = {"properties": {"preview": {"properties": {"width": {"type": "long"}}}}}
+    assert preview_field_problem(indexed) is not None
+    assert preview_field_problem({"properties": {"preview": {"type": "keyword"}}}) is not None
+
+
+def test_a_legacy_index_keeps_no_previews(cluster: FakeCluster, rng: np.random.Generator) -> None:
+    """Match's and image-match's indices map fields dynamically, which would index a
+    thumbnail as text: an add there drops the preview, and ``previews`` asks nothing."""
+
+    def respond(request: Request) -> Answer:
+        if request.method == "HEAD" and request.path == "/images":
+            return 200, None
+        if request.path == "/images/_mapping" and request.method == "GET":
+            return 200, {"images": {"mappings": {"properties": {"path": {"type": "text"}}}}}
+        if request.path == "/images/_search":
+            return 200, search_response([])
+        if request.path == "/_bulk":
+            return 200, {"took": 1, "errors": False, "items": [{"index": {"status": 201}}]}
+        return 404, {"error": "unexpected"}
+
+    cluster.respond = respond
+    backend = store(cluster)
+    backend.add(Record("a.jpg", random_signatures(rng, 1)[0], preview=Preview(2, 3, 4, THUMBNAIL)))
+    [bulk] = cluster.calls("PUT", "/_bulk")
+    document = bulk.ndjson()[1]["upsert"]
+    assert document["path"] == "a.jpg" and "preview" not in document
+    assert backend.previews(["a.jpg"]) == {}
+    assert cluster.calls("POST", "/images/_mget") == []
+    assert cluster.calls("PUT", "/images/_mapping") == []
+
+
 def test_a_refused_index_creation_is_reported(cluster: FakeCluster) -> None:
     """A 400 from index creation is an error unless another process created the index
     first (resource_already_exists_exception, as the create-index page names it). Does not
@@ -962,7 +1126,9 @@ def test_migrate_copies_in_path_order_resumably_then_swaps_an_alias(
     searches = [r.json() for r in cluster.calls("POST", "/images/_search")]
     assert [s.get("search_after") for s in searches] == [None, ["a.jpg"], ["b.jpg"]]
     assert all(s["sort"] == [{"path.keyword": "asc"}] for s in searches)
-    assert all(s["_source"] == ["path", "signature", "metadata", "embedding"] for s in searches)
+    assert all(
+        s["_source"] == ["path", "signature", "metadata", "embedding", "preview"] for s in searches
+    )
     bulk = [line for b in cluster.calls("PUT", "/_bulk") for line in b.ndjson()]
     bulk_ids = [line["update"]["_id"] for line in bulk[0::2]]
     assert bulk_ids == [document_id("a.jpg"), document_id("a.jpg"), document_id("b.jpg")]

@@ -40,9 +40,10 @@ from lookalike.backends.milvus.queries import (
     portable_key,
     signature_bound,
 )
+from lookalike.backends.milvus.rows import preview_row
 from lookalike.config import Settings
 from lookalike.errors import BackendUnavailable, ConfigError, InvalidRequest
-from lookalike.records import Record
+from lookalike.records import Preview, Record
 from lookalike.vectors import EMBEDDING_DIMENSION
 
 from .conftest import milvus_url
@@ -294,6 +295,42 @@ def test_a_half_written_embedding_is_ignored(
     assert store.search_embedding(vectors[1], limit=5, max_distance=0.1) == []
     record = store.get("b")
     assert record is not None and record.embedding is None
+
+
+def test_a_half_written_preview_is_ignored(store: MilvusBackend, rng: np.random.Generator) -> None:
+    """A preview row whose version is not its record's — what a write that failed before
+    its record was written leaves — is not served; the record's own preview is."""
+    sig = random_signatures(rng, 1)[0]
+    store.add(Record("a", sig, preview=Preview(40, 30, 900, b"\xff\xd8jpeg")))
+    store.add(Record("b", sig))
+    stray = preview_row("b", Preview(10, 10, 100, b"\xff\xd8stray"), version=1)
+    store._client.upsert(store.previews_name, [stray])
+    assert store.previews(["a", "b"]) == {"a": Preview(40, 30, 900, b"\xff\xd8jpeg")}
+
+
+def test_a_store_made_before_previews_opens_without_them(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """A store whose previews collection is missing (made by an earlier lookalike) opens,
+    keeps its records, answers no previews for them, and keeps those of new adds."""
+    url = milvus_url(tmp_path / "old.db")
+    sig = random_signatures(rng, 1)[0]
+    old = MilvusBackend(url)
+    old.add(Record("old", sig, {"k": 1}))
+    old._client.request(old._client.milvus.drop_collection, old.previews_name)
+    assert not old._client.request(old._client.milvus.has_collection, old.previews_name)
+    old.close()
+    reopened = MilvusBackend(url)
+    try:
+        assert reopened.count() == 1 and reopened.previews(["old"]) == {}
+        reopened.add(Record("new", sig, preview=Preview(5, 6, 7)))
+        assert reopened.previews(["old", "new"]) == {"new": Preview(5, 6, 7)}
+        assert sorted(m.filepath for m in reopened.search(sig, limit=5, max_distance=0.1)) == [
+            "new",
+            "old",
+        ]
+    finally:
+        reopened.close()
 
 
 # -- search: exact re-rank, complete candidates, recall of the default index ---------------

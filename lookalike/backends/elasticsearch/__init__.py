@@ -10,9 +10,12 @@ filepath, so an add replaces and a delete removes exactly that path; ``metadata`
 ``flattened``; the signature is also a ``dense_vector`` of bytes for HNSW k-nearest-neighbour
 search; ``embedding``, when a record has one, is a ``dense_vector`` of 1280 floats indexed as
 quantized HNSW (``int8_hnsw``); ``added`` (nanoseconds, kept on replace) orders ``list``.
-A lookalike index created before embeddings existed gets the ``embedding`` field when it is
-opened (adding a field to a mapping is allowed). Legacy indices hold no embeddings: an
-embedding added there is dropped with a warning, and an embedding search finds nothing.
+``preview`` (sizes and thumbnail, base64) is an object with ``enabled: false``: kept in
+``_source``, never indexed, read only by ``previews`` (one ``_mget``), never by a search.
+A lookalike index created before embeddings or previews existed gets the missing field
+when it is opened (adding a field to a mapping is allowed). Legacy indices hold no
+embeddings and no previews: an embedding added there is dropped with a warning, a preview
+silently (the page shows "no preview"), and an embedding search finds nothing.
 
 A search sends one body per query orientation in a single ``_msearch`` — image-match's
 should-of-terms over the words, or a kNN query — takes the union of the candidates, and

@@ -1,7 +1,7 @@
 """One Elasticsearch index as the store and the migration use it, through the official
 client (``connect``): every request retried (``call``), the layout read once when the index
-is first used (``layout``: the index created if missing, the ``embedding`` field added to a
-lookalike index made before embeddings existed), and bulk upserts (``write``)."""
+is first used (``layout``: the index created if missing, the ``embedding`` and ``preview``
+fields added to a lookalike index made before they existed), and bulk upserts (``write``)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,15 @@ from ...errors import BackendUnavailable, ConfigError
 from ...records import Record
 from .queries import (
     EMBEDDING,
+    PREVIEW,
     Layout,
     embedding_field,
     embedding_field_problem,
     error_reason,
     layout_of,
     mapping,
+    preview_field,
+    preview_field_problem,
     upsert_action,
 )
 
@@ -41,6 +44,10 @@ _TRANSIENT = (429, 502, 503, 504)
 _LEGACY_EMBEDDINGS = (
     "it was written by Match or image-match; `lookalike migrate` moves it to the new"
     " layout, which holds embeddings"
+)
+_LEGACY_PREVIEWS = (
+    "it was written by Match or image-match; `lookalike migrate` moves it to the new"
+    " layout, which holds previews"
 )
 
 
@@ -71,6 +78,7 @@ class Index:
     # Why this index cannot hold embeddings (legacy layout, or the field was refused),
     # known once the index is opened; None if it can.
     no_embeddings: str | None = field(default=None, init=False)
+    no_previews: str | None = field(default=None, init=False)  # likewise for previews
     _found: Layout | None = field(default=None, init=False)
     _warned: bool = field(default=False, init=False)
 
@@ -90,6 +98,7 @@ class Index:
             self.no_embeddings = (
                 _LEGACY_EMBEDDINGS if layout.legacy else self._embedding_field(found)
             )
+            self.no_previews = _LEGACY_PREVIEWS if layout.legacy else self._preview_field(found)
             self._found = layout
         return self._found
 
@@ -168,6 +177,28 @@ class Index:
                 problem = f"Elasticsearch refused to add the {EMBEDDING!r} field: {reason}"
         if problem:
             self.warn_no_embeddings(problem)
+        return problem
+
+    def _preview_field(self, index_mapping: dict[str, Any]) -> str | None:
+        """Add the ``preview`` field to a lookalike index made before previews existed;
+        returns why the index cannot hold previews, or None. A refusal is logged: records
+        are then kept without previews, and the page shows "no preview"."""
+        problem = preview_field_problem(index_mapping)
+        if problem is None and PREVIEW not in (index_mapping.get("properties") or {}):
+            answer = self.call(
+                lambda: self.es.options(ignore_status=(400, 403)).indices.put_mapping(
+                    index=self.name, properties={PREVIEW: preview_field()}
+                )
+            )
+            if answer.get("error") is not None:
+                reason = error_reason(answer["error"])
+                problem = f"Elasticsearch refused to add the {PREVIEW!r} field: {reason}"
+        if problem:
+            log.warning(
+                "Elasticsearch index %r keeps no previews (sizes, thumbnails): %s",
+                self.name,
+                problem,
+            )
         return problem
 
     def _create(self) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from ...errors import BackendUnavailable, ConfigError
 from ...records import Record
 from ..base import checked_record
-from .queries import EMBEDDING, LAYOUT_VERSION, SOURCE, embedding_of, hits_of
+from .queries import EMBEDDING, LAYOUT_VERSION, PREVIEW, SOURCE, embedding_of, hits_of, preview_of
 
 if TYPE_CHECKING:
     from .index import Index
@@ -53,7 +53,7 @@ def copy_index(
         body: dict[str, Any] = {
             "size": batch,
             "sort": [{key: "asc"}],
-            "_source": [*SOURCE, EMBEDDING],  # named: 9.2+ omits vectors otherwise
+            "_source": [*SOURCE, EMBEDDING, PREVIEW],  # named: 9.2+ omits vectors otherwise
         }
         if after is not None:
             body["search_after"] = after
@@ -67,6 +67,7 @@ def copy_index(
                     np.asarray(h["_source"]["signature"]),
                     h["_source"].get("metadata"),
                     embedding=embedding_of(h["_source"]),
+                    preview=None if destination.no_previews else preview_of(h["_source"]),
                 )
             )
             for h in hits

@@ -14,6 +14,7 @@ float HNSW. The raw floats stay on disk, and every candidate is re-ranked from t
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import time
@@ -24,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import BackendUnavailable, ConfigError
-from ...records import Filter, Match, Record, check_filepath, matches_filter
+from ...records import Filter, Match, Preview, Record, check_filepath, matches_filter
 from ...signature import LENGTH, words
 from ...vectors import EMBEDDING_DIMENSION, as_stored, cosine_distances
 from ..base import ranked, signature_distances
@@ -36,6 +37,8 @@ __all__ = [
     "LEGACY",
     "LOOKALIKE",
     "MAX_CANDIDATES",
+    "PREVIEW",
+    "PREVIEW_SIZES",
     "SOURCE",
     "Layout",
     "document_id",
@@ -51,6 +54,10 @@ __all__ = [
     "layout_of",
     "mapping",
     "normalise_url",
+    "preview_field",
+    "preview_field_problem",
+    "preview_of",
+    "preview_source",
     "rank_embeddings",
     "rank_signatures",
     "source_of",
@@ -66,6 +73,9 @@ SOURCE = ["path", "signature", "metadata"]  # what a signature re-rank needs
 # What an embedding re-rank needs. Naming the vector field explicitly matters: from 9.2,
 # new indices leave vectors out of returned _source unless a request names them.
 EMBEDDING_SOURCE = ["path", "metadata", EMBEDDING]
+# A record's sizes and thumbnail: one object, kept in _source and never indexed.
+PREVIEW = "preview"
+PREVIEW_SIZES = [f"{PREVIEW}.{key}" for key in ("width", "height", "file_bytes", "media_type")]
 # Keep the first insert time when a document is replaced, so that list order holds.
 _REPLACE = (
     "def added = ctx._source.added; ctx._source.clear(); ctx._source.putAll(params.doc);"
@@ -99,6 +109,49 @@ def embedding_field() -> dict[str, Any]:
     }
 
 
+def preview_field() -> dict[str, Any]:
+    """The mapping of the ``preview`` field: an object kept in _source only (``enabled:
+    false``: nothing in it is parsed or indexed, so a thumbnail costs no index)."""
+    return {"type": "object", "enabled": False}
+
+
+def preview_field_problem(index_mapping: dict[str, Any]) -> str | None:
+    """Why an existing ``preview`` field cannot hold previews, or None if it can or is
+    absent (then it is added)."""
+    field = (index_mapping.get("properties") or {}).get(PREVIEW)
+    if field is None or (field.get("type", "object") == "object" and field.get("enabled") is False):
+        return None
+    return f"its {PREVIEW!r} field is not an object with enabled: false"
+
+
+def preview_source(preview: Preview) -> dict[str, Any]:
+    """A preview as the ``preview`` object of a document; the thumbnail in base64."""
+    source: dict[str, Any] = {
+        "width": preview.width,
+        "height": preview.height,
+        "file_bytes": preview.file_bytes,
+        "media_type": preview.media_type,
+    }
+    if preview.thumbnail is not None:
+        source["thumbnail"] = base64.b64encode(preview.thumbnail).decode("ascii")
+    return source
+
+
+def preview_of(source: dict[str, Any]) -> Preview | None:
+    """The preview of a document's _source (with or without its thumbnail), or None."""
+    found = source.get(PREVIEW)
+    if not found:
+        return None
+    thumbnail = found.get("thumbnail")
+    return Preview(
+        int(found["width"]),
+        int(found["height"]),
+        int(found["file_bytes"]),
+        base64.b64decode(thumbnail) if thumbnail else None,
+        str(found["media_type"]),
+    )
+
+
 def mapping() -> dict[str, Any]:
     """The explicit mapping of a lookalike index."""
     properties: dict[str, Any] = {
@@ -113,6 +166,7 @@ def mapping() -> dict[str, Any]:
             "index_options": {"type": "hnsw", "m": 16, "ef_construction": 100},
         },
         EMBEDDING: embedding_field(),
+        PREVIEW: preview_field(),
         "metadata": {"type": "flattened"},
         "added": {"type": "long"},
         "timestamp": {"type": "date"},
@@ -200,6 +254,8 @@ def source_of(record: Record, added: int) -> dict[str, Any]:
         document["metadata"] = record.metadata
     if record.embedding is not None:
         document[EMBEDDING] = np.asarray(record.embedding, dtype=np.float32).tolist()
+    if record.preview is not None:
+        document[PREVIEW] = preview_source(record.preview)
     return document
 
 

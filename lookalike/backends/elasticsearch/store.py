@@ -5,6 +5,7 @@ documents are kept and searched); requests go through ``index.Index``."""
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
@@ -13,13 +14,15 @@ import numpy as np
 
 from ...config import Settings
 from ...errors import BackendUnavailable, ConfigError
-from ...records import Match, Record
+from ...records import Match, Preview, Record
 from ..base import Backend, Search, redacted
 from .index import Index, check_installed, connect
 from .migrate import copy_index
 from .queries import (
     EMBEDDING,
     MAX_CANDIDATES,
+    PREVIEW,
+    PREVIEW_SIZES,
     SOURCE,
     document_id,
     embedding_knn_body,
@@ -28,12 +31,15 @@ from .queries import (
     hits_of,
     knn_body,
     normalise_url,
+    preview_of,
     rank_embeddings,
     rank_signatures,
     word_body,
 )
 
 __all__ = ["ElasticsearchBackend"]
+
+_MGET = 1000  # documents per _mget
 
 
 class ElasticsearchBackend(Backend):
@@ -95,7 +101,9 @@ class ElasticsearchBackend(Backend):
                     self._delete_legacy(record.filepath)
             if self._remote.no_embeddings and any(r.embedding is not None for r in checked):
                 self._remote.warn_no_embeddings()
-                checked = [_without_embedding(r) for r in checked]
+                checked = [dataclasses.replace(r, embedding=None) for r in checked]
+            if self._remote.no_previews:  # (logged when the index was opened)
+                checked = [dataclasses.replace(r, preview=None) for r in checked]
             self._remote.write(checked)
             total += len(checked)
         return total
@@ -123,6 +131,29 @@ class ElasticsearchBackend(Backend):
         return Record(
             source["path"], signature, source.get("metadata"), embedding=embedding_of(source)
         )
+
+    def _previews_trusted(
+        self, filepaths: builtins.list[str], thumbnails: bool
+    ) -> dict[str, Preview]:
+        """One ``_mget`` of the documents' ``preview`` per thousand filepaths, the
+        thumbnail left out of _source unless asked for. A legacy index keeps none."""
+        if not filepaths or not self._remote.exists() or self._is_legacy():
+            return {}
+        if self._remote.no_previews:
+            return {}
+        includes = ["path", PREVIEW] if thumbnails else ["path", *PREVIEW_SIZES]
+        paths = builtins.list(dict.fromkeys(filepaths))
+        found: dict[str, Preview] = {}
+        for start in range(0, len(paths), _MGET):
+            ids = [document_id(path) for path in paths[start : start + _MGET]]
+            answer = self._remote.call(
+                partial(self._es.mget, index=self.index, ids=ids, source_includes=includes)
+            )
+            for doc in answer["docs"]:
+                source = doc.get("_source") if doc.get("found") else None
+                if source and (preview := preview_of(source)) is not None:
+                    found[source["path"]] = preview
+        return found
 
     def count(self) -> int:
         return self._remote.count()
@@ -299,7 +330,3 @@ class ElasticsearchBackend(Backend):
     def _is_legacy(self) -> bool:
         """Whether the index has the legacy layout (read once; the index created if missing)."""
         return self._remote.layout().legacy
-
-
-def _without_embedding(record: Record) -> Record:
-    return Record(record.filepath, record.signature, record.metadata)

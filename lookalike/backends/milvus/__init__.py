@@ -7,7 +7,7 @@ A store in Milvus — a server or cluster, Zilliz Cloud, or Milvus Lite in a loc
 with pymilvus. The same code talks to all of them; the test suite
 runs it on Milvus Lite.
 
-**Layout.** Milvus Lite holds one dense vector field per collection, so a store is two
+**Layout.** Milvus Lite holds one dense vector field per collection, so a store is three
 collections. ``<name>`` has a row per record: ``filepath`` (VARCHAR primary key, so an add
 is an upsert), ``signature`` (FLOAT_VECTOR of 648: the int8 values are exact in float32,
 and Milvus Lite has no INT8_VECTOR), ``blank`` (an all-zero signature, whose cosine is
@@ -18,8 +18,13 @@ again), ``created``, ``updated``, ``version`` (random, new on every write) and
 ``has_embedding``. ``<name>_embeddings`` has a row only for records with an embedding:
 ``filepath``, ``embedding`` (FLOAT_VECTOR of 1280), the same dynamic fields, and the
 record's ``version``. So "no embedding" is no row, not a placeholder; a row whose version
-is not its record's (left by a write that failed halfway) is ignored. No field is
-nullable, so that Milvus versions without nullable fields take the same schema.
+is not its record's (left by a write that failed halfway) is ignored. ``<name>_previews``
+has a row for records kept with a preview: ``width``, ``height``, ``file_bytes``,
+``media_type``, ``thumbnail`` (base64 text, "" for none: never indexed, read only by
+``previews``), the record's ``version``, and a constant two-float ``placeholder`` (Milvus
+wants a vector in every collection). A store made before previews gains the collection,
+empty, when it is opened. No field is nullable, so that Milvus versions without nullable
+fields take the same schema.
 
 **Search.** All query rows (orientations) go in one request, ranked by cosine similarity
 on an HNSW index (or FLAT, or AUTOINDEX on Zilliz); then the candidates' stored vectors

@@ -14,7 +14,7 @@ from ...errors import BackendUnavailable, ConfigError
 from ...signature import LENGTH
 from ...vectors import EMBEDDING_DIMENSION
 from .queries import in_expression
-from .rows import MAX_TEXT, Row
+from .rows import MAX_MEDIA_TYPE, MAX_TEXT, PLACEHOLDER_DIMENSION, Row
 
 try:
     import grpc
@@ -23,11 +23,12 @@ try:
 except ImportError:  # pragma: no cover - exercised where the extra is missing
     MilvusClient = None
 
-__all__ = ["HNSW", "Client", "check_installed", "schema"]
+__all__ = ["HNSW", "KINDS", "Client", "check_installed", "schema"]
 
 T = TypeVar("T")
 
 HNSW = {"M": 16, "efConstruction": 200}  # Milvus Lite's own defaults, said explicitly
+KINDS = {"records": "signature", "embeddings": "embedding", "previews": "placeholder"}
 _KEYS = 1000  # filepaths per `filepath in [...]` query, rows per iterator batch
 _STRONG = {"consistency_level": "Strong"}  # a write is seen by the next read
 
@@ -65,13 +66,14 @@ class Client:
         ``call``."""
         return self.call(partial(method, *args, timeout=self.timeout, **options))
 
-    def prepare(self, name: str, vector: str, records: bool, index: str) -> None:
-        """Create a collection with its ``index`` if missing, check it, load it."""
+    def prepare(self, name: str, kind: str, index: str) -> None:
+        """Create a collection of ``kind`` (one of ``KINDS``) with its ``index`` if
+        missing, check it, load it."""
         if not self.request(self.milvus.has_collection, name):
-            self._create(name, vector, records, index)
+            self._create(name, kind, index)
         described = self.request(self.milvus.describe_collection, name)
         have = {f["name"] for f in described.get("fields", [])}
-        need = {f.name for f in schema(records).fields}
+        need = {f.name for f in schema(kind).fields}
         if not need <= have:
             raise ConfigError(
                 f"the Milvus collection {name!r} exists and is not a lookalike collection"
@@ -163,10 +165,13 @@ class Client:
     def close(self) -> None:
         self.milvus.close()
 
-    def _create(self, name: str, vector: str, records: bool, index: str) -> None:
+    def _create(self, name: str, kind: str, index: str) -> None:
         client = self.milvus
+        vector = KINDS[kind]
+        if kind == "previews":
+            index = "FLAT"  # never searched: the least index that lets Milvus load it
         try:
-            client.create_collection(name, schema=schema(records), timeout=self.timeout, **_STRONG)
+            client.create_collection(name, schema=schema(kind), timeout=self.timeout, **_STRONG)
             params = client.prepare_index_params()
             params.add_index(
                 field_name=vector,
@@ -183,12 +188,20 @@ class Client:
             # another process created it meanwhile: theirs is as good
 
 
-def schema(records: bool) -> Any:
-    """The schema of a store's records collection, or (``records`` false) of its
-    embeddings collection."""
-    built = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
+def schema(kind: str) -> Any:
+    """The schema of a store's collection of ``kind``: records, embeddings or previews.
+    Milvus wants a vector field in every collection: the previews' is a constant."""
+    built = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=kind != "previews")
     built.add_field("filepath", DataType.VARCHAR, is_primary=True, max_length=MAX_TEXT)
-    if records:
+    if kind == "previews":
+        built.add_field("placeholder", DataType.FLOAT_VECTOR, dim=PLACEHOLDER_DIMENSION)
+        built.add_field("version", DataType.INT64)
+        built.add_field("width", DataType.INT64)
+        built.add_field("height", DataType.INT64)
+        built.add_field("file_bytes", DataType.INT64)
+        built.add_field("media_type", DataType.VARCHAR, max_length=MAX_MEDIA_TYPE)
+        built.add_field("thumbnail", DataType.VARCHAR, max_length=MAX_TEXT)  # base64, or ""
+    elif kind == "records":
         built.add_field("signature", DataType.FLOAT_VECTOR, dim=LENGTH)
         built.add_field("blank", DataType.BOOL)
         built.add_field("metadata", DataType.VARCHAR, max_length=MAX_TEXT)  # JSON text

@@ -8,6 +8,7 @@ describes both collections.
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -15,20 +16,35 @@ import numpy as np
 import numpy.typing as npt
 
 from ...errors import InvalidRequest
-from ...records import INT64_RANGE, Filter, Match, Metadata, Record, loads_metadata, matches_filter
+from ...records import (
+    INT64_RANGE,
+    MAX_THUMBNAIL_BYTES,
+    Filter,
+    Match,
+    Metadata,
+    Preview,
+    Record,
+    loads_metadata,
+    matches_filter,
+)
 from ...signature import LENGTH
 from ...vectors import cosine_distances
 from ..base import ranked, signature_distances
 from .queries import FIELD_PREFIX
 
 __all__ = [
+    "MAX_MEDIA_TYPE",
     "MAX_TEXT",
+    "PLACEHOLDER_DIMENSION",
+    "PREVIEW",
     "RECORD",
     "Checked",
     "Row",
     "check_lengths",
     "embedding_of",
     "metadata_of",
+    "preview_of",
+    "preview_row",
     "rank_embeddings",
     "rank_signatures",
     "record_rows",
@@ -37,11 +53,17 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
-Checked = tuple[str, npt.NDArray[np.int8], Metadata | None, Any]  # filepath, sig, meta, emb
+# filepath, signature, metadata, embedding, preview
+Checked = tuple[str, npt.NDArray[np.int8], Metadata | None, Any, Preview | None]
 
 MAX_TEXT = 65_535  # Milvus's longest VARCHAR, in bytes
+MAX_MEDIA_TYPE = 64
+PLACEHOLDER_DIMENSION = 2  # the previews collection's vector, the same in every row
+PREVIEW = ["version", "width", "height", "file_bytes", "media_type"]  # sizes, without thumbnail
 RECORD = ["signature", "blank", "metadata"]  # what ranking reads
 _PLACEHOLDER = [1.0] + [0.0] * (LENGTH - 1)
+# a thumbnail in base64 fits one VARCHAR
+assert 4 * -(-MAX_THUMBNAIL_BYTES // 3) <= MAX_TEXT
 
 
 def check_lengths(record: Record) -> Checked:
@@ -52,7 +74,7 @@ def check_lengths(record: Record) -> Checked:
     text, _ = storable(metadata)
     if len(text.encode("utf-8")) > MAX_TEXT:
         raise InvalidRequest(f"a Milvus store keeps metadata of at most {MAX_TEXT} bytes of JSON")
-    return filepath, record.signature, metadata, record.embedding
+    return filepath, record.signature, metadata, record.embedding, record.preview
 
 
 def storable(metadata: Metadata | None) -> tuple[str, dict[str, Any]]:
@@ -84,7 +106,7 @@ def record_rows(
     record: Checked, *, seq: int, created: float, updated: float, version: int
 ) -> tuple[Row, Row | None]:
     """The record's row, and its embedding's row (None without an embedding)."""
-    filepath, sig, metadata, embedding = record
+    filepath, sig, metadata, embedding, _ = record
     text, keys = storable(metadata)
     row = {
         "filepath": filepath,
@@ -101,6 +123,33 @@ def record_rows(
     if embedding is None:
         return row, None
     return row, {"filepath": filepath, "embedding": embedding.tolist(), **keys, "version": version}
+
+
+def preview_row(filepath: str, preview: Preview, version: int) -> Row:
+    """The row of a record's preview; ``version`` is its record's, as for embeddings."""
+    thumbnail = preview.thumbnail
+    return {
+        "filepath": filepath,
+        "placeholder": [1.0] + [0.0] * (PLACEHOLDER_DIMENSION - 1),
+        "version": version,
+        "width": preview.width,
+        "height": preview.height,
+        "file_bytes": preview.file_bytes,
+        "media_type": preview.media_type,
+        "thumbnail": "" if thumbnail is None else base64.b64encode(thumbnail).decode("ascii"),
+    }
+
+
+def preview_of(row: Row) -> Preview:
+    """A preview row (with or without its ``thumbnail`` field) as the preview."""
+    text = row.get("thumbnail") or ""
+    return Preview(
+        int(row["width"]),
+        int(row["height"]),
+        int(row["file_bytes"]),
+        base64.b64decode(text) if text else None,
+        str(row["media_type"]),
+    )
 
 
 def metadata_of(row: Row) -> Metadata | None:

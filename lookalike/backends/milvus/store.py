@@ -1,4 +1,4 @@
-"""``MilvusBackend``: a lookalike store in two Milvus collections, through ``client``; the
+"""``MilvusBackend``: a lookalike store in three Milvus collections, through ``client``; the
 package's docstring says how records are kept, searched and listed."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from ...config import Settings
 from ...errors import ConfigError
-from ...records import Filter, Match, Record
+from ...records import Filter, Match, Preview, Record
 from ...signature import LENGTH
 from ...vectors import EMBEDDING_DIMENSION
 from ..base import Backend, Search
@@ -37,12 +37,15 @@ from .queries import (
     signature_floor,
 )
 from .rows import (
+    PREVIEW,
     RECORD,
     Checked,
     Row,
     check_lengths,
     embedding_of,
     metadata_of,
+    preview_of,
+    preview_row,
     rank_embeddings,
     rank_signatures,
     record_rows,
@@ -69,7 +72,7 @@ class _Space:
 
 
 class MilvusBackend(Backend):
-    """A lookalike store in two Milvus collections (created if missing)."""
+    """A lookalike store in three Milvus collections (created if missing)."""
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> MilvusBackend:
@@ -111,6 +114,7 @@ class MilvusBackend(Backend):
         self.target = parse_url(url)
         self.name = check_collection_name(collection)
         self.vectors_name = f"{self.name}_embeddings"
+        self.previews_name = f"{self.name}_previews"
         self.index = index
         self.candidates = candidates
         self.timeout = timeout
@@ -134,8 +138,9 @@ class MilvusBackend(Backend):
         )
         try:
             self._client = Client(uri, token, timeout=timeout, shown=self.target.shown, hint=hint)
-            self._client.prepare(self.name, "signature", True, index)
-            self._client.prepare(self.vectors_name, "embedding", False, index)
+            self._client.prepare(self.name, "records", index)
+            self._client.prepare(self.vectors_name, "embeddings", index)
+            self._client.prepare(self.previews_name, "previews", index)
         except BaseException:
             self._release()
             raise
@@ -161,6 +166,7 @@ class MilvusBackend(Backend):
             self._client.delete(self.name, [filepath])
             if found[0]["has_embedding"]:
                 self._client.delete(self.vectors_name, [filepath])
+            self._client.delete(self.previews_name, [filepath])
             if (order := self._shared.order(self.name)) is not None:
                 order.remove(filepath)
             return True
@@ -186,6 +192,26 @@ class MilvusBackend(Backend):
             float(row["updated"]),
             embedding=embedding,
         )
+
+    def _previews_trusted(
+        self, filepaths: builtins.list[str], thumbnails: bool
+    ) -> dict[str, Preview]:
+        """Previews whose version is their record's (one left by a write that failed
+        halfway is not)."""
+        paths = list(dict.fromkeys(filepaths))
+        if not paths:
+            return {}
+        fields = [*PREVIEW, "thumbnail"] if thumbnails else PREVIEW
+        rows = self._client.fetch(self.previews_name, paths, fields)
+        if not rows:
+            return {}
+        owners = self._client.fetch(self.name, [row["filepath"] for row in rows], ["version"])
+        versions = {owner["filepath"]: owner["version"] for owner in owners}
+        return {
+            row["filepath"]: preview_of(row)
+            for row in rows
+            if versions.get(row["filepath"]) == row["version"]
+        }
 
     def count(self) -> int:
         return self._client.count(self.name)
@@ -357,28 +383,38 @@ class MilvusBackend(Backend):
             fields = ["seq", "created", "has_embedding"]
             old = {row["filepath"]: row for row in self._client.fetch(self.name, [*latest], fields)}
             now = time.time()
-            rows, vectors, dropped, added = [], [], [], []
+            rows, vectors, previews, dropped, unpreviewed, added = [], [], [], [], [], []
             for filepath, record in latest.items():
                 before = old.get(filepath)
                 if before is None:
                     added.append(filepath)
+                version = random.getrandbits(62)
                 row, vector = record_rows(
                     record,
                     seq=int(before["seq"]) if before else next_seq(),
                     created=float(before["created"]) if before else now,
                     updated=now,
-                    version=random.getrandbits(62),
+                    version=version,
                 )
                 rows.append(row)
                 if vector is not None:
                     vectors.append(vector)
                 elif before is not None and before["has_embedding"]:
                     dropped.append(filepath)
+                if (preview := record[4]) is not None:
+                    previews.append(preview_row(filepath, preview, version))
+                elif before is not None:
+                    unpreviewed.append(filepath)
+            # the parts first, the record last: its new version makes them current
             if vectors:
                 self._upsert(self.vectors_name, vectors)
+            if previews:
+                self._upsert(self.previews_name, previews)
             self._upsert(self.name, rows)
             if dropped:
                 self._client.delete(self.vectors_name, dropped)
+            if unpreviewed:
+                self._client.delete(self.previews_name, unpreviewed)
             if (order := self._shared.order(self.name)) is not None:
                 for filepath in added:
                     order.add(filepath)
