@@ -134,6 +134,24 @@ def lookalike_index(then: Callable[[Request], Answer]) -> Callable[[Request], An
     return respond
 
 
+def legacy_index(then: Callable[[Request], Answer]) -> Callable[[Request], Answer]:
+    """An index of Match's or image-match's (dynamic mapping) that answers searches with
+    no hits and takes bulk writes; other requests go to ``then``."""
+
+    def respond(request: Request) -> Answer:
+        if request.method == "HEAD" and request.path == "/images":
+            return 200, None
+        if request.path == "/images/_mapping" and request.method == "GET":
+            return 200, {"images": {"mappings": {"properties": {"path": {"type": "text"}}}}}
+        if request.path == "/images/_search":
+            return 200, search_response([])
+        if request.path == "/_bulk":
+            return 200, {"took": 1, "errors": False, "items": [{"index": {"status": 201}}]}
+        return then(request)
+
+    return respond
+
+
 def store(cluster: FakeCluster, **options: Any) -> ElasticsearchBackend:
     return ElasticsearchBackend(cluster.url, **{"retries": 0, **options})
 
@@ -795,20 +813,9 @@ def test_a_legacy_index_holds_no_embeddings(
     a cluster's dynamic mapping (lookalike never sends it the field)."""
     vector = unit_vectors(rng, 1)[0]
 
-    def respond(request: Request) -> Answer:
-        if request.method == "HEAD" and request.path == "/images":
-            return 200, None
-        if request.path == "/images/_mapping" and request.method == "GET":
-            return 200, {"images": {"mappings": {"properties": {"path": {"type": "text"}}}}}
-        if request.path == "/images/_search":
-            return 200, search_response([])
-        if request.path == "/images/_count":
-            return 200, {"count": 1}
-        if request.path == "/_bulk":
-            return 200, {"took": 1, "errors": False, "items": [{"index": {"status": 201}}]}
-        return 404, {"error": "unexpected"}
-
-    cluster.respond = respond
+    cluster.respond = legacy_index(
+        lambda r: (200, {"count": 1}) if r.path == "/images/_count" else (404, {"error": "?"})
+    )
     backend = store(cluster)
     with caplog.at_level(logging.WARNING, logger="lookalike.backends.elasticsearch"):
         assert backend.search_embedding(vector, limit=5, max_distance=2.0) == []
@@ -965,18 +972,7 @@ def test_a_legacy_index_keeps_no_previews(cluster: FakeCluster, rng: np.random.G
     """Match's and image-match's indices map fields dynamically, which would index a
     thumbnail as text: an add there drops the preview, and ``previews`` asks nothing."""
 
-    def respond(request: Request) -> Answer:
-        if request.method == "HEAD" and request.path == "/images":
-            return 200, None
-        if request.path == "/images/_mapping" and request.method == "GET":
-            return 200, {"images": {"mappings": {"properties": {"path": {"type": "text"}}}}}
-        if request.path == "/images/_search":
-            return 200, search_response([])
-        if request.path == "/_bulk":
-            return 200, {"took": 1, "errors": False, "items": [{"index": {"status": 201}}]}
-        return 404, {"error": "unexpected"}
-
-    cluster.respond = respond
+    cluster.respond = legacy_index(lambda r: (404, {"error": "unexpected"}))
     backend = store(cluster)
     backend.add(Record("a.jpg", random_signatures(rng, 1)[0], preview=Preview(2, 3, 4, THUMBNAIL)))
     [bulk] = cluster.calls("PUT", "/_bulk")

@@ -165,16 +165,9 @@ class Index:
         returns why the index cannot hold embeddings, or None. A refusal (an Elasticsearch
         older than 8.12, which lacks int8_hnsw, or a user without the manage privilege)
         leaves signatures working and is logged; unreachable clusters still raise."""
-        problem = embedding_field_problem(index_mapping)
-        if problem is None and EMBEDDING not in (index_mapping.get("properties") or {}):
-            answer = self.call(
-                lambda: self.es.options(ignore_status=(400, 403)).indices.put_mapping(
-                    index=self.name, properties={EMBEDDING: embedding_field()}
-                )
-            )
-            if answer.get("error") is not None:
-                reason = error_reason(answer["error"])
-                problem = f"Elasticsearch refused to add the {EMBEDDING!r} field: {reason}"
+        problem = self._added_field(
+            index_mapping, EMBEDDING, embedding_field(), embedding_field_problem(index_mapping)
+        )
         if problem:
             self.warn_no_embeddings(problem)
         return problem
@@ -183,22 +176,31 @@ class Index:
         """Add the ``preview`` field to a lookalike index made before previews existed;
         returns why the index cannot hold previews, or None. A refusal is logged: records
         are then kept without previews, and the page shows "no preview"."""
-        problem = preview_field_problem(index_mapping)
-        if problem is None and PREVIEW not in (index_mapping.get("properties") or {}):
-            answer = self.call(
-                lambda: self.es.options(ignore_status=(400, 403)).indices.put_mapping(
-                    index=self.name, properties={PREVIEW: preview_field()}
-                )
-            )
-            if answer.get("error") is not None:
-                reason = error_reason(answer["error"])
-                problem = f"Elasticsearch refused to add the {PREVIEW!r} field: {reason}"
+        problem = self._added_field(
+            index_mapping, PREVIEW, preview_field(), preview_field_problem(index_mapping)
+        )
         if problem:
             log.warning(
                 "Elasticsearch index %r keeps no previews (sizes, thumbnails): %s",
                 self.name,
                 problem,
             )
+        return problem
+
+    def _added_field(
+        self, index_mapping: dict[str, Any], name: str, field: dict[str, Any], problem: str | None
+    ) -> str | None:
+        """Put the field ``name`` into the mapping when it lacks it (and has no
+        ``problem`` with it); returns the problem, or why Elasticsearch refused."""
+        if problem is None and name not in (index_mapping.get("properties") or {}):
+            answer = self.call(
+                lambda: self.es.options(ignore_status=(400, 403)).indices.put_mapping(
+                    index=self.name, properties={name: field}
+                )
+            )
+            if answer.get("error") is not None:
+                reason = error_reason(answer["error"])
+                problem = f"Elasticsearch refused to add the {name!r} field: {reason}"
         return problem
 
     def _create(self) -> None:
