@@ -19,9 +19,10 @@ from typing import Any, Self, Unpack
 import numpy as np
 import numpy.typing as npt
 
-from . import embeddings, ingest, orientations, signature
+from . import embeddings, ingest, orientations, selfjoin, signature
 from .backends import Backend, open_backend
 from .config import Settings
+from .duplicates import KEEP_RULES, Group, grouped
 from .errors import InvalidImage, InvalidRequest, NotFound, Overloaded
 from .fetch import AddressPolicy
 from .fetch import fetch as fetch_url
@@ -274,6 +275,52 @@ class Lookalike:
                 orientation = orientations.ORIENTATIONS[int(best[0])]
                 found.append(Comparison(float(cosine[0]), orientation, "embedding"))
         return chosen_comparison(found, method, hybrid_scale(self.settings))
+
+    def duplicates(
+        self,
+        *,
+        keep: str = "largest",
+        strict: bool = False,
+        min_size: int = 2,
+        all_orientations: bool | None = None,
+        progress: Callable[[int, int], object] | None = None,
+        **parameters: Unpack[SearchParameters],
+    ) -> list[Group]:
+        """Every group of copies among the stored images, largest first, each with the
+        copy to keep first (``duplicates.grouped``). ``parameters``: ``method``,
+        ``max_distance`` or ``min_score`` and ``where`` as for ``search``; pairs marked
+        distinct are never grouped."""
+        options = SearchOptions.of(self.settings, **parameters)
+        if keep not in KEEP_RULES:
+            raise InvalidRequest(f"keep must be one of {', '.join(KEEP_RULES)}")
+        if min_size < 2:
+            raise InvalidRequest("min_size must be 2 or more: a group is of copies")
+        if options.signature_cutoff > 1.0 and options.method != "embedding":
+            raise InvalidRequest("max_distance must be at most 1 for duplicates")
+        rotate = self.settings.all_orientations if all_orientations is None else all_orientations
+        found = selfjoin.join(self.backend, options, orientations=rotate, progress=progress)
+        return grouped(
+            found.pairs,
+            found.images,
+            measure=found.measure,
+            keep=keep,
+            strict=strict,
+            distinct=self.backend.distinct(),
+            min_size=min_size,
+        )
+
+    def mark_distinct(self, first: str, second: str) -> None:
+        """Remember that two stored images are not copies: never grouped again."""
+        self.backend.mark_distinct(first, second)
+
+    def unmark_distinct(self, first: str, second: str) -> None:
+        """Forget a mark; NotFound if there was none."""
+        if not self.backend.unmark_distinct(first, second):
+            raise NotFound(f"{first!r} and {second!r} are not marked distinct")
+
+    def distinct(self) -> list[tuple[str, str]]:
+        """Every pair marked distinct."""
+        return self.backend.distinct()
 
     def get(self, filepath: str) -> Record:
         record = self.backend.get(filepath)

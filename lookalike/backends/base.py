@@ -26,6 +26,10 @@ Rules every implementation keeps:
 * A record's ``preview`` (its sizes and thumbnail) is written with it, replaced with it
   (a record added without one then has none) and deleted with it; ``previews`` reads
   them, and a search never does: ``get`` leaves ``Record.preview`` None.
+* ``pairs`` is the self-join: every pair of stored records (passing ``where``) closer
+  than the cutoff, each once, with the distance a search would report; ``vectors``
+  reads a whole column for it. Marks that two records are ``distinct`` are kept beside
+  them and deleted with either.
 * ``list`` returns filepaths in insertion order: a replaced record keeps its place, a
   deleted and re-added one moves to the end. New images never shift earlier pages.
 * Backends never import the service, the HTTP API or the CLI.
@@ -37,14 +41,14 @@ import builtins
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
 
 from ..config import Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, InvalidRequest
 from ..orientations import ORIENTATIONS
 from ..records import (
     Filter,
@@ -56,13 +60,18 @@ from ..records import (
     check_filter,
     check_metadata,
     check_preview,
+    matches_filter,
 )
 from ..signature import LENGTH, distances
 from ..vectors import EMBEDDING_DIMENSION, as_stored
 
+if TYPE_CHECKING:
+    from .join import Pairs
+
 __all__ = [
     "Backend",
     "Search",
+    "Vectors",
     "check_embedding",
     "check_embedding_queries",
     "check_queries",
@@ -82,6 +91,15 @@ class Search(NamedTuple):
     limit: int
     max_distance: float
     where: Filter | None
+
+
+class Vectors(NamedTuple):
+    """One column of the records that pass a filter: their filepaths, creation times and
+    rows (signatures (n, 648) int8, or embeddings (n, 1280) float32 of those that have one)."""
+
+    filepaths: builtins.list[str]
+    created: npt.NDArray[np.float64]
+    rows: npt.NDArray[Any]
 
 
 class Backend(ABC):
@@ -122,6 +140,52 @@ class Backend(ABC):
         """The previews kept with these records, by filepath (records without one, and
         filepaths not stored, are left out); without ``thumbnails``, their sizes only."""
         return self._previews_trusted([check_filepath(path) for path in filepaths], thumbnails)
+
+    def vectors(self, column: str, where: Filter | None = None) -> Vectors:
+        """Every record's signature (``column`` "signature") or embedding ("embedding"),
+        in insertion order."""
+        if column not in ("signature", "embedding"):
+            raise ValueError(f"no column {column!r}: signature or embedding")
+        return self._vectors_trusted(column, check_filter(where))
+
+    def pairs(
+        self,
+        column: str,
+        max_distance: float,
+        *,
+        where: Filter | None = None,
+        orientations: bool = True,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> tuple[Vectors, Pairs]:
+        """The self-join of a column: every pair closer than ``max_distance`` (of
+        signatures, also turned each way with ``orientations``), by row of the vectors."""
+        from .join import embedding_pairs, signature_pairs  # NumPy work, loaded when asked
+
+        vectors = self.vectors(column, where)
+        if column == "signature":
+            found = signature_pairs(
+                vectors.rows, max_distance, orientations=orientations, progress=progress
+            )
+        else:
+            found = embedding_pairs(vectors.rows, max_distance, progress=progress)
+        return vectors, found
+
+    def mark_distinct(self, first: str, second: str) -> None:
+        """Remember that two stored records are not copies of each other: NotFound if
+        either is not stored, InvalidRequest if they are one."""
+        a, b = sorted((check_filepath(first), check_filepath(second)))
+        if a == b:
+            raise InvalidRequest("an image is always a copy of itself: name two images")
+        self._mark_distinct_trusted(a, b)
+
+    def unmark_distinct(self, first: str, second: str) -> bool:
+        """Forget a mark; True if there was one."""
+        a, b = sorted((check_filepath(first), check_filepath(second)))
+        return self._unmark_distinct_trusted(a, b)
+
+    def distinct(self) -> builtins.list[tuple[str, str]]:
+        """Every mark, each pair sorted, in filepath order."""
+        return sorted(self._distinct_trusted())
 
     @abstractmethod
     def count(self) -> int:
@@ -194,6 +258,37 @@ class Backend(ABC):
     def _previews_trusted(
         self, filepaths: builtins.list[str], thumbnails: bool
     ) -> dict[str, Preview]: ...
+
+    def _vectors_trusted(self, column: str, where: Filter | None) -> Vectors:
+        """Every record read through ``list`` and ``get``: right for any store, slow on
+        a remote one (which may read its column faster)."""
+        paths, created, rows = [], [], []
+        offset, page = 0, 1000
+        while filepaths := self.list(offset, page):
+            offset += len(filepaths)
+            for path in filepaths:
+                record = self._get_trusted(path)
+                if record is None or not matches_filter(record.metadata, where or {}):
+                    continue
+                row = record.signature if column == "signature" else record.embedding
+                if row is not None:
+                    paths.append(path)
+                    created.append(record.created)
+                    rows.append(row)
+        width, dtype = (
+            (LENGTH, np.int8) if column == "signature" else (EMBEDDING_DIMENSION, np.float32)
+        )
+        matrix = np.array(rows, dtype=dtype).reshape(-1, width)
+        return Vectors(paths, np.array(created, dtype=np.float64), matrix)
+
+    def _mark_distinct_trusted(self, first: str, second: str) -> None:
+        raise ConfigError(f"{type(self).__name__} does not keep distinct marks yet")
+
+    def _unmark_distinct_trusted(self, first: str, second: str) -> bool:
+        raise ConfigError(f"{type(self).__name__} does not keep distinct marks yet")
+
+    def _distinct_trusted(self) -> builtins.list[tuple[str, str]]:
+        return []
 
     @abstractmethod
     def _search_trusted(self, search: Search) -> builtins.list[Match]:

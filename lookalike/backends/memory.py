@@ -16,9 +16,12 @@ import numpy as np
 import numpy.typing as npt
 
 from ..config import Settings
+from ..errors import NotFound
 from ..orientations import ORIENTATIONS
 from ..records import Filter, Match, Preview, Record, matches_filter
-from .base import Backend, Search
+from ..signature import LENGTH
+from ..vectors import EMBEDDING_DIMENSION
+from .base import Backend, Search, Vectors
 from .scan import EmbeddingMatrix, Hits, SignatureMatrix, top
 
 __all__ = ["MemoryBackend"]
@@ -34,6 +37,7 @@ class MemoryBackend(Backend):
     def __init__(self) -> None:
         self._records: dict[str, Record] = {}
         self._previews: dict[str, Preview] = {}
+        self._distinct: set[tuple[str, str]] = set()
         self._slots: dict[str, int] = {}
         self._paths: builtins.list[str | None] = []
         self._matrix = SignatureMatrix()
@@ -88,6 +92,7 @@ class MemoryBackend(Backend):
             self._paths[slot] = None
             self._set_embedding(filepath, None)
             self._previews.pop(filepath, None)
+            self._distinct = {pair for pair in self._distinct if filepath not in pair}
             return True
 
     def _get_trusted(self, filepath: str) -> Record | None:
@@ -100,6 +105,38 @@ class MemoryBackend(Backend):
         with self._lock:
             found = {p: self._previews[p] for p in filepaths if p in self._previews}
         return found if thumbnails else {p: v.without_thumbnail() for p, v in found.items()}
+
+    def _vectors_trusted(self, column: str, where: Filter | None) -> Vectors:
+        with self._lock:
+            records = [r for r in self._records.values() if matches_filter(r.metadata, where or {})]
+        matrix: npt.NDArray[Any]
+        if column == "signature":
+            signatures = [r.signature for r in records]
+            matrix = np.array(signatures, dtype=np.int8).reshape(-1, LENGTH)
+        else:
+            records = [r for r in records if r.embedding is not None]
+            embeddings = [r.embedding for r in records]
+            matrix = np.array(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_DIMENSION)
+        created = np.array([r.created for r in records], dtype=np.float64)
+        return Vectors([r.filepath for r in records], created, matrix)
+
+    def _mark_distinct_trusted(self, first: str, second: str) -> None:
+        with self._lock:
+            missing = [p for p in (first, second) if p not in self._records]
+            if missing:
+                raise NotFound(f"no image is stored under {missing[0]!r}")
+            self._distinct.add((first, second))
+
+    def _unmark_distinct_trusted(self, first: str, second: str) -> bool:
+        with self._lock:
+            if (first, second) not in self._distinct:
+                return False
+            self._distinct.remove((first, second))
+            return True
+
+    def _distinct_trusted(self) -> builtins.list[tuple[str, str]]:
+        with self._lock:
+            return builtins.list(self._distinct)
 
     def count(self) -> int:
         with self._lock:
@@ -169,6 +206,7 @@ class MemoryBackend(Backend):
         with self._lock:
             self._records.clear()
             self._previews.clear()
+            self._distinct.clear()
             self._slots.clear()
             self._paths.clear()
             self._matrix = SignatureMatrix()

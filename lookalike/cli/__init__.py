@@ -1,4 +1,5 @@
-"""The command line: ``lookalike serve | add | search | compare | delete | count | list | info``.
+"""The command line: ``lookalike serve | add | search | compare | delete | count | list | info
+| reindex | migrate | duplicates``.
 
 Each command translates its arguments for the service and prints the answer. Errors
 become one line on stderr and an exit code, mapped in one place (``EXIT_CODES``).
@@ -29,7 +30,7 @@ from ..errors import (
 )
 from ..service import Lookalike
 
-__all__ = ["EXIT_CODES", "main"]
+__all__ = ["EXIT_CODES", "Progress", "json_object", "main", "shown"]
 
 # Most specific first: the first matching class decides.
 EXIT_CODES: tuple[tuple[type[LookalikeError], int], ...] = (
@@ -111,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--no-orientations", action="store_true", help="do not try rotated and mirrored copies"
     )
-    search.add_argument("--filter", type=_json_object, help='metadata equality, e.g. {"a": 1}')
+    search.add_argument("--filter", type=json_object, help='metadata equality, e.g. {"a": 1}')
     search.add_argument("--method", choices=METHODS, help="default: $LOOKALIKE_SEARCH_METHOD")
     search.add_argument("--collapse", metavar="KEY", help="one result per value of metadata KEY")
     search.add_argument("--json", action="store_true", help="print the API's result objects")
@@ -158,6 +159,10 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--quiet", action="store_true", help="no progress bar")
     migrate.set_defaults(run=_migrate)
 
+    from . import duplicates  # (it imports this module's helpers)
+
+    duplicates.add_parser(commands)
+
     listing = commands.add_parser("list", help="stored filepaths, oldest first")
     listing.add_argument("--offset", type=int, default=0)
     listing.add_argument("--limit", type=int, default=20)
@@ -165,7 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
@@ -182,7 +187,7 @@ def _add(service: Lookalike, args: argparse.Namespace) -> int:
     files = list(_image_files(args.paths))
     added = failed = 0
     aborted: LookalikeError | None = None
-    with _Progress(len(files), quiet=args.quiet) as bar:
+    with Progress(len(files), quiet=args.quiet) as bar:
         try:
             for result in service.add_files(((str(p), p) for p in files), workers=args.workers):
                 if result.error is not None:
@@ -277,7 +282,7 @@ def _info(service: Lookalike, args: argparse.Namespace) -> int:
 
 
 def _migrate(service: Lookalike, args: argparse.Namespace) -> int:
-    with _Progress(service.count(), args.quiet) as bar:
+    with Progress(service.count(), args.quiet) as bar:
         facts = service.migrate(args.to, swap=args.swap, progress=bar.update)
     _print_json(facts)
     return 0
@@ -308,17 +313,18 @@ def _print_json(value: Any) -> None:
     sys.stdout.write("\n")
 
 
-class _Progress:
+class Progress:
     """A tqdm bar on a terminal; on anything else, no bar but the same interface."""
 
-    def __init__(self, total: int, quiet: bool) -> None:
+    def __init__(self, total: int, quiet: bool, unit: str = "img") -> None:
         self._bar: Any = None
+        self._done = 0
         if not quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, unit="img", smoothing=0.1)
+            self._bar = tqdm(total=total, unit=unit, smoothing=0.1)
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -326,8 +332,15 @@ class _Progress:
             self._bar.close()
 
     def update(self, n: int) -> None:
+        self._done += n
         if self._bar is not None:
             self._bar.update(n)
+
+    def reach(self, done: int, total: int) -> None:
+        """Show ``done`` of ``total`` (a total known only once the work has started)."""
+        if self._bar is not None:
+            self._bar.total = total
+        self.update(done - self._done)
 
     def write(self, line: str, file: TextIO) -> None:
         if self._bar is not None:

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 from lookalike.backends import Backend, open_backend
-from lookalike.backends.base import Search
+from lookalike.backends.base import Search, Vectors
 from lookalike.backends.sqlite import SQLiteBackend
-from lookalike.records import Match, Preview, Record
+from lookalike.records import Filter, Match, Preview, Record
 
 StoreFactory = Callable[[Path], Backend]
 
@@ -85,6 +85,18 @@ class TwoConnections(Backend):
         self, filepaths: builtins.list[str], thumbnails: bool
     ) -> dict[str, Preview]:
         return self.reader.previews(filepaths, thumbnails=thumbnails)
+
+    def _vectors_trusted(self, column: str, where: Filter | None) -> Vectors:
+        return self.reader.vectors(column, where)
+
+    def _mark_distinct_trusted(self, first: str, second: str) -> None:
+        self.writer.mark_distinct(first, second)
+
+    def _unmark_distinct_trusted(self, first: str, second: str) -> bool:
+        return self.writer.unmark_distinct(first, second)
+
+    def _distinct_trusted(self) -> builtins.list[tuple[str, str]]:
+        return self.reader.distinct()
 
     def count(self) -> int:
         return self.reader.count()

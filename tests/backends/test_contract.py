@@ -19,7 +19,7 @@ import pytest
 from lookalike import signature
 from lookalike.backends import Backend
 from lookalike.backends.memory import MemoryBackend
-from lookalike.errors import InvalidRequest
+from lookalike.errors import ConfigError, InvalidRequest, NotFound
 from lookalike.records import MAX_THUMBNAIL_BYTES, Preview, Record
 from lookalike.signature import LENGTH, ORIENTATIONS
 from lookalike.vectors import EMBEDDING_DIMENSION
@@ -1158,3 +1158,118 @@ def test_embedding_oracle(backend: Backend, rng: np.random.Generator) -> None:
         found_total += len({p for _, p in expected} & {m.filepath for m in matches})
     assert expected_total > 100
     assert found_total / expected_total >= 0.99
+
+
+# -- the self-join and distinct marks ----------------------------------------------------
+
+
+def oracle_pairs(
+    rows: dict[str, np.ndarray], cutoff: float, turned: bool
+) -> dict[tuple[str, str], tuple[float, int]]:
+    """Every pair (by filepath order of the store's vectors) within the cutoff, by the
+    arithmetic of ``signature.distance``, turning the first by each orientation."""
+    from lookalike.backends.join import TURNS
+
+    paths = list(rows)
+    want = {}
+    for i, a in enumerate(paths):
+        for b in paths[i + 1 :]:
+            turns = range(len(TURNS) if turned else 1)
+            ds = [signature.distance(rows[a][TURNS[o]], rows[b]) for o in turns]
+            best = min(ds)
+            if best < cutoff:
+                want[(a, b)] = (best, ds.index(best))
+    return want
+
+
+def joined(backend: Backend, column: str, cutoff: float, **options: Any) -> dict:
+    vectors, pairs = backend.pairs(column, cutoff, **options)
+    return {
+        (vectors.filepaths[a], vectors.filepaths[b]): (float(d), int(o))
+        for a, b, d, o in zip(
+            pairs.first, pairs.second, pairs.distances, pairs.orientations, strict=True
+        )
+    }
+
+
+def planted(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random signatures with near-copies, turned copies and turned near-copies planted."""
+    from lookalike.backends.join import TURNS
+
+    sigs = random_signatures(rng, n)
+    for i in range(0, n - 3, 8):
+        sigs[i + 1] = perturb(rng, sigs[i], 0.1)
+        sigs[i + 2] = sigs[i][TURNS[1 + i % 7]]
+        sigs[i + 3] = perturb(rng, sigs[i + 2], 0.25)
+    return sigs
+
+
+@pytest.mark.parametrize("turned", [True, False])
+def test_the_self_join_finds_every_pair_exactly(
+    backend: Backend, rng: np.random.Generator, turned: bool
+) -> None:
+    """Every pair within the cutoff, once, at the distance ``signature.distance`` gives,
+    with the orientation that turns the first into the second; vectors in list order."""
+    sigs = planted(rng, 48)
+    backend.add_many(Record(f"img/{i:02d}", sigs[i], {"g": i % 2}) for i in range(48))
+    backend.delete("img/05")
+    vectors = backend.vectors("signature")
+    assert vectors.filepaths == all_paths(backend)
+    rows = {p: vectors.rows[i] for i, p in enumerate(vectors.filepaths)}
+    assert all(np.array_equal(rows[p], sigs[int(p[4:])]) for p in rows)
+    want = oracle_pairs(rows, 0.45, turned)
+    assert joined(backend, "signature", 0.45, orientations=turned) == want
+    assert len(want) >= 12 * (2 if turned else 1) - 3  # the planted ones, at least
+    # a filter keeps the pairs of the records that pass it
+    kept = {p: r for p, r in rows.items() if int(p[4:]) % 2 == 0}
+    where = joined(backend, "signature", 0.45, orientations=turned, where={"g": 0})
+    assert where == oracle_pairs(kept, 0.45, turned)
+
+
+def test_the_self_join_of_embeddings(backend: Backend, rng: np.random.Generator) -> None:
+    """Pairs of records that have an embedding, at the distance a search from the first
+    one reports (``support.exact_cosine_distance``)."""
+    vectors = unit_vectors(rng, 12)
+    vectors[1] = near(rng, vectors[0], 0.95)
+    vectors[2] = near(rng, vectors[0], 0.85)
+    vectors[4] = near(rng, vectors[3], 0.9)
+    sigs = random_signatures(rng, 13)
+    records = [Record(f"e{i:02d}", sigs[i], embedding=vectors[i]) for i in range(12)]
+    backend.add_many([*records, Record("no-embedding", sigs[12])])
+    found = joined(backend, "embedding", 0.2)
+    stored = backend.vectors("embedding")
+    assert "no-embedding" not in stored.filepaths and len(stored.filepaths) == 12
+    rows = dict(zip(stored.filepaths, stored.rows, strict=True))
+    want = {}
+    for i, a in enumerate(stored.filepaths):
+        for b in stored.filepaths[i + 1 :]:
+            d = exact_cosine_distances(rows[a], rows[b][None])[0]
+            if d < 0.2:
+                want[(a, b)] = (d, 0)
+    assert found == want and {("e00", "e01"), ("e00", "e02"), ("e03", "e04")} <= set(found)
+
+
+def test_distinct_marks(backend: Backend, rng: np.random.Generator) -> None:
+    """Kept sorted, listed, removable, kept when an image is replaced, deleted with
+    either image; refused for an image not stored or an image with itself."""
+    sigs = random_signatures(rng, 3)
+    backend.add_many(Record(p, sigs[i]) for i, p in enumerate(("b", "a", "c")))
+    try:
+        backend.mark_distinct("b", "a")
+    except ConfigError:
+        pytest.skip(f"{type(backend).__name__} keeps no distinct marks yet")
+    backend.mark_distinct("a", "b")  # the same mark again
+    backend.mark_distinct("c", "a")
+    assert backend.distinct() == [("a", "b"), ("a", "c")]
+    backend.add(Record("b", sigs[2]))  # replaced: still the same image
+    assert backend.distinct() == [("a", "b"), ("a", "c")]
+    assert backend.unmark_distinct("c", "a") and not backend.unmark_distinct("c", "a")
+    assert backend.distinct() == [("a", "b")]
+    with pytest.raises(NotFound):
+        backend.mark_distinct("a", "missing")
+    with pytest.raises(InvalidRequest):
+        backend.mark_distinct("a", "a")
+    backend.delete("b")
+    assert backend.distinct() == []
+    backend.add(Record("b", sigs[0]))  # added again: a new image, unmarked
+    assert backend.distinct() == []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from ...signature import LENGTH
 from ..scan import Hits, within
 from .generations import write_header
 
-__all__ = ["FLAT_KMEANS_LISTS", "GATHER_ROWS", "IvfIndex", "crc32", "default_nlist"]
+__all__ = ["FLAT_KMEANS_LISTS", "GATHER_ROWS", "IvfIndex", "cluster", "crc32", "default_nlist"]
 
 _FILES = ("centroids", "offsets", "rows", "norms", "keys", "sorted_keys", "positions")
 _FORMAT = 2
@@ -234,6 +235,35 @@ def crc32(path: Path, block: int = 1 << 20) -> int:
         while chunk := file.read(block):
             crc = zlib.crc32(chunk, crc)
     return crc
+
+
+def cluster(
+    rows: npt.NDArray[Any],
+    nlist: int,
+    *,
+    unit: Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]] | None = None,
+    iterations: int = 10,
+    sample: int = 100_000,
+    seed: int = 0,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Spherical k-means of any rows, as the index clusters signatures: the centroids and
+    each row's nearest. ``unit`` scales a block of rows to unit length (signatures' by
+    default); it is applied a chunk at a time, so big collections are never copied whole."""
+    to_unit = unit or _unit
+    n = len(rows)
+    lists = max(1, min(nlist, n))
+    rng = np.random.default_rng(seed)
+    size = min(n, max(sample, 40 * lists))
+    training = to_unit(rows[np.sort(rng.choice(n, size=size, replace=False))])
+    centroids = _train(training, lists, iterations, rng)
+    groups = _Groups(centroids) if len(centroids) > FLAT_KMEANS_LISTS else None
+    assignment = np.empty(n, dtype=np.int64)
+    for start in range(0, n, 16_384):
+        x = to_unit(rows[start : start + 16_384])
+        assignment[start : start + 16_384] = (
+            _nearest_unit(x, centroids) if groups is None else groups.nearest(x)
+        )
+    return centroids, assignment
 
 
 def _unit(signatures: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:

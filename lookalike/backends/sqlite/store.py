@@ -18,6 +18,9 @@ the index's version are read.
 
 Previews (an image's sizes and thumbnail) live in a table of their own, keyed by the
 image's row id and written in the same transaction as the row: searches never read it.
+So do marks that two images are distinct (``distinct_marks``: the two row ids), deleted
+with either image. The self-join reads a whole column through a connection of its own,
+in one read transaction (WAL: writers and searches go on meanwhile).
 
 Durability: WAL journal with ``synchronous=FULL``, so a write that returned survives a
 crash of the process or the machine.
@@ -40,10 +43,12 @@ import numpy as np
 import numpy.typing as npt
 
 from ...config import Settings
-from ...errors import BackendUnavailable, ConfigError
+from ...errors import BackendUnavailable, ConfigError, NotFound
 from ...orientations import ORIENTATIONS
 from ...records import Filter, Match, Preview, Record, loads_metadata
-from ..base import Backend, Search
+from ...signature import LENGTH
+from ...vectors import EMBEDDING_DIMENSION
+from ..base import Backend, Search, Vectors
 from ..scan import top
 from .embeddings import EmbeddingState, decode, encode
 from .signatures import SignatureState
@@ -77,6 +82,12 @@ CREATE TABLE IF NOT EXISTS previews (
     media_type TEXT NOT NULL,
     thumbnail  BLOB
 );
+CREATE TABLE IF NOT EXISTS distinct_marks (
+    low  INTEGER NOT NULL,
+    high INTEGER NOT NULL,
+    PRIMARY KEY (low, high)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS distinct_marks_high ON distinct_marks(high);
 CREATE TABLE IF NOT EXISTS lookalike (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -212,6 +223,85 @@ class SQLiteBackend(Backend):
                 found[path] = Preview(*fields)
         return found
 
+    def _vectors_trusted(self, column: str, where: Filter | None) -> Vectors:
+        allowed = self._allowed(where) if where else None
+        width, dtype = (LENGTH, np.int8) if column == "signature" else (EMBEDDING_DIMENSION, None)
+        present = "" if column == "signature" else " WHERE embedding IS NOT NULL"
+        try:
+            reader = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as error:
+            raise BackendUnavailable(f"the SQLite store is not available: {error}") from None
+        try:
+            reader.execute("BEGIN")
+            (n,) = reader.execute(f"SELECT count(*) FROM images{present}").fetchone()
+            ids = np.empty(n, dtype=np.int64)
+            created = np.empty(n, dtype=np.float64)
+            rows = np.empty((n, width), dtype=np.int8 if dtype else np.float32)
+            paths: builtins.list[str] = []
+            cursor = reader.execute(
+                f"SELECT id, filepath, created, {column} FROM images{present} ORDER BY id"
+            )
+            done = 0
+            while chunk := cursor.fetchmany(8192):
+                stop = min(done + len(chunk), n)  # (one snapshot: never more than counted)
+                ids[done:stop] = [row[0] for row in chunk]
+                created[done:stop] = [row[2] for row in chunk]
+                paths += [row[1] for row in chunk]
+                blob = b"".join(row[3] for row in chunk)
+                if dtype:
+                    rows[done:stop] = np.frombuffer(blob, dtype=np.int8).reshape(-1, LENGTH)
+                else:
+                    rows[done:stop] = np.frombuffer(blob, dtype="<f2").reshape(-1, width)
+                done = stop
+            reader.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise BackendUnavailable(f"the SQLite store is not available: {error}") from None
+        finally:
+            reader.close()
+        if allowed is None:
+            return Vectors(paths, created, rows)
+        keep = np.isin(ids, allowed)
+        return Vectors(
+            [p for p, k in zip(paths, keep, strict=True) if k], created[keep], rows[keep]
+        )
+
+    def _mark_distinct_trusted(self, first: str, second: str) -> None:
+        def mark(version: int) -> None:
+            found = dict(
+                self._db.execute(
+                    "SELECT filepath, id FROM images WHERE filepath IN (?, ?)", (first, second)
+                ).fetchall()
+            )
+            for path in (first, second):
+                if path not in found:
+                    raise NotFound(f"no image is stored under {path!r}")
+            low, high = sorted((found[first], found[second]))
+            self._db.execute(
+                "INSERT OR IGNORE INTO distinct_marks (low, high) VALUES (?, ?)", (low, high)
+            )
+
+        self._write(mark)
+
+    def _unmark_distinct_trusted(self, first: str, second: str) -> bool:
+        def unmark(version: int) -> bool:
+            gone = self._db.execute(
+                "DELETE FROM distinct_marks WHERE (low, high) IN (SELECT min(a.id, b.id),"
+                " max(a.id, b.id) FROM images AS a, images AS b"
+                " WHERE a.filepath = ? AND b.filepath = ?) RETURNING low",
+                (first, second),
+            ).fetchall()
+            return bool(gone)
+
+        return self._write(unmark)
+
+    def _distinct_trusted(self) -> builtins.list[tuple[str, str]]:
+        rows = self._read(
+            "SELECT a.filepath, b.filepath FROM distinct_marks AS m"
+            " JOIN images AS a ON a.id = m.low JOIN images AS b ON b.id = m.high",
+            (),
+        )
+        return [(a, b) if a < b else (b, a) for a, b in rows]
+
     def count(self) -> int:
         with self._lock:
             self._catch_up()
@@ -336,6 +426,9 @@ class SQLiteBackend(Backend):
                 "INSERT OR REPLACE INTO tombstones (id, version) VALUES (?, ?)", (row_id, version)
             )
             self._db.execute("DELETE FROM previews WHERE id = ?", (row_id,))
+            self._db.execute(
+                "DELETE FROM distinct_marks WHERE low = ? OR high = ?", (row_id, row_id)
+            )
         if gone and version % 1000 == 0:
             self._prune_tombstones()
         return bool(gone)
