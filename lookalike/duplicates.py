@@ -175,9 +175,15 @@ Rank = Callable[[Image], tuple[Any, ...]]
 
 
 def _rank(keep: str) -> Rank:
-    """The sort key that puts the image to keep first."""
+    """The sort key that puts the image to keep first: ``largest`` is most pixels, then
+    most bytes, then the oldest; ties end with the filepath."""
     if keep == "largest":
-        return lambda i: (-((i.width or 0) * (i.height or 0)), -(i.file_bytes or 0), i.filepath)
+        return lambda i: (
+            -((i.width or 0) * (i.height or 0)),
+            -(i.file_bytes or 0),
+            i.created if i.created is not None else float("inf"),
+            i.filepath,
+        )
     if keep == "oldest":
         return lambda i: (i.created if i.created is not None else float("inf"), i.filepath)
     return lambda i: (-(i.created if i.created is not None else float("-inf")), i.filepath)
