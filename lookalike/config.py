@@ -153,6 +153,11 @@ class Settings:
         "Keep a thumbnail (256 px, ~10 KB JPEG) of every image added, for the page;"
         " sizes are kept either way",
     )
+    jobs_dir: str = _setting(
+        "",
+        "Folder of background jobs' state, shared by the workers (default: beside a SQLite"
+        " store, else in the temporary folder)",
+    )
     ingest_workers: int = _setting(0, "Processes used by `lookalike add`; 0 means one per core")
     host: str = _setting("127.0.0.1", "Address `lookalike serve` listens on")
     port: int = _setting(8888, "Port `lookalike serve` listens on", env="PORT")

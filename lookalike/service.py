@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from .errors import InvalidImage, InvalidRequest, NotFound, Overloaded
 from .fetch import AddressPolicy
 from .fetch import fetch as fetch_url
 from .ingest import BLANK, ImageSource
+from .jobs import Jobs
 from .records import (
     Comparison,
     FileResult,
@@ -290,13 +293,7 @@ class Lookalike:
         copy to keep first (``duplicates.grouped``). ``parameters``: ``method``,
         ``max_distance`` or ``min_score`` and ``where`` as for ``search``; pairs marked
         distinct are never grouped."""
-        options = SearchOptions.of(self.settings, **parameters)
-        if keep not in KEEP_RULES:
-            raise InvalidRequest(f"keep must be one of {', '.join(KEEP_RULES)}")
-        if min_size < 2:
-            raise InvalidRequest("min_size must be 2 or more: a group is of copies")
-        if options.signature_cutoff > 1.0 and options.method != "embedding":
-            raise InvalidRequest("max_distance must be at most 1 for duplicates")
+        options = self._duplicate_options(keep, min_size, parameters)
         rotate = self.settings.all_orientations if all_orientations is None else all_orientations
         found = selfjoin.join(self.backend, options, orientations=rotate, progress=progress)
         return grouped(
@@ -308,6 +305,45 @@ class Lookalike:
             distinct=self.backend.distinct(),
             min_size=min_size,
         )
+
+    def start_duplicates(self, **options: Any) -> str:
+        """``duplicates`` as a background job (``jobs``); its id. The options are checked
+        now: a bad one is an error of this call, not of the job."""
+        parameters = SearchParameters(
+            **{k: options[k] for k in SearchParameters.__annotations__ if k in options}  # type: ignore[typeddict-item]
+        )
+        self._duplicate_options(
+            options.get("keep", "largest"), options.get("min_size", 2), parameters
+        )
+        before = (self.backend.changes(), self.backend.count())
+
+        def work(progress: Callable[[int, int], None]) -> tuple[list[Any], dict[str, Any]]:
+            groups = self.duplicates(progress=progress, **options)
+            changed = (self.backend.changes(), self.backend.count()) != before
+            return [g.to_json() for g in groups], {"store_changed": changed}
+
+        return self.jobs.start("duplicates", work, options)
+
+    @functools.cached_property
+    def jobs(self) -> Jobs:
+        """This service's background jobs, in a folder all its workers share."""
+        if self.settings.jobs_dir:
+            return Jobs(Path(self.settings.jobs_dir))
+        if (files := self.backend.files) is not None:
+            return Jobs(files.with_name(files.name + ".jobs"))
+        return Jobs(Path(tempfile.gettempdir()) / f"lookalike-jobs-{os.getuid()}")
+
+    def _duplicate_options(
+        self, keep: str, min_size: int, parameters: SearchParameters
+    ) -> SearchOptions:
+        options = SearchOptions.of(self.settings, **parameters)
+        if keep not in KEEP_RULES:
+            raise InvalidRequest(f"keep must be one of {', '.join(KEEP_RULES)}")
+        if min_size < 2:
+            raise InvalidRequest("min_size must be 2 or more: a group is of copies")
+        if options.signature_cutoff > 1.0 and options.method != "embedding":
+            raise InvalidRequest("max_distance must be at most 1 for duplicates")
+        return options
 
     def mark_distinct(self, first: str, second: str) -> None:
         """Remember that two stored images are not copies: never grouped again."""

@@ -31,6 +31,7 @@ from ..errors import InvalidRequest, NotFound
 from ..records import INT64_RANGE
 from ..service import Lookalike
 from .guard import DOCS_ASSETS, WEB_PATH, add_guard
+from .jobs import add_job_routes
 from .parameters import (
     MAX_LISTED,
     MAX_RESULTS,
@@ -254,6 +255,8 @@ def create_app(service: Lookalike) -> FastAPI:
     ):
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     app.add_api_route("/thumbnail", thumbnail, methods=["HEAD"], include_in_schema=False)
+
+    add_job_routes(app, service, METHOD_HELP)
 
     # The page: static files of the package, no build step, talking only to this API.
     @app.get("/", include_in_schema=False)

@@ -41,6 +41,7 @@ import builtins
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 from urllib.parse import urlsplit, urlunsplit
 
@@ -110,6 +111,10 @@ class Backend(ABC):
     each store implements, which trust their arguments and never check them again.
     """
 
+    files: Path | None = None
+    """The store's own file, where it has one on this machine (what lives beside the
+    store, as background jobs' state, goes next to it)."""
+
     one_process: str | None = None
     """Why the store can be open in one process at a time, if it can (an embedded
     server that locks its files): a service on it must then run one worker."""
@@ -169,6 +174,11 @@ class Backend(ABC):
         else:
             found = embedding_pairs(vectors.rows, max_distance, progress=progress)
         return vectors, found
+
+    def changes(self) -> int | None:
+        """A number that moves with every write, where the store keeps one (None: it
+        does not), so that a long job can tell whether the store changed under it."""
+        return None
 
     def mark_distinct(self, first: str, second: str) -> None:
         """Remember that two stored records are not copies of each other: NotFound if

@@ -128,38 +128,60 @@ def embedding_pairs(
 
 _Ids = npt.NDArray[np.int64]
 _Found = tuple[_Ids, _Ids, npt.NDArray[np.float64], _Ids]  # first, second, distance, turn
-_Score = Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64], range], _Found]
+# (queries, stored, orientations, whether to turn the stored rows rather than the queries)
+_Score = Callable[[_Ids, _Ids, range, bool], _Found]
 
 
 class _SignatureScore:
-    """Pairs between query rows (turned as asked) and stored rows, by row number."""
+    """Pairs between query rows turned as asked and stored rows, by row number.
+
+    A pair is within the cutoff r when ``‖a − b‖² < r² (‖a‖ + ‖b‖)²``, i.e. when
+    ``a·b > (‖a‖² + ‖b‖²)/2 − r²(‖a‖ + ‖b‖)²/2``; as ``(‖a‖ + ‖b‖)² ≤ 2(‖a‖² + ‖b‖²)``,
+    every such pair has ``a·b − c‖a‖² − c‖b‖² > 0`` with ``c = 1/2 − r²``. Each row carries
+    two more columns so that one float32 matrix product gives that (its products are of
+    small integers, exact; the margin of 1 covers the rounding of the ``c`` terms), and
+    only the few rows that pass are measured exactly, from their integers."""
 
     def __init__(
         self, rows: npt.NDArray[np.int8], norms: npt.NDArray[np.int32], max_distance: float
     ) -> None:
         self.rows, self.norms, self.max_distance = rows, norms, max_distance
-        self.reach = np.float32(max_distance * (1.0 + 1e-5))
+        self.c = np.float32(0.5 - (max_distance * (1.0 + 1e-6)) ** 2)
 
-    def __call__(
-        self, queries: npt.NDArray[np.int64], stored: npt.NDArray[np.int64], turns: range
-    ) -> _Found:
-        b = self.rows[stored].astype(np.float32)
-        nb = self.norms[stored].astype(np.float32)
-        na = self.norms[queries].astype(np.float32)
-        reach = (np.sqrt(na)[:, None] + np.sqrt(nb)[None, :]) * self.reach
-        reach *= reach
-        original = self.rows[queries]
+    def _extended(
+        self, rows: npt.NDArray[np.int8], norms: npt.NDArray[np.int32], query: bool
+    ) -> npt.NDArray[np.float32]:
+        """Rows as float32 with the two columns: (−c‖a‖², 1) for queries, (1, −c‖b‖²)."""
+        out = np.empty((len(rows), LENGTH + 2), dtype=np.float32)
+        out[:, :LENGTH] = rows
+        scaled = -self.c * norms.astype(np.float32)
+        out[:, LENGTH], out[:, LENGTH + 1] = (scaled, 1.0) if query else (1.0, scaled)
+        return out
+
+    def __call__(self, queries: _Ids, stored: _Ids, turns: range, turn_stored: bool) -> _Found:
+        a_rows, b_rows = self.rows[queries], self.rows[stored]
+        na, nb = self.norms[queries], self.norms[stored]
+        fixed = (
+            self._extended(a_rows, na, query=True)
+            if turn_stored
+            else self._extended(b_rows, nb, query=False)
+        )
         parts = []
         for o in turns:
-            a = original[:, TURNS[o]].astype(np.float32)
-            squared = na[:, None] + nb[None, :] - 2.0 * (a @ b.T)  # exact integers
-            i, j = np.nonzero(squared < reach)
+            if turn_stored:  # d(T a, b) = d(a, T⁻¹ b): turn the (fewer) stored rows back
+                a, b = a_rows, b_rows[:, TURNS[INVERSE[o]]]
+                product = fixed @ self._extended(b, nb, query=False).T
+            else:
+                a, b = a_rows[:, TURNS[o]], b_rows
+                product = self._extended(a, na, query=True) @ fixed.T
+            i, j = np.nonzero(product > -1.0)
             if not len(i):
                 continue
-            sq = np.maximum(squared[i, j].astype(np.float64), 0.0)
+            diff = a[i].astype(np.int16) - b[j].astype(np.int16)
+            squared = np.einsum("ij,ij->i", diff, diff, dtype=np.int64).astype(np.float64)
             denominator = np.sqrt(na[i].astype(np.float64)) + np.sqrt(nb[j].astype(np.float64))
             with np.errstate(invalid="ignore", divide="ignore"):
-                d = np.minimum(np.sqrt(sq) / denominator, 1.0)
+                d = np.minimum(np.sqrt(squared) / denominator, 1.0)
             d[denominator == 0] = 1.0
             keep = d < self.max_distance
             kept = int(keep.sum())
@@ -174,9 +196,7 @@ class _EmbeddingScore:
         self.rows, self.max_distance = rows, max_distance
         self.floor = np.float32(1.0 - max_distance - _SLACK)
 
-    def __call__(
-        self, queries: npt.NDArray[np.int64], stored: npt.NDArray[np.int64], turns: range
-    ) -> _Found:
+    def __call__(self, queries: _Ids, stored: _Ids, turns: range, turn_stored: bool) -> _Found:
         similarity = self.rows[queries] @ self.rows[stored].T
         i, j = np.nonzero(similarity > self.floor)
         first = np.minimum(queries[i], stored[j])
@@ -191,14 +211,16 @@ class _EmbeddingScore:
 
 
 def _exhaustive(n: int, score: _Score, turns: range, progress: Progress | None) -> Iterator[_Found]:
-    """Every block of query rows against every block of stored rows from its own on."""
-    for start in range(0, n, _BLOCK):
-        queries = np.arange(start, min(start + _BLOCK, n), dtype=np.int64)
-        for stored_start in range(start, n, _STORED_BLOCK):
-            stop = min(stored_start + _STORED_BLOCK, n)
-            yield score(queries, np.arange(stored_start, stop, dtype=np.int64), turns)
+    """Every block of stored rows against every block of query rows before its end (the
+    query blocks, small, turned each way)."""
+    for stored_start in range(0, n, _STORED_BLOCK):
+        stop = min(stored_start + _STORED_BLOCK, n)
+        stored = np.arange(stored_start, stop, dtype=np.int64)
+        for start in range(0, stop, _BLOCK):
+            queries = np.arange(start, min(start + _BLOCK, stop), dtype=np.int64)
+            yield score(queries, stored, turns, False)
         if progress is not None:
-            progress(int(queries[-1]) + 1, n)
+            progress(stop * stop, n * n)
 
 
 def _probed(
@@ -213,35 +235,34 @@ def _probed(
     ``nprobe`` lists nearest to it — as a search probes them — a list at a time for all
     the rows that probe it (one matrix product per list and orientation)."""
     n = len(rows)
-    centroids, assignment = cluster(rows, lists_for(n), unit=unit, sample=40 * lists_for(n))
+    nlist = lists_for(n)  # trained on 16 rows a list: enough to place them, in little memory
+    centroids, assignment = cluster(rows, nlist, unit=unit, sample=max(10_000, 16 * nlist))
     order = np.argsort(assignment, kind="stable")
     counts = np.bincount(assignment, minlength=len(centroids))
     offsets = np.concatenate([[0], np.cumsum(counts)])
     probe = min(max(nprobe, 1), len(centroids))
     steps, done = len(turns) * n, 0
     for o in turns:
-        # each row's probed lists, turned by o: (row, list) pairs sorted by list
-        probing = np.empty((n, probe), dtype=np.int32)
+        # the lists each row probes, turned by o: rows grouped by list
+        probing_lists, probing_rows = [], []
         for start in range(0, n, _PROBE_CHUNK):
-            x = (
-                unit(rows[start : start + _PROBE_CHUNK])[:, TURNS[o]]
-                if o
-                else unit(rows[start : start + _PROBE_CHUNK])
-            )
-            similarity = x @ centroids.T
-            probing[start : start + len(x)] = np.argpartition(-similarity, probe - 1, axis=1)[
-                :, :probe
-            ]
-        flat = probing.ravel()
-        by_list = np.argsort(flat, kind="stable")
-        starts = np.searchsorted(flat[by_list], np.arange(len(centroids) + 1))
-        del probing
+            x = unit(rows[start : start + _PROBE_CHUNK])
+            similarity = (x[:, TURNS[o]] if o else x) @ centroids.T
+            # the probe-th largest of each row (np.partition is far faster than argpartition)
+            floor = np.partition(similarity, len(centroids) - probe, axis=1)[:, -probe]
+            lists, chunk_rows = np.nonzero((similarity >= floor[:, None]).T)
+            probing_lists.append(lists.astype(np.int32))
+            probing_rows.append((chunk_rows + start).astype(np.int64))
+        lists = np.concatenate(probing_lists)
+        probers = np.concatenate(probing_rows)[np.argsort(lists, kind="stable")]
+        starts = np.searchsorted(np.sort(lists), np.arange(len(centroids) + 1))
+        del probing_lists, probing_rows, lists
         for list_id in range(len(centroids)):
             stored = order[offsets[list_id] : offsets[list_id + 1]]
-            queries = (by_list[starts[list_id] : starts[list_id + 1]] // probe).astype(np.int64)
+            queries = probers[starts[list_id] : starts[list_id + 1]]
             if len(stored) and len(queries):
                 for q in range(0, len(queries), _STORED_BLOCK):
-                    yield score(queries[q : q + _STORED_BLOCK], stored, range(o, o + 1))
+                    yield score(queries[q : q + _STORED_BLOCK], stored, range(o, o + 1), True)
         done += n
         if progress is not None:
             progress(done, steps)
@@ -260,13 +281,12 @@ def _squared_norms(rows: npt.NDArray[np.int8]) -> npt.NDArray[np.int32]:
 
 
 def _unit_signatures(rows: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:
-    return _unit_rows(rows.astype(np.float32))
+    return _unit_rows(rows)
 
 
-def _unit_rows(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    x = np.asarray(rows, dtype=np.float32)
-    lengths = np.linalg.norm(x, axis=1, keepdims=True)
-    unit: npt.NDArray[np.float32] = x / np.maximum(lengths, 1e-12)
+def _unit_rows(rows: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    unit: npt.NDArray[np.float32] = np.array(rows, dtype=np.float32)  # a copy, scaled in place
+    unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
     return unit
 
 

@@ -38,6 +38,7 @@ class MemoryBackend(Backend):
         self._records: dict[str, Record] = {}
         self._previews: dict[str, Preview] = {}
         self._distinct: set[tuple[str, str]] = set()
+        self._writes = 0
         self._slots: dict[str, int] = {}
         self._paths: builtins.list[str | None] = []
         self._matrix = SignatureMatrix()
@@ -49,6 +50,7 @@ class MemoryBackend(Backend):
     def _add_trusted(self, records: Iterable[Record]) -> int:
         checked = [(r.filepath, r.signature, r.metadata, r.embedding, r.preview) for r in records]
         with self._lock:
+            self._writes += 1
             for filepath, sig, metadata, embedding, preview in checked:
                 now = time.time()
                 old = self._records.get(filepath)
@@ -87,6 +89,7 @@ class MemoryBackend(Backend):
         with self._lock:
             if self._records.pop(filepath, None) is None:
                 return False
+            self._writes += 1
             slot = self._slots.pop(filepath)
             self._matrix.kill(slot)
             self._paths[slot] = None
@@ -119,6 +122,10 @@ class MemoryBackend(Backend):
             matrix = np.array(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_DIMENSION)
         created = np.array([r.created for r in records], dtype=np.float64)
         return Vectors([r.filepath for r in records], created, matrix)
+
+    def changes(self) -> int | None:
+        with self._lock:
+            return self._writes
 
     def _mark_distinct_trusted(self, first: str, second: str) -> None:
         with self._lock:

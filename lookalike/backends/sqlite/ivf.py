@@ -253,14 +253,14 @@ def cluster(
     n = len(rows)
     lists = max(1, min(nlist, n))
     rng = np.random.default_rng(seed)
-    size = min(n, max(sample, 40 * lists))
+    size = min(n, max(sample, lists))  # (a few dozen rows a list place them well)
     training = to_unit(rows[np.sort(rng.choice(n, size=size, replace=False))])
     centroids = _train(training, lists, iterations, rng)
     groups = _Groups(centroids) if len(centroids) > FLAT_KMEANS_LISTS else None
     assignment = np.empty(n, dtype=np.int64)
-    for start in range(0, n, 16_384):
-        x = to_unit(rows[start : start + 16_384])
-        assignment[start : start + 16_384] = (
+    for start in range(0, n, 4096):  # (chunks of a few MB: a join's memory is counted)
+        x = to_unit(rows[start : start + 4096])
+        assignment[start : start + 4096] = (
             _nearest_unit(x, centroids) if groups is None else groups.nearest(x)
         )
     return centroids, assignment

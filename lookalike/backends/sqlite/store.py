@@ -150,6 +150,7 @@ class SQLiteBackend(Backend):
         ``reindex`` builds one); ``embedding_index_min_rows``: from this many embeddings
         on, search an HNSW index of them (0: never)."""
         self.path = Path(path)
+        self.files = self.path
         self.index_min_rows = index_min_rows
         self.nprobe = nprobe
         self.build_in_background = build_in_background
@@ -264,6 +265,10 @@ class SQLiteBackend(Backend):
         return Vectors(
             [p for p, k in zip(paths, keep, strict=True) if k], created[keep], rows[keep]
         )
+
+    def changes(self) -> int | None:
+        (version,) = self._read("SELECT value FROM lookalike WHERE key = 'version'", ())[0]
+        return int(version)
 
     def _mark_distinct_trusted(self, first: str, second: str) -> None:
         def mark(version: int) -> None:
