@@ -298,6 +298,96 @@ async function add(event) {
   await loadPage().catch((error) => say(error.message));
 }
 
+// -- duplicates ----------------------------------------------------------------------
+
+async function findDuplicates(event) {
+  event.preventDefault();
+  const form = new FormData();
+  form.append("keep", $("duplicates-keep").value);
+  if ($("duplicates-min-score").value) form.append("min_score", $("duplicates-min-score").value);
+  form.append("strict", String($("duplicates-strict").checked));
+  const progress = $("duplicates-progress");
+  progress.hidden = false;
+  progress.removeAttribute("value"); // indeterminate until the job reports
+  $("duplicates-summary").textContent = "looking for copies…";
+  $("duplicates-groups").replaceChildren();
+  try {
+    const [{ job }] = await api("/duplicates", { method: "POST", form });
+    let state;
+    for (;;) {
+      [state] = await api(`/jobs/${encodeURIComponent(job)}`, { params: { limit: 200 } });
+      if (state.total) { progress.max = 1; progress.value = state.fraction; }
+      if (state.state !== "running") break;
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    if (state.state !== "done") throw new Refused(`the search for duplicates ${state.state}: ${state.error || ""}`);
+    const shown = state.results.length < state.count ? ` (the first ${state.results.length} shown)` : "";
+    $("duplicates-summary").textContent = `${state.count} group(s) of copies${shown}` +
+      (state.store_changed ? "; the collection changed meanwhile: search again to be sure" : "");
+    await showGroups(state.results);
+  } catch (error) {
+    $("duplicates-summary").textContent = "";
+    say(error.message);
+  } finally {
+    progress.hidden = true;
+  }
+}
+
+async function showGroups(groups) {
+  const list = $("duplicates-groups");
+  const pending = [];
+  for (const [index, group] of groups.entries()) {
+    const item = document.createElement("li");
+    item.className = "group";
+    const title = document.createElement("h3");
+    title.textContent = `Group ${index + 1}: ${group.members.length} pictures`;
+    const grid = document.createElement("ol");
+    grid.className = "grid";
+    for (const [position, member] of group.members.entries()) {
+      const card = document.createElement("li");
+      card.className = position === 0 ? "card kept" : "card";
+      const [slot, loaded] = pictureSlot(member.filepath);
+      pending.push(loaded);
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = member.filepath;
+      const details = document.createElement("dl");
+      facts(details, [
+        ["keep", position === 0 ? "this copy" : undefined],
+        ["score", position === 0 ? undefined : member.score.toFixed(1)],
+        ["orientation", member.orientation === "identity" ? undefined : member.orientation],
+        ["size", size(member)],
+      ]);
+      card.append(slot, name, details);
+      if (position > 0) {
+        const apart = document.createElement("button");
+        apart.type = "button";
+        apart.textContent = "Not a copy";
+        apart.setAttribute("aria-label", `${member.filepath} is not a copy of ${group.keep}`);
+        apart.addEventListener("click", () => markDistinct(group.keep, member.filepath, card));
+        card.append(apart);
+      }
+      grid.append(card);
+    }
+    item.append(title, grid);
+    list.append(item);
+  }
+  await Promise.all(pending);
+}
+
+async function markDistinct(first, second, card) {
+  const form = new FormData();
+  form.append("first", first);
+  form.append("second", second);
+  try {
+    await api("/distinct", { method: "POST", form });
+    card.remove();
+    say(`${second} will not be grouped with ${first} again`, false);
+  } catch (error) {
+    say(error.message);
+  }
+}
+
 // -- status --------------------------------------------------------------------------
 
 let methods = ["signature"];
@@ -346,6 +436,7 @@ document.addEventListener("paste", (event) => {
 $("search-form").addEventListener("submit", search);
 $("compare-form").addEventListener("submit", compare);
 $("add-form").addEventListener("submit", add);
+$("duplicates-form").addEventListener("submit", findDuplicates);
 $("page-previous").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadPage().catch((e) => say(e.message)); });
 $("page-next").addEventListener("click", () => { offset += PAGE; loadPage().catch((e) => say(e.message)); });
 $("status-refresh").addEventListener("click", () => loadStatus().catch((e) => say(e.message)));

@@ -328,3 +328,46 @@ def test_with_embeddings_a_heavy_crop_is_found(
         playwright.expect(first.locator(".name")).to_have_text("chelsea")
         playwright.expect(first.locator("dl")).to_contain_text("embedding")
         assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_the_duplicates_view_groups_copies_and_remembers_not_a_copy(
+    tmp_path: Path, photos: dict[str, Path], page: playwright.Page
+) -> None:
+    """Groups as thumbnails, the kept copy marked and first; a copy stored under a hostile
+    name shows as text; "Not a copy" is kept by the store and the next search honours it."""
+    for server in serve(tmp_path, "sqlite:///" + str(tmp_path / "dup.db"), WORKER_COUNT="1"):
+        stored(
+            server,
+            photos,
+            {
+                "astronaut-small.png": resized_copy(photos["astronaut"]),
+                XSS: resized_copy(photos["coffee"]),
+            },
+        )
+        page.goto(server.url + "/")
+        page.click("nav button[data-view=duplicates]")
+        page.click("#duplicates-form button[type=submit]")
+        playwright.expect(page.locator("#duplicates-summary")).to_have_text("2 group(s) of copies")
+        groups = page.locator("#duplicates-groups > li")
+        playwright.expect(groups).to_have_count(2)
+        until(
+            page,
+            "[...document.querySelectorAll('#duplicates-groups img')].length == 4 &&"
+            " [...document.querySelectorAll('#duplicates-groups img')].every(i => i.naturalWidth)",
+        )
+        kept = page.locator("#duplicates-groups .card.kept .name")
+        assert sorted(kept.all_text_contents()) == ["astronaut", "coffee"]
+        playwright.expect(
+            page.locator("#duplicates-groups .name", has_text="onerror")
+        ).to_have_text(XSS)
+        assert page.locator("img[src=x]").count() == 0
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "duplicates.png"), full_page=True)
+
+        page.get_by_role("button", name="astronaut-small.png is not a copy of astronaut").click()
+        playwright.expect(page.locator("#message")).to_contain_text("will not be grouped")
+        marks = httpx.get(server.url + "/distinct").json()["result"]
+        assert marks == [["astronaut", "astronaut-small.png"]]
+        page.click("#duplicates-form button[type=submit]")
+        playwright.expect(page.locator("#duplicates-summary")).to_have_text("1 group(s) of copies")
+        assert page.errors == []  # type: ignore[attr-defined]
