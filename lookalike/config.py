@@ -153,6 +153,11 @@ class Settings:
         "Keep a thumbnail (256 px, ~10 KB JPEG) of every image added, for the page;"
         " sizes are kept either way",
     )
+    duplicates_nprobe: int = _setting(
+        16,
+        "k-means lists each image is compared with in `lookalike duplicates` beyond 20,000"
+        " images: more is slower, finds more pairs",
+    )
     jobs_dir: str = _setting(
         "",
         "Folder of background jobs' state, shared by the workers (default: beside a SQLite"
@@ -195,6 +200,8 @@ class Settings:
             raise ConfigError("max_distance must be in (0, 1]")
         if self.search_limit <= 0:
             raise ConfigError("search_limit must be positive")
+        if self.duplicates_nprobe < 1:
+            raise ConfigError("LOOKALIKE_DUPLICATES_NPROBE must be at least 1")
         if self.ingest_workers < 0:
             raise ConfigError("ingest_workers must be 0 (one per core) or more")
         if not 0 < self.port < 65536:

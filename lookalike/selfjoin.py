@@ -67,6 +67,7 @@ def join(
     options: SearchOptions,
     *,
     orientations: bool = True,
+    nprobe: int = 16,
     progress: Progress | None = None,
 ) -> Joined:
     """The pairs of ``backend``'s images closer than the options' cutoffs."""
@@ -81,6 +82,7 @@ def join(
             options.signature_cutoff,
             where=where,
             orientations=orientations,
+            nprobe=nprobe,
             progress=progress,
         )
         _remember(vectors, signatures, created)
@@ -90,7 +92,9 @@ def join(
             first, second = vectors.filepaths[a], vectors.filepaths[b]
             pairs[(first, second)] = Pair(first, second, float(d), ORIENTATIONS[o])
     if method != "signature":
-        vectors, found = backend.pairs("embedding", options.embedding_cutoff, where=where)
+        vectors, found = backend.pairs(
+            "embedding", options.embedding_cutoff, where=where, nprobe=nprobe
+        )
         _remember(vectors, embeddings, created)
         for a, b, d in zip(found.first, found.second, found.distances, strict=True):
             first, second = vectors.filepaths[a], vectors.filepaths[b]

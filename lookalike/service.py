@@ -295,7 +295,13 @@ class Lookalike:
         distinct are never grouped."""
         options = self._duplicate_options(keep, min_size, parameters)
         rotate = self.settings.all_orientations if all_orientations is None else all_orientations
-        found = selfjoin.join(self.backend, options, orientations=rotate, progress=progress)
+        found = selfjoin.join(
+            self.backend,
+            options,
+            orientations=rotate,
+            nprobe=self.settings.duplicates_nprobe,
+            progress=progress,
+        )
         return grouped(
             found.pairs,
             found.images,

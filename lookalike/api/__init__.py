@@ -35,6 +35,7 @@ from .jobs import add_job_routes
 from .parameters import (
     MAX_LISTED,
     MAX_RESULTS,
+    METHOD_HELP,
     boolean,
     each_field_once,
     integer,
@@ -52,13 +53,6 @@ WEB = Path(__file__).resolve().parent.parent / "web"
 
 Upload = Annotated[UploadFile | None, File(description="The image, as a file upload")]
 FormText = Annotated[str | None, Form()]
-
-
-METHOD_HELP = (
-    "signature (copies: image-match's distance), embedding (look-alikes and crops: needs"
-    " LOOKALIKE_EMBEDDINGS=true; distance 1 − cosine) or hybrid (both; each image at the"
-    " better distance, embedding distances scaled onto the signature's cutoff)"
-)
 
 
 def create_app(service: Lookalike) -> FastAPI:
@@ -256,7 +250,7 @@ def create_app(service: Lookalike) -> FastAPI:
         app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     app.add_api_route("/thumbnail", thumbnail, methods=["HEAD"], include_in_schema=False)
 
-    add_job_routes(app, service, METHOD_HELP)
+    add_job_routes(app, service)
 
     # The page: static files of the package, no build step, talking only to this API.
     @app.get("/", include_in_schema=False)

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import InvalidRequest
 from ..service import Lookalike
-from .parameters import MAX_LISTED, boolean, integer, json_object, score
+from .parameters import MAX_LISTED, METHOD_HELP, boolean, integer, json_object, score
 from .responses import envelope
 
 __all__ = ["add_job_routes"]
@@ -19,14 +19,14 @@ __all__ = ["add_job_routes"]
 FormText = Annotated[str | None, Form()]
 
 
-def add_job_routes(app: FastAPI, service: Lookalike, method_help: str) -> None:
+def add_job_routes(app: FastAPI, service: Lookalike) -> None:
     @app.post(
         "/duplicates",
         status_code=202,
         summary="Start finding every group of copies in the store; answers the job's id",
     )
     async def duplicates(
-        method: Annotated[str | None, Form(description=method_help)] = None,
+        method: Annotated[str | None, Form(description=METHOD_HELP)] = None,
         min_score: Annotated[str | None, Form(description="Pairs scoring at least this")] = None,
         filter: Annotated[str | None, Form(description="JSON object: metadata equality")] = None,
         keep: Annotated[

@@ -15,6 +15,7 @@ from ..records import MAX_METADATA_BYTES
 __all__ = [
     "MAX_LISTED",
     "MAX_RESULTS",
+    "METHOD_HELP",
     "boolean",
     "each_field_once",
     "integer",
@@ -24,6 +25,12 @@ __all__ = [
 
 MAX_RESULTS = 10_000
 """Most results one search may ask for (``limit``)."""
+METHOD_HELP = (
+    "signature (copies: image-match's distance), embedding (look-alikes and crops: needs"
+    " LOOKALIKE_EMBEDDINGS=true; distance 1 − cosine) or hybrid (both; each image at the"
+    " better distance, embedding distances scaled onto the signature's cutoff)"
+)
+
 MAX_LISTED = 100_000
 """Most filepaths one ``/list`` may ask for."""
 _SINGLE_VALUED = frozenset(

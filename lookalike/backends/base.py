@@ -160,19 +160,25 @@ class Backend(ABC):
         *,
         where: Filter | None = None,
         orientations: bool = True,
+        nprobe: int = 16,
         progress: Callable[[int, int], object] | None = None,
     ) -> tuple[Vectors, Pairs]:
         """The self-join of a column: every pair closer than ``max_distance`` (of
-        signatures, also turned each way with ``orientations``), by row of the vectors."""
+        signatures, also turned each way with ``orientations``), by row of the vectors;
+        ``nprobe``: lists each row is compared with, in a large collection."""
         from .join import embedding_pairs, signature_pairs  # NumPy work, loaded when asked
 
         vectors = self.vectors(column, where)
         if column == "signature":
             found = signature_pairs(
-                vectors.rows, max_distance, orientations=orientations, progress=progress
+                vectors.rows,
+                max_distance,
+                orientations=orientations,
+                nprobe=nprobe,
+                progress=progress,
             )
         else:
-            found = embedding_pairs(vectors.rows, max_distance, progress=progress)
+            found = embedding_pairs(vectors.rows, max_distance, nprobe=nprobe, progress=progress)
         return vectors, found
 
     def changes(self) -> int | None:

@@ -90,7 +90,7 @@ def signature_pairs(
     max_distance: float,
     *,
     orientations: bool = True,
-    nprobe: int = 8,
+    nprobe: int = 16,
     progress: Progress | None = None,
 ) -> Pairs:
     """Every pair of ``rows`` (n, 648) closer than ``max_distance`` (at most 1)."""
@@ -115,7 +115,7 @@ def embedding_pairs(
     rows: npt.NDArray[np.float32],
     max_distance: float,
     *,
-    nprobe: int = 8,
+    nprobe: int = 16,
     progress: Progress | None = None,
 ) -> Pairs:
     """Every pair of unit ``rows`` (n, 1280) whose cosine distance is below the cutoff."""

@@ -86,6 +86,13 @@ function pictureSlot(filepath) {
   return [slot, loaded];
 }
 
+function nameOf(filepath) {
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = filepath; // as text: a stored name is never markup
+  return name;
+}
+
 function facts(list, pairs) {
   list.replaceChildren();
   for (const [name, value] of pairs) {
@@ -164,9 +171,7 @@ async function showResults(matches, queryUrl) {
     open.className = "card";
     const [slot, loaded] = pictureSlot(match.filepath);
     pending.push(loaded);
-    const name = document.createElement("span");
-    name.className = "name";
-    name.textContent = match.filepath;
+    const name = nameOf(match.filepath);
     const details = document.createElement("dl");
     facts(details, [["score", match.score.toFixed(1)], ["distance", match.distance.toFixed(3)],
       ["orientation", match.orientation], ["method", match.method], ["size", size(match)],
@@ -228,9 +233,7 @@ async function loadPage() {
   for (const filepath of names) {
     const item = document.createElement("li");
     item.className = "card";
-    const name = document.createElement("span");
-    name.className = "name";
-    name.textContent = filepath;
+    const name = nameOf(filepath);
     const remove = document.createElement("button");
     remove.type = "button";
     remove.textContent = "Delete";
@@ -348,9 +351,7 @@ async function showGroups(groups) {
       card.className = position === 0 ? "card kept" : "card";
       const [slot, loaded] = pictureSlot(member.filepath);
       pending.push(loaded);
-      const name = document.createElement("span");
-      name.className = "name";
-      name.textContent = member.filepath;
+      const name = nameOf(member.filepath);
       const details = document.createElement("dl");
       facts(details, [
         ["keep", position === 0 ? "this copy" : undefined],
