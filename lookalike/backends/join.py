@@ -10,7 +10,7 @@ photographs turned by a transpose) and is close otherwise (within ~0.15 on
 scikit-image's photos), so a turned pair's distance is that of the turned signature.
 
 Small collections are joined exhaustively, in blocks. Large ones are first grouped into
-lists by the spherical k-means of the SQLite store's index (``ivf.cluster``); each row,
+lists by the spherical k-means the SQLite store's index uses (``kmeans.cluster``); each row,
 turned each way, is then scored against the ``nprobe`` lists nearest to it, as a search
 would probe them, but a list at a time for every row that probes it. A pair is kept from
 whichever side finds it: only recall depends on ``nprobe``.
@@ -33,7 +33,7 @@ from ..orientations import LAYOUTS
 from ..signature import LENGTH
 from ..vectors import cosine_distances
 from .base import check_embedding_queries
-from .sqlite.ivf import cluster
+from .kmeans import cluster
 
 __all__ = ["INVERSE", "TURNS", "Pairs", "embedding_pairs", "signature_pairs"]
 

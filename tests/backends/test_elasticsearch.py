@@ -152,6 +152,15 @@ def legacy_index(then: Callable[[Request], Answer]) -> Callable[[Request], Answe
     return respond
 
 
+def bulk_into(stored: dict[str, dict[str, Any]], request: Request) -> Answer:
+    """A _bulk of upserts kept in ``stored`` by id, answered as the bulk page shows."""
+    lines = request.ndjson()
+    for action, body in zip(lines[0::2], lines[1::2], strict=True):
+        stored[action["update"]["_id"]] = body["upsert"]
+    items = [{"update": {"status": 201}}] * len(lines[0::2])
+    return 200, {"took": 1, "errors": False, "items": items}
+
+
 def store(cluster: FakeCluster, **options: Any) -> ElasticsearchBackend:
     return ElasticsearchBackend(cluster.url, **{"retries": 0, **options})
 
@@ -656,11 +665,7 @@ def test_an_add_stores_the_embedding_and_get_returns_it(
 
     def respond(request: Request) -> Answer:
         if request.path == "/_bulk":
-            lines = request.ndjson()
-            for action, body in zip(lines[0::2], lines[1::2], strict=True):
-                stored[action["update"]["_id"]] = body["upsert"]
-            items = [{"update": {"status": 201}}] * len(lines[0::2])
-            return 200, {"took": 1, "errors": False, "items": items}
+            return bulk_into(stored, request)
         if request.path.startswith("/images/_doc/"):
             doc_id = request.path.rsplit("/", 1)[1]
             wanted = request.query["_source_includes"][0].split(",")
@@ -856,11 +861,7 @@ def previews_cluster(stored: dict[str, dict[str, Any]]) -> Callable[[Request], A
 
     def respond(request: Request) -> Answer:
         if request.path == "/_bulk":
-            lines = request.ndjson()
-            for action, body in zip(lines[0::2], lines[1::2], strict=True):
-                stored[action["update"]["_id"]] = body["upsert"]
-            items = [{"update": {"status": 201}}] * len(lines[0::2])
-            return 200, {"took": 1, "errors": False, "items": items}
+            return bulk_into(stored, request)
         if request.path == "/images/_mget":
             wanted = request.query["_source_includes"][0].split(",")
             docs = [
