@@ -80,18 +80,38 @@ _TRANSPOSES: Final = {
 }
 
 
-def decode(data: bytes, *, max_bytes: int, max_pixels: int, fast: bool = False) -> RGBArray:
+def decode(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    fast: bool = False,
+    as_image_match: bool = False,
+) -> RGBArray:
     """Decode an image to a read-only, C-contiguous H×W×3 ``uint8`` RGB array.
 
     Raises ``ImageTooLarge`` when ``data`` is over ``max_bytes`` or the image over
     ``max_pixels``, and ``InvalidImage`` for anything else that cannot be decoded.
     ``fast`` decodes large JPEGs at a reduced scale (see ``decode_reduced``).
+    ``as_image_match`` drops both deviations of this module's docstring: the pixels are
+    exactly image-match's (no EXIF orientation, ``convert("RGB")`` for every mode).
     """
-    return decode_reduced(data, max_bytes=max_bytes, max_pixels=max_pixels, reduce=fast)[0]
+    return decode_reduced(
+        data,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        reduce=fast,
+        as_image_match=as_image_match,
+    )[0]
 
 
 def decode_reduced(
-    data: bytes, *, max_bytes: int, max_pixels: int, reduce: bool = True
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    reduce: bool = True,
+    as_image_match: bool = False,
 ) -> tuple[RGBArray, Footprint | None]:
     """``decode``, a large JPEG at reduced scale: the pixels, and their ``Footprint`` on
     the full-size picture (None when nothing was reduced)."""
@@ -106,7 +126,7 @@ def decode_reduced(
         warnings.filterwarnings("ignore", module=r"PIL\.")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            return _decode(data, max_pixels, reduce)
+            return _decode(data, max_pixels, reduce, as_image_match)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
             # Pillow's own check, on opening: name whichever limit is the lower one
             safety = Image.MAX_IMAGE_PIXELS
@@ -120,18 +140,34 @@ def decode_reduced(
 
 
 def read(
-    path: str | os.PathLike[str], *, max_bytes: int, max_pixels: int, fast: bool = False
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    fast: bool = False,
+    as_image_match: bool = False,
 ) -> RGBArray:
     """Read and decode an image file, refusing one over ``max_bytes`` before reading it.
 
     Raises ``InvalidImage`` (with the path in the message) when the file cannot be read,
     otherwise as ``decode``.
     """
-    return read_reduced(path, max_bytes=max_bytes, max_pixels=max_pixels, reduce=fast)[0]
+    return read_reduced(
+        path,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        reduce=fast,
+        as_image_match=as_image_match,
+    )[0]
 
 
 def read_reduced(
-    path: str | os.PathLike[str], *, max_bytes: int, max_pixels: int, reduce: bool = True
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    reduce: bool = True,
+    as_image_match: bool = False,
 ) -> tuple[RGBArray, Footprint | None]:
     """``read``, as ``decode_reduced`` decodes."""
     name = os.fspath(path)
@@ -146,10 +182,18 @@ def read_reduced(
         raise InvalidImage(f"no such file: {name}") from None
     except OSError as error:
         raise InvalidImage(f"cannot read {name}: {error.strerror or 'I/O error'}") from error
-    return decode_reduced(data, max_bytes=max_bytes, max_pixels=max_pixels, reduce=reduce)
+    return decode_reduced(
+        data,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        reduce=reduce,
+        as_image_match=as_image_match,
+    )
 
 
-def _decode(data: bytes, max_pixels: int, reduce: bool) -> tuple[RGBArray, Footprint | None]:
+def _decode(
+    data: bytes, max_pixels: int, reduce: bool, as_image_match: bool
+) -> tuple[RGBArray, Footprint | None]:
     webp_size = _webp_size(data)
     if webp_size is not None:
         _check_pixels(webp_size, max_pixels)
@@ -171,11 +215,11 @@ def _decode(data: bytes, max_pixels: int, reduce: bool) -> tuple[RGBArray, Footp
         scale = _draft(image) if reduce and kind in _JPEG_FORMATS else 1
         try:
             image.load()
-            upright = _upright(image)
+            upright = 0 if as_image_match else _upright(image)
             turned = image if not upright else _transposed(image, upright)
             if turned is image:
                 upright = 0
-            rgb = _to_rgb(turned)
+            rgb = _to_rgb(turned, as_image_match)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError):
             raise
         except Exception as error:
@@ -253,8 +297,8 @@ def _draft(image: Image.Image) -> int:
     return 1
 
 
-def _to_rgb(image: Image.Image) -> RGBArray:
-    if image.mode in _SIXTEEN_BIT_GREY:
+def _to_rgb(image: Image.Image, as_image_match: bool) -> RGBArray:
+    if image.mode in _SIXTEEN_BIT_GREY and not as_image_match:
         grey = np.asarray(image)
         if image.mode == "I":  # 32-bit container of (normally) 16-bit samples
             grey = np.clip(grey, 0, 0xFFFF)

@@ -32,8 +32,8 @@ def pictures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_the_readme_has_its_two_python_examples() -> None:
-    assert len(EXAMPLES) == 2
+def test_the_readme_has_its_three_python_examples() -> None:
+    assert len(EXAMPLES) == 3
 
 
 def test_the_service_example(pictures: Path) -> None:
@@ -56,3 +56,18 @@ def test_the_signature_example(pictures: Path) -> None:
     turned = signature.orientations(images.read("b.jpg", **names["limits"]))
     assert min(signature.distance(a, row) for row in turned) < 0.4  # b is a turned copy
     assert names["footprint"] is not None and names["pixels"].shape == (704, 1000, 3)
+
+
+def test_the_image_match_example(pictures: Path) -> None:
+    """An image-match program, its import changed: the distance image-match would give
+    (lookalike's, which the golden vectors pin to image-match's) and its shapes."""
+    printed = io.StringIO()
+    names: dict[str, Any] = {}
+    with contextlib.redirect_stdout(printed):
+        exec(compile(EXAMPLES[2], "README.md", "exec"), names)
+    distance, shape = printed.getvalue().splitlines()
+    limits = {"max_bytes": 20_000_000, "max_pixels": 50_000_000}
+    a = signature.signature(images.read("a.jpg", **limits))
+    b = signature.signature(images.read("b.jpg", **limits))
+    assert float(distance) == signature.distance(a, b) and names["a"].tolist() == a.tolist()
+    assert shape == "(100,)"

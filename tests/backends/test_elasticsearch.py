@@ -14,17 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
 
 pytest.importorskip("elasticsearch", reason="install lookalike[elasticsearch]")
+
+from es_standin import Answer, FakeCluster, Request, search_response
+from es_standin import cluster as cluster  # the fixture
 
 from lookalike import signature as sig
 from lookalike.backends import open_backend
@@ -51,74 +51,6 @@ from lookalike.vectors import EMBEDDING_DIMENSION
 from .support import exact_cosine_distance, near, perturb, random_signatures, unit_vectors
 
 GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "signatures.json").read_text())
-
-
-# -- a loopback server that answers as Elasticsearch's documentation shows ----------------
-
-
-@dataclass
-class Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def ndjson(self) -> list[Any]:
-        return [json.loads(line) for line in self.body.splitlines() if line.strip()]
-
-
-Answer = tuple[int, Any]  # status and JSON body
-
-
-@dataclass
-class FakeCluster:
-    """Answers each request with ``respond(request)``; records every request."""
-
-    respond: Callable[[Request], Answer]
-    requests: list[Request] = field(default_factory=list)
-    url: str = ""
-
-    def calls(self, method: str, path: str) -> list[Request]:
-        return [r for r in self.requests if r.method == method and r.path == path]
-
-
-@pytest.fixture
-def cluster() -> Iterator[FakeCluster]:
-    fake = FakeCluster(respond=lambda request: (404, {"error": "unexpected"}))
-
-    class Handler(BaseHTTPRequestHandler):
-        def _handle(self) -> None:
-            parts = urlsplit(self.path)
-            length = int(self.headers.get("content-length") or 0)
-            request = Request(
-                self.command, parts.path, parse_qs(parts.query), self.rfile.read(length)
-            )
-            fake.requests.append(request)
-            status, body = fake.respond(request)
-            payload = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("X-Elastic-Product", "Elasticsearch")  # the client checks it
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-
-        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield fake
-    server.shutdown()
-    server.server_close()
 
 
 def lookalike_index(then: Callable[[Request], Answer]) -> Callable[[Request], Answer]:
@@ -163,16 +95,6 @@ def bulk_into(stored: dict[str, dict[str, Any]], request: Request) -> Answer:
 
 def store(cluster: FakeCluster, **options: Any) -> ElasticsearchBackend:
     return ElasticsearchBackend(cluster.url, **{"retries": 0, **options})
-
-
-def search_response(hits: list[dict[str, Any]]) -> dict[str, Any]:
-    """One search response as the _search documentation shows it."""
-    return {
-        "took": 3,
-        "timed_out": False,
-        "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0},
-        "hits": {"total": {"value": len(hits), "relation": "eq"}, "max_score": 1.0, "hits": hits},
-    }
 
 
 def hit(path: str, signature: np.ndarray, metadata: Any = None, score: float = 1.0) -> dict:
