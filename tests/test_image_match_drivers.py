@@ -124,6 +124,12 @@ def test_documents_keep_image_matchs_layout(driver: Any) -> None:
     extra = set(document) - {"path", "signature", "metadata", "_id"}
     extra -= {f"simple_word_{i}" for i in range(63)}
     assert extra == ({"timestamp"} if type(driver).__name__ == "SignatureES" else set())
+    if type(driver).__name__ == "SignatureMongo":  # one index per word, as image-match made
+        indexes = driver.collection.index_information()
+        assert sorted(k for k in indexes if k != "_id_") == sorted(
+            f"simple_word_{i}_1" for i in range(63)
+        )
+        assert indexes["simple_word_7_1"]["key"] == [("simple_word_7", 1)]
 
 
 def stored_documents(driver: Any) -> list[dict[str, Any]]:
