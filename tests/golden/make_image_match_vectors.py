@@ -83,14 +83,14 @@ def encoded(sig: np.ndarray) -> str:
     return "".join(chr(ord("a") + int(v) + 8) for v in sig)
 
 
-def outcome(call: Any) -> dict[str, Any]:
+def outcome(generate: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """The signature, or the name of what went wrong: image-match raises whatever NumPy
     raises on degenerate inputs, or only warns (empty means, NaN cast to int8) and returns
     an undefined signature, which is recorded as the warning's name."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            return {"signature": encoded(call())}
+            return {"signature": encoded(generate(*args, **kwargs))}
     except Exception as error:
         return {"error": type(error).__name__}
 
@@ -162,19 +162,15 @@ def main() -> None:
     for key, parameters in PARAMETERS.items():
         gis = ImageSignature(**parameters)
         out["signatures"][key] = {
-            name: outcome(
-                lambda name=name: gis.generate_signature(
-                    (IMAGES / name).read_bytes(), bytestream=True
-                )
-            )
+            name: outcome(gis.generate_signature, (IMAGES / name).read_bytes(), bytestream=True)
             for name in names
         }
         # arrays: 8-bit RGB as decoded, the same scaled to float, and 16-bit RGB
         photo = rgb("chelsea.jpg")
         out["arrays"][key] = {
-            "uint8": outcome(lambda: gis.generate_signature(photo)),
-            "float64": outcome(lambda: gis.generate_signature(photo / 255.0)),
-            "uint16": outcome(lambda: gis.generate_signature(photo.astype(np.uint16) * 257)),
+            "uint8": outcome(gis.generate_signature, photo),
+            "float64": outcome(gis.generate_signature, photo / 255.0),
+            "uint16": outcome(gis.generate_signature, photo.astype(np.uint16) * 257),
         }
     for key in STEP_PARAMETERS:
         gis = ImageSignature(**PARAMETERS[key])
