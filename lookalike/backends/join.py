@@ -42,6 +42,12 @@ _BLOCK = 512  # query rows per block (times the orientations)
 _STORED_BLOCK = 4096  # stored (or, probed, query) rows per block
 _PROBE_CHUNK = 4096  # rows whose nearest lists are found at once
 _SLACK = 1e-3  # float32 first pass for embeddings vs the exact distance
+_PROBE_ROWS = 131_072  # query rows whose probes are held at once, per orientation
+_EXACT_CHUNK = 8192  # candidate pairs measured exactly at once
+_BASIS_SAMPLE = 20_000  # rows whose second moments give the projected join's basis
+_ENERGY = 0.95  # of the rows' energy the lists and probes keep (less: worse lists)
+_FILTER_ENERGY = 0.85  # and the filter (less: more pairs to measure exactly, none lost)
+_MIN_BASIS, _MAX_BASIS = 32, 256
 
 Progress = Callable[[int, int], object]  # (steps done, steps in all)
 
@@ -108,7 +114,7 @@ def signature_pairs(
     turns = range(len(TURNS) if orientations else 1)
     if len(rows) <= EXHAUSTIVE_ROWS:
         return _unique(_exhaustive(len(rows), score, turns, progress))
-    return _unique(_probed(rows, _unit_signatures, score, nprobe, turns, progress))
+    return _unique(_projected(rows, norms, score, nprobe, turns, progress))
 
 
 def embedding_pairs(
@@ -123,13 +129,12 @@ def embedding_pairs(
     score = _EmbeddingScore(rows, max_distance)
     if len(rows) <= EXHAUSTIVE_ROWS:
         return _unique(_exhaustive(len(rows), score, range(1), progress))
-    return _unique(_probed(rows, _unit_rows, score, nprobe, range(1), progress))
+    return _unique(_probed(rows, score, nprobe, progress))
 
 
 _Ids = npt.NDArray[np.int64]
 _Found = tuple[_Ids, _Ids, npt.NDArray[np.float64], _Ids]  # first, second, distance, turn
-# (queries, stored, orientations, whether to turn the stored rows rather than the queries)
-_Score = Callable[[_Ids, _Ids, range, bool], _Found]
+_Score = Callable[[_Ids, _Ids, range], _Found]  # (queries, stored, query orientations)
 
 
 class _SignatureScore:
@@ -147,6 +152,7 @@ class _SignatureScore:
     ) -> None:
         self.rows, self.norms, self.max_distance = rows, norms, max_distance
         self.c = np.float32(0.5 - (max_distance * (1.0 + 1e-6)) ** 2)
+        self.wide = max_distance * (1.0 + 1e-3)  # the projected filter's cutoff
 
     def _extended(
         self, rows: npt.NDArray[np.int8], norms: npt.NDArray[np.int32], query: bool
@@ -158,34 +164,88 @@ class _SignatureScore:
         out[:, LENGTH], out[:, LENGTH + 1] = (scaled, 1.0) if query else (1.0, scaled)
         return out
 
-    def __call__(self, queries: _Ids, stored: _Ids, turns: range, turn_stored: bool) -> _Found:
-        a_rows, b_rows = self.rows[queries], self.rows[stored]
-        na, nb = self.norms[queries], self.norms[stored]
-        fixed = (
-            self._extended(a_rows, na, query=True)
-            if turn_stored
-            else self._extended(b_rows, nb, query=False)
+    def projected_queries(
+        self,
+        rows: npt.NDArray[np.int8],
+        basis: npt.NDArray[np.float32],
+        lengths: npt.NDArray[np.float32],
+    ) -> npt.NDArray[np.float32]:
+        """Query rows for the projected filter: ``(2Pa, 2R²‖a‖, R²‖a‖² − ‖Pa‖², 1)``.
+
+        With the stored rows' ``(Pb, ‖b‖, 1, R²‖b‖² − ‖Pb‖²)``, a product is
+        ``R²(‖a‖ + ‖b‖)² − ‖Pa − Pb‖²``: positive for every pair within R, as
+        ``‖Pa − Pb‖ ≤ ‖a − b‖``. R is the cutoff widened by 1e-3 and the product compared
+        with −1, so float32 rounding cannot drop a pair."""
+        k, r2 = basis.shape[1], np.float32(self.wide**2)
+        out = np.empty((len(rows), k + 3), dtype=np.float32)
+        for start in range(0, len(rows), _STORED_BLOCK):
+            part = out[start : start + _STORED_BLOCK]
+            length = lengths[start : start + _STORED_BLOCK]
+            np.matmul(rows[start : start + _STORED_BLOCK], basis, out=part[:, :k])
+            part[:, -2] = r2 * length**2 - np.einsum("ij,ij->i", part[:, :k], part[:, :k])
+            part[:, :k] *= 2
+        out[:, -3] = 2 * r2 * lengths
+        out[:, -1] = 1.0
+        return out
+
+    def projected_stored(
+        self,
+        rows: npt.NDArray[np.int8],
+        basis: npt.NDArray[np.float32],
+        turn: npt.NDArray[np.int64],
+        lengths: npt.NDArray[np.float32],
+    ) -> npt.NDArray[np.float32]:
+        """Stored rows turned by ``turn`` for the projected filter (see
+        ``projected_queries``)."""
+        k, r2 = basis.shape[1], np.float32(self.wide**2)
+        out = np.empty((len(rows), k + 3), dtype=np.float32)
+        # x[turn] @ B = x @ B[argsort(turn)]: turn the basis, not the rows
+        np.matmul(rows, basis[np.argsort(turn)], out=out[:, :k])
+        out[:, -3] = lengths
+        out[:, -2] = 1.0
+        out[:, -1] = r2 * lengths**2 - np.einsum("ij,ij->i", out[:, :k], out[:, :k])
+        return out
+
+    def verified(
+        self, queries: _Ids, stored: _Ids, o: int, product: npt.NDArray[np.float32]
+    ) -> _Found:
+        """The pairs the projected filter let through, measured exactly: query rows turned
+        by ``o`` against stored rows (turned back, which is the same distance)."""
+        i, j = np.nonzero(product > -1.0)
+        parts = []
+        for start in range(0, len(i), _EXACT_CHUNK):  # in chunks: each costs 2.6 kB a pair
+            first, second = (
+                queries[i[start : start + _EXACT_CHUNK]],
+                stored[j[start : start + _EXACT_CHUNK]],
+            )
+            b = self.rows[second][:, TURNS[INVERSE[o]]]
+            parts.append(self._exact(first, second, self.rows[first], b, o))
+        return _concatenated(parts)
+
+    def _exact(
+        self, first: _Ids, second: _Ids, a: npt.NDArray[np.int8], b: npt.NDArray[np.int8], o: int
+    ) -> _Found:
+        diff = a.astype(np.int16) - b.astype(np.int16)
+        squared = np.einsum("ij,ij->i", diff, diff, dtype=np.int64).astype(np.float64)
+        denominator = np.sqrt(self.norms[first].astype(np.float64)) + np.sqrt(
+            self.norms[second].astype(np.float64)
         )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d = np.minimum(np.sqrt(squared) / denominator, 1.0)
+        d[denominator == 0] = 1.0
+        keep = d < self.max_distance
+        return first[keep], second[keep], d[keep], np.full(int(keep.sum()), o)
+
+    def __call__(self, queries: _Ids, stored: _Ids, turns: range) -> _Found:
+        a_rows, b_rows = self.rows[queries], self.rows[stored]
+        fixed = self._extended(b_rows, self.norms[stored], query=False)
         parts = []
         for o in turns:
-            if turn_stored:  # d(T a, b) = d(a, T⁻¹ b): turn the (fewer) stored rows back
-                a, b = a_rows, b_rows[:, TURNS[INVERSE[o]]]
-                product = fixed @ self._extended(b, nb, query=False).T
-            else:
-                a, b = a_rows[:, TURNS[o]], b_rows
-                product = self._extended(a, na, query=True) @ fixed.T
+            a = a_rows[:, TURNS[o]]
+            product = self._extended(a, self.norms[queries], query=True) @ fixed.T
             i, j = np.nonzero(product > -1.0)
-            if not len(i):
-                continue
-            diff = a[i].astype(np.int16) - b[j].astype(np.int16)
-            squared = np.einsum("ij,ij->i", diff, diff, dtype=np.int64).astype(np.float64)
-            denominator = np.sqrt(na[i].astype(np.float64)) + np.sqrt(nb[j].astype(np.float64))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                d = np.minimum(np.sqrt(squared) / denominator, 1.0)
-            d[denominator == 0] = 1.0
-            keep = d < self.max_distance
-            kept = int(keep.sum())
-            parts.append((queries[i[keep]], stored[j[keep]], d[keep], np.full(kept, o)))
+            if len(i):
+                parts.append(self._exact(queries[i], stored[j], a[i], b_rows[j], o))
         return _concatenated(parts)
 
 
@@ -196,7 +256,7 @@ class _EmbeddingScore:
         self.rows, self.max_distance = rows, max_distance
         self.floor = np.float32(1.0 - max_distance - _SLACK)
 
-    def __call__(self, queries: _Ids, stored: _Ids, turns: range, turn_stored: bool) -> _Found:
+    def __call__(self, queries: _Ids, stored: _Ids, turns: range) -> _Found:
         similarity = self.rows[queries] @ self.rows[stored].T
         i, j = np.nonzero(similarity > self.floor)
         first = np.minimum(queries[i], stored[j])
@@ -218,54 +278,137 @@ def _exhaustive(n: int, score: _Score, turns: range, progress: Progress | None) 
         stored = np.arange(stored_start, stop, dtype=np.int64)
         for start in range(0, stop, _BLOCK):
             queries = np.arange(start, min(start + _BLOCK, stop), dtype=np.int64)
-            yield score(queries, stored, turns, False)
+            yield score(queries, stored, turns)
         if progress is not None:
             progress(stop * stop, n * n)
 
 
 def _probed(
-    rows: npt.NDArray[Any],
-    unit: Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]],
-    score: _Score,
+    rows: npt.NDArray[np.float32], score: _Score, nprobe: int, progress: Progress | None
+) -> Iterator[_Found]:
+    """Embedding rows grouped into k-means lists; each row is scored against the
+    ``nprobe`` lists nearest to it — as a search probes them — a list at a time for all
+    the rows that probe it (one matrix product per list)."""
+    n = len(rows)
+    centroids, order, offsets = _lists(rows, _unit_rows)
+    probe = min(max(nprobe, 1), len(centroids))
+    for start in range(0, n, _PROBE_ROWS):
+        stop = min(start + _PROBE_ROWS, n)
+        probers, starts = _probes(rows[start:stop], _unit_rows, centroids, probe)
+        probers += start
+        for list_id in range(len(centroids)):
+            stored = order[offsets[list_id] : offsets[list_id + 1]]
+            asking = probers[starts[list_id] : starts[list_id + 1]]
+            if len(stored) and len(asking):
+                for q in range(0, len(asking), _STORED_BLOCK):
+                    yield score(asking[q : q + _STORED_BLOCK], stored, range(1))
+        if progress is not None:
+            progress(stop, n)
+
+
+def _lists(
+    rows: npt.NDArray[Any], unit: Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]]
+) -> tuple[npt.NDArray[np.float32], _Ids, _Ids]:
+    """The rows' k-means lists (as ``unit`` makes the rows): the centroids, the rows in
+    list order, and where each list starts in it."""
+    nlist = lists_for(len(rows))  # trained on 16 rows a list: enough to place them
+    centroids, assignment = cluster(rows, nlist, unit=unit, sample=max(10_000, 16 * nlist))
+    order = np.argsort(assignment, kind="stable")
+    counts = np.bincount(assignment, minlength=len(centroids))
+    return centroids, order, np.concatenate([[0], np.cumsum(counts)])
+
+
+def _projected(
+    rows: npt.NDArray[np.int8],
+    norms: npt.NDArray[np.int32],
+    score: _SignatureScore,
     nprobe: int,
     turns: range,
     progress: Progress | None,
 ) -> Iterator[_Found]:
-    """Rows grouped into k-means lists; each row, turned each way, is scored against the
-    ``nprobe`` lists nearest to it — as a search probes them — a list at a time for all
-    the rows that probe it (one matrix product per list and orientation)."""
+    """The probed join of signatures, in the few dimensions that hold most of their
+    energy: lists and probes are found there, and a pair is measured exactly only if its
+    distance there, which never exceeds the whole one (an orthonormal projection), is
+    within the cutoff. So the filter drops no pair, and each list costs a product of
+    ~130 columns, not 650: many more lists can be probed for the same time."""
     n = len(rows)
-    nlist = lists_for(n)  # trained on 16 rows a list: enough to place them, in little memory
-    centroids, assignment = cluster(rows, nlist, unit=unit, sample=max(10_000, 16 * nlist))
-    order = np.argsort(assignment, kind="stable")
-    counts = np.bincount(assignment, minlength=len(centroids))
-    offsets = np.concatenate([[0], np.cumsum(counts)])
+    basis, narrow = _basis(rows)  # lists and probes in the first, the filter in the second
+
+    def unit(block: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:
+        return _unit_rows(block @ basis)
+
+    lengths: npt.NDArray[np.float32] = np.sqrt(norms.astype(np.float32))
+    queries = score.projected_queries(rows, narrow, lengths)
+    centroids, order, offsets = _lists(rows, unit)
     probe = min(max(nprobe, 1), len(centroids))
-    steps, done = len(turns) * n, 0
+    lifted = centroids @ basis.T  # the centroids back in the signatures' space
+    done = 0
     for o in turns:
-        # the lists each row probes, turned by o: rows grouped by list
-        probing_lists, probing_rows = [], []
-        for start in range(0, n, _PROBE_CHUNK):
-            x = unit(rows[start : start + _PROBE_CHUNK])
-            similarity = (x[:, TURNS[o]] if o else x) @ centroids.T
-            # the probe-th largest of each row (np.partition is far faster than argpartition)
-            floor = np.partition(similarity, len(centroids) - probe, axis=1)[:, -probe]
-            lists, chunk_rows = np.nonzero((similarity >= floor[:, None]).T)
-            probing_lists.append(lists.astype(np.int32))
-            probing_rows.append((chunk_rows + start).astype(np.int64))
-        lists = np.concatenate(probing_lists)
-        probers = np.concatenate(probing_rows)[np.argsort(lists, kind="stable")]
-        starts = np.searchsorted(np.sort(lists), np.arange(len(centroids) + 1))
-        del probing_lists, probing_rows, lists
-        for list_id in range(len(centroids)):
-            stored = order[offsets[list_id] : offsets[list_id + 1]]
-            queries = probers[starts[list_id] : starts[list_id + 1]]
-            if len(stored) and len(queries):
-                for q in range(0, len(queries), _STORED_BLOCK):
-                    yield score(queries[q : q + _STORED_BLOCK], stored, range(o, o + 1), True)
-        done += n
-        if progress is not None:
-            progress(done, steps)
+        back = TURNS[INVERSE[o]]
+        # a turned row's similarity to a centroid is the row's to the centroid turned back
+        turned_centroids = _unit_rows(lifted[:, back] @ basis)
+        for start in range(0, n, _PROBE_ROWS):
+            stop = min(start + _PROBE_ROWS, n)
+            probers, starts = _probes(rows[start:stop], unit, turned_centroids, probe)
+            probers += start
+            for list_id in range(len(centroids)):
+                members = order[offsets[list_id] : offsets[list_id + 1]]
+                asking = probers[starts[list_id] : starts[list_id + 1]]
+                if not len(members) or not len(asking):
+                    continue
+                stored = score.projected_stored(rows[members], narrow, back, lengths[members])
+                for q in range(0, len(asking), _STORED_BLOCK):
+                    block = asking[q : q + _STORED_BLOCK]
+                    yield score.verified(block, members, o, queries[block] @ stored.T)
+            done += stop - start
+            if progress is not None:
+                progress(done, len(turns) * n)
+
+
+def _probes(
+    rows: npt.NDArray[Any],
+    unit: Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]],
+    centroids: npt.NDArray[np.float32],
+    probe: int,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The rows (positions in ``rows``) probing each list, grouped by list, and where each
+    list's group starts: each row, as ``unit`` makes it, probes its ``probe`` most similar
+    centroids."""
+    lists_of, rows_of = [], []
+    for start in range(0, len(rows), _PROBE_CHUNK):
+        similarity = unit(rows[start : start + _PROBE_CHUNK]) @ centroids.T
+        # the probe-th largest of each row (np.partition is far faster than argpartition)
+        floor = np.partition(similarity, len(centroids) - probe, axis=1)[:, -probe]
+        lists, chunk_rows = np.nonzero((similarity >= floor[:, None]).T)
+        lists_of.append(lists.astype(np.int32))
+        rows_of.append((chunk_rows + start).astype(np.int64))
+    lists = np.concatenate(lists_of)
+    by_list = np.argsort(lists, kind="stable")
+    probers = np.concatenate(rows_of)[by_list]
+    return probers, np.searchsorted(lists[by_list], np.arange(len(centroids) + 1))
+
+
+def _basis(
+    rows: npt.NDArray[np.int8],
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Two orthonormal bases (648 × k, the second the first's leading columns) of the
+    directions holding ``_ENERGY`` and ``_FILTER_ENERGY`` of a sample of rows' energy:
+    the leading eigenvectors of their second moments."""
+    sample = rows[:: max(1, len(rows) // _BASIS_SAMPLE)]
+    moments = np.zeros((rows.shape[1], rows.shape[1]))
+    for start in range(0, len(sample), _STORED_BLOCK):  # small blocks: little memory
+        block = sample[start : start + _STORED_BLOCK].astype(np.float64)
+        moments += block.T @ block
+    values, vectors = np.linalg.eigh(moments)
+    values, vectors = values[::-1], vectors[:, ::-1]
+    share = np.cumsum(values) / max(values.sum(), 1e-12)
+
+    def width(energy: float) -> int:
+        return int(np.clip(np.searchsorted(share, energy) + 1, _MIN_BASIS, _MAX_BASIS))
+
+    basis = np.ascontiguousarray(vectors[:, : width(_ENERGY)], dtype=np.float32)
+    narrow = np.ascontiguousarray(basis[:, : width(_FILTER_ENERGY)])
+    return basis, narrow
 
 
 def lists_for(n: int) -> int:
@@ -278,10 +421,6 @@ def _squared_norms(rows: npt.NDArray[np.int8]) -> npt.NDArray[np.int32]:
     wide = rows.astype(np.int32)
     norms: npt.NDArray[np.int32] = np.einsum("ij,ij->i", wide, wide)
     return norms
-
-
-def _unit_signatures(rows: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:
-    return _unit_rows(rows)
 
 
 def _unit_rows(rows: npt.NDArray[Any]) -> npt.NDArray[np.float32]:

@@ -70,6 +70,10 @@ def test_the_probed_path_finds_planted_pairs_at_their_exact_distances(
     assert progress[-1] == (8 * 3000, 8 * 3000) and len(progress) == 8
     wider = _as_dict(signature_pairs(sigs, 0.3, nprobe=200))  # every list: all of them
     assert wider == every
+    # the probes and the exact measures in several chunks: the same pairs
+    monkeypatch.setattr(join, "_PROBE_ROWS", 1024)
+    monkeypatch.setattr(join, "_EXACT_CHUNK", 5)
+    assert _as_dict(signature_pairs(sigs, 0.3, nprobe=200)) == every
 
 
 def test_embedding_pairs_probed_and_exhaustive_agree(
@@ -81,6 +85,8 @@ def test_embedding_pairs_probed_and_exhaustive_agree(
     exhaustive = embedding_pairs(vectors, 0.1)
     monkeypatch.setattr(join, "EXHAUSTIVE_ROWS", 300)
     probed = embedding_pairs(vectors, 0.1)
+    monkeypatch.setattr(join, "_PROBE_ROWS", 500)
+    assert _as_dict(embedding_pairs(vectors, 0.1)) == _as_dict(probed)
     planted_pairs = {(i, i + 1) for i in range(0, 1200, 6)}
     assert planted_pairs <= set(_as_dict(exhaustive))
     assert planted_pairs <= set(_as_dict(probed))
