@@ -6,7 +6,9 @@
   ``ELASTICSEARCH_URL`` selects it;
 * ``milvus:///relative.db`` or ``milvus:////absolute.db`` — Milvus Lite in a local file,
   ``milvus://host:19530`` or ``milvus+https://host`` — a Milvus server or Zilliz Cloud
-  (``lookalike[milvus]``).
+  (``lookalike[milvus]``);
+* ``mongodb://host/database.collection`` (or ``mongodb+srv://``) — a MongoDB collection in
+  image-match's layout (``lookalike[mongodb]``).
 
 Each store builds itself from ``(url, settings)`` (``Backend.from_url``). They are imported
 lazily, so that a client library is only needed when its store is used.
@@ -31,6 +33,8 @@ _STORES = {
     "milvus": "milvus:MilvusBackend",
     "milvus+http": "milvus:MilvusBackend",
     "milvus+https": "milvus:MilvusBackend",
+    "mongodb": "mongodb:MongoBackend",
+    "mongodb+srv": "mongodb:MongoBackend",
 }
 """URL scheme → ``module:class`` of the store, in this package."""
 
@@ -41,7 +45,8 @@ def open_backend(url: str, settings: Settings | None = None) -> Backend:
     if where is None:
         raise ConfigError(
             f"unknown store {url!r}: use sqlite:///path.db, memory://, milvus:///path.db,"
-            " milvus://host:19530 or an Elasticsearch http(s) URL"
+            " milvus://host:19530, mongodb://host/database.collection or an Elasticsearch"
+            " http(s) URL"
         )
     module, name = where.split(":")
     store: type[Backend] = getattr(import_module(f".{module}", __name__), name)

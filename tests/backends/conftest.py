@@ -29,6 +29,7 @@ import pytest
 from lookalike.backends import Backend, open_backend
 from lookalike.backends.base import Search, Vectors
 from lookalike.backends.sqlite import SQLiteBackend
+from lookalike.config import Settings
 from lookalike.records import Filter, Match, Preview, Record
 
 StoreFactory = Callable[[Path], Backend]
@@ -217,6 +218,38 @@ class ThrowawayIndex:
         return backend
 
 
+def open_mongomock(tmp_path: Path) -> Backend:
+    """The MongoDB store on mongomock, an in-process stand-in for pymongo: no MongoDB
+    server can be installed where lookalike is developed (``mongodb-server`` runs the
+    same suite on a real one when ``LOOKALIKE_TEST_MONGO_URL`` is set)."""
+    import mongomock
+
+    from lookalike.backends.mongodb import MongoBackend
+
+    return MongoBackend(mongomock.MongoClient().lookalike_tests.images)
+
+
+class ThrowawayCollection:
+    """A MongoDB collection of its own for one test, dropped by ``close``."""
+
+    def __new__(cls, tmp_path: Path) -> Any:
+        from lookalike.backends.mongodb import MongoBackend
+
+        name = f"images_{uuid.uuid4().hex[:12]}"
+        url = os.environ["LOOKALIKE_TEST_MONGO_URL"].rstrip("/")
+        backend = MongoBackend.from_url(f"{url}/lookalike_tests.{name}", Settings())
+        close = backend.close
+
+        def drop_and_close() -> None:
+            database = backend._records.database
+            for collection in (name, f"{name}.lookalike_distinct", f"{name}.lookalike_meta"):
+                database.drop_collection(collection)
+            close()
+
+        backend.close = drop_and_close  # type: ignore[method-assign]
+        return backend
+
+
 STORES = [
     pytest.param(open_memory, id="memory"),
     pytest.param(open_sqlite, id="sqlite"),
@@ -224,6 +257,15 @@ STORES = [
     pytest.param(open_sqlite_indexed, id="sqlite-indexed"),
     pytest.param(open_sqlite_embedding_indexed, id="sqlite-embedding-indexed"),
     pytest.param(open_milvus, id="milvus", marks=needs_module("pymilvus", "milvus")),
+    pytest.param(open_mongomock, id="mongodb", marks=needs_module("mongomock", "mongodb")),
+    pytest.param(
+        ThrowawayCollection,
+        id="mongodb-server",
+        marks=[
+            needs_env("LOOKALIKE_TEST_MONGO_URL", "a MongoDB server"),
+            needs_module("pymongo", "mongodb"),
+        ],
+    ),
     pytest.param(
         ThrowawayIndex,
         id="elasticsearch",
