@@ -38,7 +38,7 @@ class Settings:
         DEFAULT_BACKEND,
         "Store URL: sqlite:///relative.db, sqlite:////absolute.db, memory://, Milvus Lite"
         " milvus:///relative.db or milvus:////absolute.db, a Milvus server milvus://host:19530"
-        " or milvus+https://host",
+        " or milvus+https://host, MongoDB mongodb://host/database.collection",
     )
     elasticsearch_url: str = _setting(
         "",
