@@ -529,6 +529,23 @@ def test_two_backends_of_one_process_share_the_file(
     two.close()
 
 
+def test_a_closed_store_leaves_no_connection_behind(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """pymilvus keeps a shared connection open by address after its clients close; a later
+    Milvus Lite server given the same port then met the stale channel ("Fail connecting
+    to server", seen once in CI). Each store's connection is its own and closes with it."""
+    from pymilvus.client.connection_manager import ConnectionManager
+
+    manager = ConnectionManager.get_instance()
+    before = set(manager._registry), set(manager._dedicated)
+    store = MilvusBackend(milvus_url(tmp_path / "closing.db"))
+    store.add(Record("a", random_signatures(rng, 1)[0]))
+    assert (set(manager._registry), set(manager._dedicated)) != before  # it had one
+    store.close()
+    assert (set(manager._registry), set(manager._dedicated)) == before
+
+
 # -- an unavailable server ------------------------------------------------------------------
 
 

@@ -47,7 +47,10 @@ class Client:
         self.timeout = timeout
         self.shown = shown
         try:
-            self.milvus: Any = MilvusClient(uri=uri, token=token, timeout=timeout)
+            # A connection of its own, closed with the store: pymilvus keeps shared ones
+            # open by address, and a later Milvus Lite server on a reused port would get
+            # the stale channel ("Fail connecting to server").
+            self.milvus: Any = MilvusClient(uri=uri, token=token, timeout=timeout, dedicated=True)
         except (MilvusException, grpc.RpcError) as error:
             raise BackendUnavailable(
                 f"cannot open Milvus at {shown}: {_message(error)}{hint}"
