@@ -29,6 +29,7 @@ import synthetic
 from common import memory_status, reset_peak_rss, table, threadpools, write_results
 
 from lookalike.backends.join import TURNS, signature_pairs
+from lookalike.config import Settings
 
 
 def collection(n: int, seed: int = 7) -> np.ndarray:
@@ -83,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--cutoff", type=float, default=0.45)
-    parser.add_argument("--nprobe", type=int, default=8)
+    parser.add_argument("--nprobe", type=int, default=Settings().duplicates_nprobe)
     parser.add_argument("--sample", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--no-orientations", action="store_true")
