@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import threading
 import time
@@ -44,9 +45,11 @@ __all__ = [
     "Signed",
     "decoded",
     "embedded",
+    "file_sha256",
     "preview",
     "records_of",
     "signed",
+    "unchanged",
 ]
 
 T = TypeVar("T")
@@ -94,21 +97,52 @@ def preview(
     pixels: npt.NDArray[np.uint8],
     footprint: Footprint | None,
 ) -> Preview:
-    """What is kept to show an image: its size upright (the full size, even when it was
-    decoded reduced), its file's bytes, and a thumbnail unless they are turned off."""
+    """What is kept of an image's source: its size upright (the full size, even when it
+    was decoded reduced), its file's bytes, a thumbnail unless they are turned off, the
+    SHA-256 of the bytes and, for a file, its modification time."""
     height, width = footprint.shape if footprint is not None else pixels.shape[:2]
+    modified = None
     if isinstance(source, bytes):
-        file_bytes = len(source)
+        file_bytes, digest = len(source), sha256(source)
     else:
         try:
-            file_bytes = os.stat(source).st_size
+            status = os.stat(source)
+            digest = file_sha256(source)
         except OSError as error:  # gone since it was read
             raise InvalidImage(f"cannot read {os.fspath(source)}: {error.strerror}") from None
+        file_bytes, modified = status.st_size, float(status.st_mtime)
     small = None
     if settings.thumbnails:
         with contextlib.suppress(ValueError):  # none fits: the picture is kept without
             small = images.thumbnail(pixels, MAX_THUMBNAIL_BYTES)
-    return Preview(int(width), int(height), max(file_bytes, 1), small)
+    return Preview(
+        int(width), int(height), max(file_bytes, 1), small, sha256=digest, modified=modified
+    )
+
+
+def sha256(content: bytes) -> str:
+    """The SHA-256 of bytes, in hex, as previews keep it."""
+    return hashlib.sha256(content).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, in hex (read in blocks: any size)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def unchanged(stored: Preview | None, path: str | os.PathLike[str], force: bool = False) -> bool:
+    """Whether the file at ``path`` holds what the record ``stored`` was made from: the
+    same length and modification time, or else the same SHA-256 (read only then).
+    OSError if the file cannot be read."""
+    if stored is None or stored.sha256 is None or force:
+        return False
+    status = os.stat(path)
+    if status.st_size != stored.file_bytes:
+        return False
+    if stored.modified is not None and float(status.st_mtime) == stored.modified:
+        return True
+    return file_sha256(path) == stored.sha256
 
 
 def embedded(settings: Settings, pixels: list[npt.NDArray[np.uint8]]) -> npt.NDArray[np.float32]:

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ Filter = Mapping[str, Any]
 """Metadata keys and the JSON scalars they must equal."""
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 INT64_RANGE = (-(2**63), 2**63 - 1)
 """Integers every store keeps as integers (JSON stores such as Milvus hold int64)."""
 MAX_FILEPATH_BYTES = 4096
@@ -230,15 +232,19 @@ def score_of(distance: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Preview:
-    """What is shown of a stored image: its size upright (as it was signed) and its
-    file's length in bytes, and a small thumbnail of it (None when thumbnails are off, or
-    when it was read without one)."""
+    """What is kept of a stored image's source: its size upright (as it was signed), its
+    file's length in bytes, a small thumbnail of it (None when thumbnails are off, or
+    when it was read without one), and, to tell an unchanged file from a changed one,
+    the SHA-256 of its bytes (hex) and, when it was added from a local file, that file's
+    modification time (None where a store written before kept neither)."""
 
     width: int
     height: int
     file_bytes: int
     thumbnail: bytes | None = field(default=None, repr=False)
     media_type: str = "image/jpeg"
+    sha256: str | None = None
+    modified: float | None = None
 
     def to_json(self) -> dict[str, int]:
         """The keys a search result gains (old clients ignore them)."""
@@ -249,8 +255,9 @@ class Preview:
 
 
 def check_preview(preview: Preview | None) -> Preview | None:
-    """A preview a store may keep and serve, else ValueError: positive sizes, and a
-    thumbnail of at most ``MAX_THUMBNAIL_BYTES`` of one of ``THUMBNAIL_TYPES``."""
+    """A preview a store may keep and serve, else ValueError: positive sizes, a hash of
+    64 hex digits, a finite time, a thumbnail of at most ``MAX_THUMBNAIL_BYTES`` of one of
+    ``THUMBNAIL_TYPES``."""
     if preview is None:
         return None
     sizes = (preview.width, preview.height, preview.file_bytes)
@@ -260,6 +267,11 @@ def check_preview(preview: Preview | None) -> Preview | None:
         raise ValueError(
             f"a thumbnail is one of {sorted(THUMBNAIL_TYPES)}, not {preview.media_type!r}"
         )
+    if preview.sha256 is not None and not _SHA256.fullmatch(str(preview.sha256)):
+        raise ValueError("a preview's sha256 is 64 lower-case hexadecimal digits")
+    modified = preview.modified
+    if modified is not None and not (isinstance(modified, float) and math.isfinite(modified)):
+        raise ValueError(f"a preview's modification time is a finite float: {modified!r}")
     thumbnail = preview.thumbnail
     if thumbnail is not None:
         if not isinstance(thumbnail, bytes) or not thumbnail:
@@ -347,10 +359,12 @@ class Comparison:
 
 @dataclass(frozen=True, slots=True)
 class FileResult:
-    """The outcome of adding one file: ``error`` is None when it was stored."""
+    """The outcome of adding one file: ``error`` is None when it was stored, or when it
+    was ``unchanged`` (stored before with the same content, so not read again)."""
 
     filepath: str
     error: str | None = None
+    unchanged: bool = False
 
 
 @dataclass(frozen=True, slots=True)

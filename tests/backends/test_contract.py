@@ -904,6 +904,8 @@ def a_preview(rng: np.random.Generator, size: int = 12_000, **fields: Any) -> Pr
         "file_bytes": int(rng.integers(1, 2**40)),
         "thumbnail": rng.integers(0, 256, size, dtype=np.uint8).tobytes(),
         "media_type": "image/jpeg",
+        "sha256": rng.bytes(32).hex(),
+        "modified": float(rng.uniform(0, 2e9)),  # a file time: any float, kept exactly
     }
     return Preview(**{**values, **fields})
 
@@ -911,10 +913,16 @@ def a_preview(rng: np.random.Generator, size: int = 12_000, **fields: Any) -> Pr
 def test_preview_round_trip(backend: Backend, rng: np.random.Generator) -> None:
     preview = a_preview(rng, media_type="image/webp")
     sizes_only = a_preview(rng, thumbnail=None)
+    unhashed = a_preview(rng, sha256=None, modified=None)  # as a store written before kept
     backend.add(Record("with", random_signatures(rng, 1)[0], preview=preview))
     backend.add(Record("sizes", random_signatures(rng, 1)[0], preview=sizes_only))
+    backend.add(Record("unhashed", random_signatures(rng, 1)[0], preview=unhashed))
 
-    assert backend.previews(["with", "sizes"]) == {"with": preview, "sizes": sizes_only}
+    assert backend.previews(["with", "sizes", "unhashed"]) == {
+        "with": preview,
+        "sizes": sizes_only,
+        "unhashed": unhashed,
+    }
     assert backend.previews(["with"], thumbnails=False) == {"with": preview.without_thumbnail()}
     stored = backend.get("with")
     assert stored is not None and stored.preview is None  # read apart, never by get
@@ -988,6 +996,10 @@ def test_search_results_carry_no_thumbnail(backend: Backend, rng: np.random.Gene
         {"file_bytes": 0},
         {"width": True},
         {"height": 2.0},
+        {"sha256": "A" * 64},
+        {"sha256": "ab"},
+        {"modified": float("nan")},
+        {"modified": 17},
     ],
 )
 def test_invalid_previews_are_refused(

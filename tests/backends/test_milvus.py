@@ -333,6 +333,41 @@ def test_a_store_made_before_previews_opens_without_them(
         reopened.close()
 
 
+def test_a_previews_collection_without_dynamic_fields_keeps_no_hashes(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A previews collection made before content hashes were kept (no dynamic fields)
+    opens and keeps sizes and thumbnails; the hash and file time are dropped, not fatal."""
+    from lookalike.backends.milvus import client
+
+    made = client.schema
+
+    def old_schema(kind: str) -> Any:
+        built = made(kind)
+        if kind == "previews":
+            built = type(built)(fields=built.fields, enable_dynamic_field=False)
+        return built
+
+    url = milvus_url(tmp_path / "old.db")
+    monkeypatch.setattr(client, "schema", old_schema)
+    MilvusBackend(url).close()
+    monkeypatch.setattr(client, "schema", made)
+    sig = random_signatures(rng, 1)[0]
+    reopened = MilvusBackend(url)
+    try:
+        hashed = Preview(5, 6, 7, b"\xff\xd8x", sha256="ab" * 32, modified=1.5)
+        reopened.add(Record("new", sig, preview=hashed))
+        assert reopened.previews(["new"]) == {"new": Preview(5, 6, 7, b"\xff\xd8x")}
+    finally:
+        reopened.close()
+    fresh = MilvusBackend(milvus_url(tmp_path / "new.db"))
+    try:  # and a collection made now keeps them
+        fresh.add(Record("new", sig, preview=hashed))
+        assert fresh.previews(["new"]) == {"new": hashed}
+    finally:
+        fresh.close()
+
+
 # -- search: exact re-rank, complete candidates, recall of the default index ---------------
 
 

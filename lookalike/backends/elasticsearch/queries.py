@@ -75,7 +75,10 @@ SOURCE = ["path", "signature", "metadata"]  # what a signature re-rank needs
 EMBEDDING_SOURCE = ["path", "metadata", EMBEDDING]
 # A record's sizes and thumbnail: one object, kept in _source and never indexed.
 PREVIEW = "preview"
-PREVIEW_SIZES = [f"{PREVIEW}.{key}" for key in ("width", "height", "file_bytes", "media_type")]
+PREVIEW_SIZES = [
+    f"{PREVIEW}.{key}"
+    for key in ("width", "height", "file_bytes", "media_type", "sha256", "modified")
+]
 # Keep the first insert time when a document is replaced, so that list order holds.
 _REPLACE = (
     "def added = ctx._source.added; ctx._source.clear(); ctx._source.putAll(params.doc);"
@@ -134,6 +137,10 @@ def preview_source(preview: Preview) -> dict[str, Any]:
     }
     if preview.thumbnail is not None:
         source["thumbnail"] = base64.b64encode(preview.thumbnail).decode("ascii")
+    if preview.sha256 is not None:
+        source["sha256"] = preview.sha256
+    if preview.modified is not None:
+        source["modified"] = preview.modified
     return source
 
 
@@ -149,6 +156,8 @@ def preview_of(source: dict[str, Any]) -> Preview | None:
         int(found["file_bytes"]),
         base64.b64decode(thumbnail) if thumbnail else None,
         str(found["media_type"]),
+        found.get("sha256"),
+        None if found.get("modified") is None else float(found["modified"]),
     )
 
 

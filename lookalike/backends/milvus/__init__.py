@@ -22,9 +22,12 @@ is not its record's (left by a write that failed halfway) is ignored. ``<name>_p
 has a row for records kept with a preview: ``width``, ``height``, ``file_bytes``,
 ``media_type``, ``thumbnail`` (base64 text, "" for none: never indexed, read only by
 ``previews``), the record's ``version``, and a constant two-float ``placeholder`` (Milvus
-wants a vector in every collection). A store made before previews gains the collection,
-empty, when it is opened. No field is nullable, so that Milvus versions without nullable
-fields take the same schema.
+wants a vector in every collection), and as dynamic fields the ``sha256`` and ``modified``
+of the image's source; a previews collection made before those were kept has no dynamic
+fields, and keeps neither (so ``lookalike add`` signs its files again on every run, as
+before). A store made before previews gains the collection, empty, when it is opened.
+No field is nullable, so that Milvus versions without nullable fields take the same
+schema.
 
 **Search.** All query rows (orientations) go in one request, ranked by cosine similarity
 on an HNSW index (or FLAT, or AUTOINDEX on Zilliz); then the candidates' stored vectors

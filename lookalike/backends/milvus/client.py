@@ -69,9 +69,10 @@ class Client:
         ``call``."""
         return self.call(partial(method, *args, timeout=self.timeout, **options))
 
-    def prepare(self, name: str, kind: str, index: str) -> None:
+    def prepare(self, name: str, kind: str, index: str) -> bool:
         """Create a collection of ``kind`` (one of ``KINDS``) with its ``index`` if
-        missing, check it, load it."""
+        missing, check it, load it; whether it takes fields beyond its schema's (dynamic
+        fields: previews collections made before content hashes were kept do not)."""
         if not self.request(self.milvus.has_collection, name):
             self._create(name, kind, index)
         described = self.request(self.milvus.describe_collection, name)
@@ -83,6 +84,7 @@ class Client:
                 f" (it lacks {', '.join(sorted(need - have))})"
             )
         self.request(self.milvus.load_collection, name)
+        return bool(described.get("enable_dynamic_field"))
 
     def upsert(self, collection: str, rows: builtins.list[Row]) -> None:
         self.request(self.milvus.upsert, collection, rows)
@@ -194,7 +196,7 @@ class Client:
 def schema(kind: str) -> Any:
     """The schema of a store's collection of ``kind``: records, embeddings or previews.
     Milvus wants a vector field in every collection: the previews' is a constant."""
-    built = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=kind != "previews")
+    built = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
     built.add_field("filepath", DataType.VARCHAR, is_primary=True, max_length=MAX_TEXT)
     if kind == "previews":
         built.add_field("placeholder", DataType.FLOAT_VECTOR, dim=PLACEHOLDER_DIMENSION)

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_TEXT",
     "PLACEHOLDER_DIMENSION",
     "PREVIEW",
+    "PREVIEW_SOURCE",
     "RECORD",
     "Checked",
     "Row",
@@ -60,6 +61,7 @@ MAX_TEXT = 65_535  # Milvus's longest VARCHAR, in bytes
 MAX_MEDIA_TYPE = 64
 PLACEHOLDER_DIMENSION = 2  # the previews collection's vector, the same in every row
 PREVIEW = ["version", "width", "height", "file_bytes", "media_type"]  # sizes, without thumbnail
+PREVIEW_SOURCE = ["sha256", "modified"]  # dynamic fields: absent from older collections
 RECORD = ["signature", "blank", "metadata"]  # what ranking reads
 _PLACEHOLDER = [1.0] + [0.0] * (LENGTH - 1)
 # a thumbnail in base64 fits one VARCHAR
@@ -125,10 +127,13 @@ def record_rows(
     return row, {"filepath": filepath, "embedding": embedding.tolist(), **keys, "version": version}
 
 
-def preview_row(filepath: str, preview: Preview, version: int) -> Row:
-    """The row of a record's preview; ``version`` is its record's, as for embeddings."""
+def preview_row(filepath: str, preview: Preview, version: int, hashes: bool = True) -> Row:
+    """The row of a record's preview; ``version`` is its record's, as for embeddings;
+    with ``hashes``, its content hash and file time, where it has them."""
     thumbnail = preview.thumbnail
+    source = {"sha256": preview.sha256, "modified": preview.modified} if hashes else {}
     return {
+        **{key: value for key, value in source.items() if value is not None},
         "filepath": filepath,
         "placeholder": [1.0] + [0.0] * (PLACEHOLDER_DIMENSION - 1),
         "version": version,
@@ -149,6 +154,8 @@ def preview_of(row: Row) -> Preview:
         int(row["file_bytes"]),
         base64.b64decode(text) if text else None,
         str(row["media_type"]),
+        row.get("sha256"),
+        None if row.get("modified") is None else float(row["modified"]),
     )
 
 

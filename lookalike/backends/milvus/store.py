@@ -38,6 +38,7 @@ from .queries import (
 )
 from .rows import (
     PREVIEW,
+    PREVIEW_SOURCE,
     RECORD,
     Checked,
     Row,
@@ -140,7 +141,8 @@ class MilvusBackend(Backend):
             self._client = Client(uri, token, timeout=timeout, shown=self.target.shown, hint=hint)
             self._client.prepare(self.name, "records", index)
             self._client.prepare(self.vectors_name, "embeddings", index)
-            self._client.prepare(self.previews_name, "previews", index)
+            # the content hash and file time are dynamic fields of the previews
+            self._hashes = self._client.prepare(self.previews_name, "previews", index)
         except BaseException:
             self._release()
             raise
@@ -201,7 +203,9 @@ class MilvusBackend(Backend):
         paths = list(dict.fromkeys(filepaths))
         if not paths:
             return {}
-        fields = [*PREVIEW, "thumbnail"] if thumbnails else PREVIEW
+        fields = [*PREVIEW, *(PREVIEW_SOURCE if self._hashes else [])]
+        if thumbnails:
+            fields.append("thumbnail")
         rows = self._client.fetch(self.previews_name, paths, fields)
         if not rows:
             return {}
@@ -402,7 +406,7 @@ class MilvusBackend(Backend):
                 elif before is not None and before["has_embedding"]:
                     dropped.append(filepath)
                 if (preview := record[4]) is not None:
-                    previews.append(preview_row(filepath, preview, version))
+                    previews.append(preview_row(filepath, preview, version, self._hashes))
                 elif before is not None:
                     unpreviewed.append(filepath)
             # the parts first, the record last: its new version makes them current

@@ -29,6 +29,7 @@ from ...vectors import EMBEDDING_DIMENSION
 
 __all__ = [
     "LOOKALIKE_FIELDS",
+    "PREVIEW_SIZES",
     "WORDS",
     "created_of",
     "document_of",
@@ -136,6 +137,9 @@ def embedding_of(document: dict[str, Any]) -> npt.NDArray[np.float32] | None:
     return vector if vector.shape == (EMBEDDING_DIMENSION,) else None
 
 
+PREVIEW_SIZES = ("width", "height", "bytes", "type", "sha256", "modified")  # no thumbnail
+
+
 def preview_of(fields: dict[str, Any]) -> Preview:
     thumbnail = fields.get("thumbnail")
     return Preview(
@@ -144,6 +148,8 @@ def preview_of(fields: dict[str, Any]) -> Preview:
         int(fields["bytes"]),
         bytes(thumbnail) if thumbnail is not None else None,
         str(fields.get("type", "image/jpeg")),
+        fields.get("sha256"),
+        _float_or_none(fields.get("modified")),
     )
 
 
@@ -169,7 +175,15 @@ def _preview_fields(preview: Preview) -> dict[str, Any]:
     }
     if preview.thumbnail is not None:
         fields["thumbnail"] = preview.thumbnail
+    if preview.sha256 is not None:
+        fields["sha256"] = preview.sha256
+    if preview.modified is not None:
+        fields["modified"] = preview.modified
     return fields
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _plain(key: str) -> bool:

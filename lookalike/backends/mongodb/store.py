@@ -26,6 +26,7 @@ from .documents import (
     EMBEDDING,
     METADATA_TEXT,
     PREVIEW,
+    PREVIEW_SIZES,
     SIGNATURE_BYTES,
     created_of,
     document_of,
@@ -178,7 +179,7 @@ class MongoBackend(Backend):
         fields = (
             ["path", PREVIEW]
             if thumbnails
-            else ["path"] + [f"{PREVIEW}.{key}" for key in ("width", "height", "bytes", "type")]
+            else ["path"] + [f"{PREVIEW}.{key}" for key in PREVIEW_SIZES]
         )
         query = {"path": {"$in": filepaths}, PREVIEW: {"$exists": True}}
         with self._reached():

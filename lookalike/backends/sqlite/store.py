@@ -80,7 +80,9 @@ CREATE TABLE IF NOT EXISTS previews (
     height     INTEGER NOT NULL,
     file_bytes INTEGER NOT NULL,
     media_type TEXT NOT NULL,
-    thumbnail  BLOB
+    thumbnail  BLOB,
+    sha256     TEXT,
+    modified   REAL
 );
 CREATE TABLE IF NOT EXISTS distinct_marks (
     low  INTEGER NOT NULL,
@@ -108,8 +110,9 @@ ON CONFLICT (filepath) DO UPDATE SET
 """
 
 _SET_PREVIEW = """
-INSERT OR REPLACE INTO previews (id, width, height, file_bytes, media_type, thumbnail)
-SELECT id, ?, ?, ?, ?, ? FROM images WHERE filepath = ?
+INSERT OR REPLACE INTO previews
+    (id, width, height, file_bytes, media_type, thumbnail, sha256, modified)
+SELECT id, ?, ?, ?, ?, ?, ?, ? FROM images WHERE filepath = ?
 """
 _DROP_PREVIEW = "DELETE FROM previews WHERE id = (SELECT id FROM images WHERE filepath = ?)"
 
@@ -214,7 +217,8 @@ class SQLiteBackend(Backend):
     ) -> dict[str, Preview]:
         thumbnail = "p.thumbnail" if thumbnails else "NULL"
         select = (
-            f"SELECT i.filepath, p.width, p.height, p.file_bytes, {thumbnail}, p.media_type"
+            f"SELECT i.filepath, p.width, p.height, p.file_bytes, {thumbnail}, p.media_type,"
+            " p.sha256, p.modified"
             " FROM previews AS p JOIN images AS i ON i.id = p.id WHERE i.filepath IN"
         )
         found: dict[str, Preview] = {}
@@ -406,6 +410,10 @@ class SQLiteBackend(Backend):
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(images)")}
         if "embedding" not in columns:  # a store made before embeddings existed
             self._db.execute("ALTER TABLE images ADD COLUMN embedding BLOB")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(previews)")}
+        for column, kind in (("sha256", "TEXT"), ("modified", "REAL")):
+            if column not in columns:  # a store made before content hashes were kept
+                self._db.execute(f"ALTER TABLE previews ADD COLUMN {column} {kind}")
 
     def _upsert(
         self, rows: builtins.list[_Row], records: builtins.list[Record], version: int
@@ -415,11 +423,7 @@ class SQLiteBackend(Backend):
         self._db.executemany(_DROP_PREVIEW, [(r.filepath,) for r in records if r.preview is None])
         self._db.executemany(
             _SET_PREVIEW,
-            [
-                (p.width, p.height, p.file_bytes, p.media_type, p.thumbnail, r.filepath)
-                for r in records
-                if (p := r.preview) is not None
-            ],
+            [(*_preview_columns(p), r.filepath) for r in records if (p := r.preview) is not None],
         )
 
     def _delete_row(self, filepath: str, version: int) -> bool:
@@ -536,3 +540,9 @@ def _row(record: Record) -> _Row:
     metadata = record.metadata
     text = None if metadata is None else json.dumps(metadata, allow_nan=False)
     return record.filepath, record.signature.tobytes(), text, encode(record.embedding)
+
+
+def _preview_columns(preview: Preview) -> tuple[Any, ...]:
+    """A preview as the previews table's columns after ``id``."""
+    p = preview
+    return (p.width, p.height, p.file_bytes, p.media_type, p.thumbnail, p.sha256, p.modified)
