@@ -15,6 +15,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any, Self, Unpack
 
@@ -51,6 +52,8 @@ from .search import (
 from .vectors import cosine_distances
 
 __all__ = ["ImageSource", "Lookalike"]
+
+_FILE_WINDOW = 50_000  # files checked against the store, then signed, at a time
 
 
 class Lookalike:
@@ -117,9 +120,20 @@ class Lookalike:
 
     def add(self, filepath: str, source: ImageSource, metadata: Metadata | None = None) -> Record:
         """Store an image under ``filepath``, replacing any image stored under it."""
+        return self.add_reported(filepath, source, metadata)[0]
+
+    def add_reported(
+        self, filepath: str, source: ImageSource, metadata: Metadata | None = None
+    ) -> tuple[Record, str]:
+        """``add``, and what it did: "added", "replaced", or "unchanged" when the record
+        under ``filepath`` was made from the same bytes, with the same metadata and all
+        this collection keeps (then nothing is decoded or written)."""
         # A bad request fails before it costs a decode (the store checks the record again:
         # it may be used without the service).
         name, meta = check_filepath(filepath, new=True), check_metadata(metadata)
+        stored = self.backend.get(name)
+        if stored is not None and self._same_source(stored, source, meta):
+            return stored, "unchanged"
         with self._decoding():
             pixels, footprint = ingest.decoded(source, self.settings)
             embedding = self.embed([pixels])[0] if self.settings.embeddings else None
@@ -130,7 +144,20 @@ class Lookalike:
             del pixels
         record = Record(name, sig, meta, embedding=embedding, preview=preview)
         self.backend.add(record)
-        return record
+        return record, "added" if stored is None else "replaced"
+
+    def _same_source(self, stored: Record, source: ImageSource, metadata: Metadata | None) -> bool:
+        if stored.metadata != metadata or (self.settings.embeddings and stored.embedding is None):
+            return False
+        kept = self.backend.previews([stored.filepath], thumbnails=False).get(stored.filepath)
+        if kept is None or kept.sha256 is None:
+            return False
+        if isinstance(source, bytes):
+            return len(source) == kept.file_bytes and ingest.sha256(source) == kept.sha256
+        try:
+            return ingest.unchanged(kept, source)
+        except OSError:
+            return False  # the decode says why it cannot be read
 
     def add_many(self, records: Iterable[Record]) -> int:
         """Store precomputed records in batches; returns how many were stored."""
@@ -142,17 +169,37 @@ class Lookalike:
         *,
         workers: int | None = None,
         batch: int = 1000,
+        force: bool = False,
     ) -> Iterator[FileResult]:
         """Sign ``(filepath, path)`` pairs in parallel processes and store them in batches.
 
-        Yields one result per file, in input order, after its batch is stored. A file that
-        cannot be read or decoded is reported and skipped; the others are stored.
+        Yields one result per file, window by window of ``_FILE_WINDOW`` files: first, as
+        they are found, the files stored before with the same content (the same length
+        and modification time, or else the same SHA-256), which are not read again,
+        reported ``unchanged`` (unless ``force``); then the others in input order, after
+        their batch is stored. A file that cannot be read or decoded is reported and
+        skipped; the others are stored.
         """
         count = workers or self.settings.ingest_workers or os.cpu_count() or 1
-        paths = ((name, os.fspath(path)) for name, path in files)
+        named = ((name, os.fspath(path)) for name, path in files)
+        # in windows, so that a re-run reports its unchanged files as it finds them and a
+        # first run holds no more than a window of paths (a window costs a process pool)
+        while window := list(islice(named, _FILE_WINDOW)):
+            paths: list[tuple[str, str]] = []
+            for item in window if force else self._changed_files(window):
+                if isinstance(item, FileResult):
+                    yield item
+                else:
+                    paths.append(item)
+            if paths:
+                yield from self._signed_and_stored(paths, count, batch)
+
+    def _signed_and_stored(
+        self, paths: list[tuple[str, str]], workers: int, batch: int
+    ) -> Iterator[FileResult]:
         pending: list[ingest.Signed] = []
         try:
-            for chunk in ingest.signed(self.settings, paths, count):
+            for chunk in ingest.signed(self.settings, paths, workers):
                 pending.extend(chunk)
                 if len(pending) >= batch:
                     yield from self._store(pending)
@@ -163,6 +210,34 @@ class Lookalike:
                 yield from stored
             raise
         yield from self._store(pending)
+
+    def _changed_files(
+        self, files: list[tuple[str, str]]
+    ) -> Iterator[tuple[str, str] | FileResult]:
+        """The files to sign, as ``(filepath, path)``, and an ``unchanged`` result for
+        each of the others. The store is asked about a thousand files at once."""
+        for start in range(0, len(files), 1000):
+            chunk = files[start : start + 1000]
+            names = [name for name, _ in chunk if _valid_filepath(name)]
+            stored = self.backend.previews(names, thumbnails=False) if names else {}
+            for name, path in chunk:
+                if self._unchanged(name, stored.get(name), path):
+                    yield FileResult(name, unchanged=True)
+                else:
+                    yield name, path
+
+    def _unchanged(self, filepath: str, stored: Preview | None, path: str) -> bool:
+        """Whether the file holds what ``filepath``'s record was made from, and the record
+        has all this collection keeps (an embedding, when embeddings are on)."""
+        try:
+            if not ingest.unchanged(stored, path):
+                return False
+        except OSError:
+            return False  # signing it reports why it cannot be read
+        if not self.settings.embeddings:
+            return True
+        record = self.backend.get(filepath)
+        return record is not None and record.embedding is not None
 
     def _store(self, batch: list[ingest.Signed]) -> list[FileResult]:
         records, outcomes = ingest.records_of(batch)
@@ -404,3 +479,11 @@ class Lookalike:
         if limit < 0:
             raise InvalidRequest("limit must be 0 or more")
         return self.backend.list(offset, limit)
+
+
+def _valid_filepath(name: str) -> bool:
+    try:
+        check_filepath(name)
+    except InvalidRequest:
+        return False
+    return True

@@ -144,6 +144,25 @@ def test_add_files_without_workers_gives_the_same_store(service, photo_files):
     assert sorted(service.list(limit=100)) == sorted(p.name for p in photo_files.values())
 
 
+def test_add_files_again_window_by_window_reports_every_file_once(
+    service, photo_files, edit, monkeypatch
+):
+    """Files are checked against the store and signed a window at a time: each file is
+    reported once, the unchanged ones as unchanged, the changed one stored anew."""
+    import lookalike.service
+
+    monkeypatch.setattr(lookalike.service, "_FILE_WINDOW", 2)
+    files = sorted((p.name, p) for p in photo_files.values())
+    assert all(r.error is None and not r.unchanged for r in service.add_files(files, workers=1))
+    changed_name, changed_path = files[len(files) // 2]
+    changed_path.write_bytes(edit(changed_path.stem, lambda im: im.resize((64, 48))))
+    again = list(service.add_files(files, workers=1))
+    assert sorted(r.filepath for r in again) == [name for name, _ in files]
+    assert [r.filepath for r in again if not r.unchanged] == [changed_name]
+    assert all(r.error is None for r in again)
+    assert np.array_equal(service.get(changed_name).signature, service.signature(changed_path))
+
+
 def test_collapse_keeps_the_best_result_per_metadata_value(service, photo_bytes, edit):
     """The blog's relation_id: several listings of one product show up once."""
     smaller = edit("chelsea", lambda im: im.resize((im.width // 2, im.height // 2)))

@@ -85,13 +85,22 @@ def create_app(service: Lookalike) -> FastAPI:
         image: Upload = None,
         url: Annotated[str | None, Form(description="URL of the image")] = None,
         metadata: Annotated[str | None, Form(description="A JSON object to store")] = None,
+        report: Annotated[
+            str | None,
+            Form(
+                description="true: answer [{filepath, status}], status added, replaced or"
+                " unchanged (the same bytes and metadata: nothing rewritten)"
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         if filepath is None:
             raise InvalidRequest("filepath is required")
         meta = json_object("metadata", metadata)
+        reported = boolean("report", report) or False
         content = await image_of(image, url, "image")
-        await run_in_threadpool(service.add, filepath, content, meta)
-        return envelope("add", [])
+        record, status = await run_in_threadpool(service.add_reported, filepath, content, meta)
+        result = [{"filepath": record.filepath, "status": status}] if reported else []
+        return envelope("add", result)
 
     @app.delete("/delete", summary="Delete the image stored under a filepath")
     async def delete(

@@ -37,6 +37,7 @@ _SINGLE_VALUED = frozenset(
     {
         "image", "url", "filepath", "metadata", "all_orientations", "limit", "min_score",
         "filter", "method", "collapse", "image1", "url1", "image2", "url2", "offset",
+        "report",
     }
 )  # fmt: skip
 

@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     add.add_argument("--workers", type=int, help="processes to decode with (default: one a core)")
     add.add_argument("--quiet", action="store_true", help="no progress bar")
+    add.add_argument(
+        "--force", action="store_true", help="sign every file again, even those stored unchanged"
+    )
     add.set_defaults(run=_add)
 
     search = commands.add_parser("search", help="find stored images like IMAGE")
@@ -185,15 +188,18 @@ def _add(service: Lookalike, args: argparse.Namespace) -> int:
     tuning.prepare_worker_environment()
     started = time.perf_counter()
     files = list(_image_files(args.paths))
-    added = failed = 0
+    added = failed = unchanged = 0
     aborted: LookalikeError | None = None
+    named = ((str(p), p) for p in files)
     with Progress(len(files), quiet=args.quiet) as bar:
         try:
-            for result in service.add_files(((str(p), p) for p in files), workers=args.workers):
+            for result in service.add_files(named, workers=args.workers, force=args.force):
                 if result.error is not None:
                     failed += 1
                     problem = f"{shown(result.filepath)}: {shown(result.error)}"
                     bar.write(f"lookalike: failed: {problem}", file=sys.stderr)
+                elif result.unchanged:
+                    unchanged += 1
                 else:
                     added += 1
                 bar.update(1)
@@ -203,8 +209,10 @@ def _add(service: Lookalike, args: argparse.Namespace) -> int:
         print(f"lookalike: {shown(str(aborted))}", file=sys.stderr)
     elapsed = time.perf_counter() - started
     rate = added / elapsed if elapsed > 0 else 0.0
-    left = len(files) - added - failed
+    left = len(files) - added - failed - unchanged
     summary = f"added {added} images, {failed} failed"
+    if unchanged:
+        summary += f", {unchanged} unchanged (skipped: --force adds them again)"
     if left:
         summary += f", {left} not processed"
     print(f"{summary}, in {elapsed:.1f} s ({rate:.0f} images/s)")

@@ -102,6 +102,33 @@ def test_add_folder_search_list_count_delete(store, photo_files, tmp_path, edit)
     assert "Traceback" not in missing.stderr
 
 
+def test_a_re_run_adds_only_what_changed(store, photo_files, tmp_path, edit):
+    """An interrupted or repeated ingest: unchanged files are skipped (by length and time,
+    or by hash when only the time moved), a changed one is signed again, --force signs
+    all; the record of an unchanged file is not rewritten."""
+    folder = next(iter(photo_files.values())).parent
+    n = len(photo_files)
+    first = run(store, "add", str(folder), "--quiet")
+    assert first.returncode == 0 and f"added {n} images, 0 failed" in first.stdout
+    updated = dict(sqlite3.connect(store).execute("SELECT filepath, updated FROM images"))
+
+    again = run(store, "add", str(folder), "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert f"added 0 images, 0 failed, {n} unchanged" in again.stdout
+
+    touched, changed = folder / "astronaut.jpg", folder / "coffee.jpg"
+    os.utime(touched, (time.time() + 5, time.time() + 5))  # the same bytes, a new time
+    changed.write_bytes(edit("coffee", lambda im: im.resize((300, 200))))
+    third = run(store, "add", str(folder), "--quiet")
+    assert f"added 1 images, 0 failed, {n - 1} unchanged" in third.stdout
+    now = dict(sqlite3.connect(store).execute("SELECT filepath, updated FROM images"))
+    assert {path for path in now if now[path] != updated[path]} == {str(changed)}
+
+    forced = run(store, "add", str(folder), "--quiet", "--force")
+    assert f"added {n} images, 0 failed" in forced.stdout and "unchanged" not in forced.stdout
+    assert run(store, "count").stdout.strip() == str(n)
+
+
 def test_a_failed_file_is_reported_skipped_and_fails_the_run(store, photo_files, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")

@@ -137,6 +137,36 @@ def test_add_same_filepath_replaces(live, photo_bytes):
     assert [r["filepath"] for r in found] == ["x"]
 
 
+def test_add_reports_added_replaced_unchanged(live, photo_bytes):
+    """With report=true /add says what it did; the same bytes and metadata again rewrite
+    nothing; without it the answer is Match's []."""
+
+    def add(name: str, photo: str, **data: str) -> list:
+        files = {"image": photo_bytes[photo]}
+        return ok(live.call("POST", "/add", files=files, data={"filepath": name, **data}), "add")
+
+    assert add("x", "chelsea", report="true") == [{"filepath": "x", "status": "added"}]
+    first = live.service.backend.get("x")
+    assert add("x", "chelsea", report="true") == [{"filepath": "x", "status": "unchanged"}]
+    assert live.service.backend.get("x").updated == first.updated  # not written again
+    assert add("x", "chelsea") == []  # Match's answer, and still nothing rewritten
+    assert live.service.backend.get("x").updated == first.updated
+    meta = {"report": "true", "metadata": '{"k": 1}'}
+    assert add("x", "chelsea", **meta) == [{"filepath": "x", "status": "replaced"}]
+    assert add("x", "chelsea", **meta) == [{"filepath": "x", "status": "unchanged"}]
+    assert add("x", "coffee", **meta) == [{"filepath": "x", "status": "replaced"}]
+    assert live.service.backend.get("x").metadata == {"k": 1}
+    assert add("y", "coffee", report="1") == [{"filepath": "y", "status": "added"}]
+    refused = live.call(
+        "POST",
+        "/add",
+        files={"image": photo_bytes["coffee"]},
+        data={"filepath": "z", "report": "maybe"},
+    )
+    assert refused.status_code == 400 and "report" in refused.json()["error"][0]
+    assert ok(live.call("GET", "/count"), "count") == [2]
+
+
 def test_extensions_limit_min_score_filepath_and_filter(live, photo_bytes, edit):
     variants = {
         "big": (photo_bytes["coffee"], {"shop": "north"}),
