@@ -164,6 +164,10 @@ class Settings:
         " store, else in the temporary folder)",
     )
     ingest_workers: int = _setting(0, "Processes used by `lookalike add`; 0 means one per core")
+    batch_max_items: int = _setting(1000, "Most images one `POST /add_batch` may carry")
+    batch_max_bytes: int = _setting(
+        100_000_000, "Largest `POST /add_batch` body, in bytes (it is held in memory)"
+    )
     host: str = _setting("127.0.0.1", "Address `lookalike serve` listens on")
     port: int = _setting(8888, "Port `lookalike serve` listens on", env="PORT")
     workers: int = _setting(4, "Worker processes of `lookalike serve`", env="WORKER_COUNT")
@@ -202,6 +206,8 @@ class Settings:
             raise ConfigError("search_limit must be positive")
         if self.duplicates_nprobe < 1:
             raise ConfigError("LOOKALIKE_DUPLICATES_NPROBE must be at least 1")
+        if self.batch_max_items < 1 or self.batch_max_bytes < 1:
+            raise ConfigError("batch_max_items and batch_max_bytes must be positive")
         if self.ingest_workers < 0:
             raise ConfigError("ingest_workers must be 0 (one per core) or more")
         if not 0 < self.port < 65536:

@@ -1,5 +1,5 @@
-"""Background jobs (the duplicates of a whole collection): started by one worker, seen by
-every worker of the service.
+"""Background jobs (the duplicates of a whole collection, a batch of images to add):
+started by one worker, seen by every worker of the service.
 
 A job runs in a thread of the process that started it and keeps its state in a folder
 that all the service's processes share (``Settings.jobs_dir``): ``<id>.json`` (state,

@@ -28,6 +28,7 @@ __all__ = [
     "MAX_METADATA_DEPTH",
     "MAX_THUMBNAIL_BYTES",
     "THUMBNAIL_TYPES",
+    "BatchItem",
     "Comparison",
     "FileResult",
     "Filter",
@@ -355,6 +356,19 @@ class Comparison:
             "method": self.method,
         }
         return out if self.scores is None else {**out, "scores": self.scores}
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One image of a batch to add: its bytes or its URL, with the filepath and metadata
+    to store it under; ``error`` says why it cannot be added when the request already
+    shows it (it then fails alone)."""
+
+    filepath: str | None
+    content: bytes | None = field(default=None, repr=False)
+    url: str | None = None
+    metadata: Metadata | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ import functools
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any, Self, Unpack
@@ -26,12 +27,13 @@ from . import embeddings, ingest, orientations, selfjoin, signature
 from .backends import Backend, open_backend
 from .config import Settings
 from .duplicates import KEEP_RULES, Group, grouped
-from .errors import InvalidImage, InvalidRequest, NotFound, Overloaded
+from .errors import InvalidImage, InvalidRequest, LookalikeError, NotFound, Overloaded
 from .fetch import AddressPolicy
 from .fetch import fetch as fetch_url
 from .ingest import BLANK, ImageSource
-from .jobs import Jobs
+from .jobs import Jobs, Progress
 from .records import (
+    BatchItem,
     Comparison,
     FileResult,
     Match,
@@ -54,6 +56,18 @@ from .vectors import cosine_distances
 __all__ = ["ImageSource", "Lookalike"]
 
 _FILE_WINDOW = 50_000  # files checked against the store, then signed, at a time
+_BATCH_CHUNK = 64  # images of a batch stored in one write
+_BATCH_THREADS = 4  # of a batch fetched at once (as many decoded as decode slots allow)
+_WRITTEN = ("added", "replaced")
+
+
+def _once(item: BatchItem, seen: set[str]) -> BatchItem:
+    """The item, or a failed one if its filepath came earlier in the batch."""
+    if item.error is None and item.filepath is not None:
+        if item.filepath in seen:
+            return dataclasses.replace(item, error="this filepath is given earlier in the batch")
+        seen.add(item.filepath)
+    return item
 
 
 class Lookalike:
@@ -70,10 +84,12 @@ class Lookalike:
         self._decode_slots = threading.BoundedSemaphore(self.settings.max_decodes)
 
     @contextlib.contextmanager
-    def _decoding(self) -> Iterator[None]:
+    def _decoding(self, patient: bool = False) -> Iterator[None]:
         """One of this process's ``max_decodes`` slots for decoding and signing an image
-        (they bound the memory taken at once); Overloaded after ``decode_wait`` seconds."""
-        if not self._decode_slots.acquire(timeout=self.settings.decode_wait):
+        (they bound the memory taken at once); Overloaded after ``decode_wait`` seconds,
+        unless ``patient``."""
+        wait = None if patient else self.settings.decode_wait
+        if not self._decode_slots.acquire(timeout=wait):
             raise Overloaded(
                 f"busy: {self.settings.max_decodes} images are being decoded; try again shortly"
             )
@@ -134,7 +150,16 @@ class Lookalike:
         stored = self.backend.get(name)
         if stored is not None and self._same_source(stored, source, meta):
             return stored, "unchanged"
-        with self._decoding():
+        record = self._made_record(name, source, meta)
+        self.backend.add(record)
+        return record, "added" if stored is None else "replaced"
+
+    def _made_record(
+        self, name: str, source: ImageSource, metadata: Metadata | None, patient: bool = False
+    ) -> Record:
+        """The record of an image: decoded, signed, embedded, previewed (``patient``:
+        waiting as long as it takes for a decode slot, as a background job may)."""
+        with self._decoding(patient):
             pixels, footprint = ingest.decoded(source, self.settings)
             embedding = self.embed([pixels])[0] if self.settings.embeddings else None
             sig = signature.signature(pixels, footprint)
@@ -142,9 +167,58 @@ class Lookalike:
                 raise InvalidImage(BLANK)
             preview = ingest.preview(self.settings, source, pixels, footprint)
             del pixels
-        record = Record(name, sig, meta, embedding=embedding, preview=preview)
-        self.backend.add(record)
-        return record, "added" if stored is None else "replaced"
+        return Record(name, sig, metadata, embedding=embedding, preview=preview)
+
+    def add_batch(
+        self, items: Sequence[BatchItem], progress: Progress | None = None
+    ) -> list[dict[str, Any]]:
+        """Add each item as ``add_reported`` would, ``_BATCH_CHUNK`` at a time: URLs
+        fetched and images decoded by a few threads at once, each chunk stored in one
+        write. Returns one ``{"filepath", "status"}`` per item, in order: status added,
+        replaced, unchanged, or failed with its ``error`` (an item that fails, fails
+        alone; so does a filepath given again later in the batch)."""
+        seen: set[str] = set()
+        results: list[dict[str, Any]] = []
+        with ThreadPoolExecutor(_BATCH_THREADS, thread_name_prefix="batch") as pool:
+            for start in range(0, len(items), _BATCH_CHUNK):
+                chunk = [_once(item, seen) for item in items[start : start + _BATCH_CHUNK]]
+                made = list(pool.map(self._batch_record, chunk))
+                self.backend.add_many(r for r, done in made if r is not None and done in _WRITTEN)
+                for item, (record, status) in zip(chunk, made, strict=True):
+                    answer: dict[str, Any] = {"filepath": item.filepath}
+                    if record is None:
+                        answer |= {"status": "failed", "error": status}
+                    else:
+                        answer |= {"filepath": record.filepath, "status": status}
+                    results.append(answer)
+                if progress is not None:
+                    progress(len(results), len(items))
+        return results
+
+    def _batch_record(self, item: BatchItem) -> tuple[Record | None, str]:
+        """An item's record and what storing it does, or None and why it fails."""
+        try:
+            if item.error is not None:
+                raise InvalidRequest(item.error)
+            name = check_filepath(item.filepath or "", new=True)
+            meta = check_metadata(item.metadata)
+            source = item.content if item.content is not None else self.fetch(item.url or "")
+            stored = self.backend.get(name)
+            if stored is not None and self._same_source(stored, source, meta):
+                return stored, "unchanged"
+            record = self._made_record(name, source, meta, patient=True)
+            return record, "added" if stored is None else "replaced"
+        except LookalikeError as error:
+            return None, str(error)
+
+    def start_add_batch(self, items: Sequence[BatchItem]) -> str:
+        """``add_batch`` as a background job (``jobs``); its id."""
+        items = list(items)
+        return self.jobs.start(
+            "add_batch",
+            lambda progress: (self.add_batch(items, progress), {}),
+            {"items": len(items)},
+        )
 
     def _same_source(self, stored: Record, source: ImageSource, metadata: Metadata | None) -> bool:
         if stored.metadata != metadata or (self.settings.embeddings and stored.embedding is None):

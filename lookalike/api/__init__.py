@@ -30,6 +30,7 @@ from ..config import VERSION, Settings
 from ..errors import InvalidRequest, NotFound
 from ..records import INT64_RANGE
 from ..service import Lookalike
+from .batch import add_batch_routes
 from .guard import DOCS_ASSETS, WEB_PATH, add_guard
 from .jobs import add_job_routes
 from .parameters import (
@@ -260,6 +261,7 @@ def create_app(service: Lookalike) -> FastAPI:
     app.add_api_route("/thumbnail", thumbnail, methods=["HEAD"], include_in_schema=False)
 
     add_job_routes(app, service)
+    add_batch_routes(app, service)
 
     # The page: static files of the package, no build step, talking only to this API.
     @app.get("/", include_in_schema=False)

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 
 from ..config import Settings
+from .batch import PATH as BATCH_PATH
 from .responses import fail
 
 __all__ = ["DOCS_ASSETS", "add_guard"]
@@ -35,12 +36,16 @@ _CLOSE = {"Connection": "close"}  # the body that follows is not read
 
 
 def add_guard(app: FastAPI, settings: Settings) -> None:
-    limit = 2 * settings.max_image_bytes + 1_000_000  # /compare carries two images
+    limits = {
+        "": 2 * settings.max_image_bytes + 1_000_000,  # /compare carries two images
+        BATCH_PATH: settings.batch_max_bytes,
+    }
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
         try:
+            limit = limits.get(request.url.path, limits[""])
             response = await _checked(request, call_next, settings, limit)
         except Exception:
             # Answered here rather than by Starlette's outermost handler, which answers

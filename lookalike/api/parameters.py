@@ -46,6 +46,8 @@ async def each_field_once(request: Request) -> None:
     """Refuse a parameter given twice (in the query, the form, or both): which one was
     meant cannot be known, and frameworks disagree on which they take."""
     names = [name for name, _ in request.query_params.multi_items()]
+    if request.url.path == "/add_batch":  # its fields repeat, one of each per image
+        return
     if request.method not in ("GET", "HEAD") and request.headers.get("content-type", "").startswith(
         ("multipart/form-data", "application/x-www-form-urlencoded")
     ):

@@ -96,6 +96,27 @@ def test_two_workers_share_one_store(served, photo_bytes, edit):
     assert counts == {3 * len(names)}
 
 
+def test_a_batch_is_followed_from_every_worker(served, photo_bytes):
+    """A batch started by one worker is answered by whichever takes ``GET /jobs``: each
+    poll on a new connection, so both workers answer some."""
+    names = sorted(photo_bytes)
+    files = [("image", (f"{n}.jpg", photo_bytes[n], "image/jpeg")) for n in names]
+    answer = httpx.post(
+        served.url + "/add_batch", files=files, data={"filepath": names}, timeout=60
+    )
+    assert answer.status_code == 202, answer.text
+    job = answer.json()["result"][0]["job"]
+    deadline = time.monotonic() + 60
+    state = httpx.get(f"{served.url}/jobs/{job}", timeout=30).json()["result"][0]
+    while state["state"] == "running":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.05)
+        state = httpx.get(f"{served.url}/jobs/{job}", timeout=30).json()["result"][0]
+    assert state["state"] == "done"
+    assert [r["status"] for r in state["results"]] == ["added"] * len(names)
+    assert httpx.get(served.url + "/count", timeout=30).json()["result"] == [len(names)]
+
+
 def _children_command_lines(pid: int) -> list[str]:
     """Full command lines of a process's children, read from /proc: `ps` cuts them to
     the terminal's width, which differs between a shell and CI."""
