@@ -141,6 +141,11 @@ class Backend(ABC):
         """The stored record, or None."""
         return self._get_trusted(check_filepath(filepath))
 
+    def get_many(self, filepaths: Iterable[str]) -> dict[str, Record]:
+        """The stored records of these filepaths, by filepath (those not stored left
+        out): ``get`` for many, in few requests where the store can."""
+        return self._get_many_trusted([check_filepath(path) for path in filepaths])
+
     def previews(self, filepaths: Iterable[str], *, thumbnails: bool = True) -> dict[str, Preview]:
         """The previews kept with these records, by filepath (records without one, and
         filepaths not stored, are left out); without ``thumbnails``, their sizes only."""
@@ -246,6 +251,14 @@ class Backend(ABC):
         """Rebuild whatever search structure is derived from the records (nothing for
         an exact scan) and wait for it; returns ``stats()`` afterwards."""
 
+    def backup(self, destination: Path) -> dict[str, Any]:
+        """Write a consistent copy of the store to ``destination`` while it keeps serving
+        and writing, where the store is a file of its own; ConfigError otherwise."""
+        raise ConfigError(
+            f"{type(self).__name__} is backed up with its own tools (lookalike export"
+            " copies any store)"
+        )
+
     def migrate(
         self, target: str, *, swap: bool = False, progress: Callable[[int], object] | None = None
     ) -> dict[str, Any]:
@@ -305,6 +318,13 @@ class Backend(ABC):
 
     def _distinct_trusted(self) -> builtins.list[tuple[str, str]]:
         return []
+
+    def _get_many_trusted(self, filepaths: builtins.list[str]) -> dict[str, Record]:
+        found = {}
+        for path in filepaths:
+            if (record := self._get_trusted(path)) is not None:
+                found[path] = record
+        return found
 
     @abstractmethod
     def _search_trusted(self, search: Search) -> builtins.list[Match]:

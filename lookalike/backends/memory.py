@@ -48,15 +48,28 @@ class MemoryBackend(Backend):
         self._lock = threading.RLock()
 
     def _add_trusted(self, records: Iterable[Record]) -> int:
-        checked = [(r.filepath, r.signature, r.metadata, r.embedding, r.preview) for r in records]
+        checked = list(records)
         with self._lock:
             self._writes += 1
-            for filepath, sig, metadata, embedding, preview in checked:
+            for record in checked:
+                filepath, sig, embedding, preview = (
+                    record.filepath,
+                    record.signature,
+                    record.embedding,
+                    record.preview,
+                )
                 now = time.time()
                 old = self._records.get(filepath)
-                created = old.created if old is not None else now
+                created = record.created
+                if created is None:
+                    created = old.created if old is not None else now
                 self._records[filepath] = Record(
-                    filepath, sig, metadata, created, now, embedding=embedding
+                    filepath,
+                    sig,
+                    record.metadata,
+                    created,
+                    now if record.updated is None else record.updated,
+                    embedding=embedding,
                 )
                 slot = self._slots.get(filepath)
                 if slot is None:

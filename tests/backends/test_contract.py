@@ -130,6 +130,52 @@ def test_replace_keeps_created_and_bumps_updated(
     assert second.updated > first.updated
 
 
+def test_a_record_given_its_times_keeps_them(backend: Backend, rng: np.random.Generator) -> None:
+    """An import writes records with the times they had: kept as given, also over an
+    existing record; a later add without times keeps the creation time."""
+    first, second = random_signatures(rng, 2)
+    backend.add(Record("old", first))
+    backend.add_many(
+        [
+            Record("imported", first, created=1_000.5, updated=2_000.25),
+            Record("old", second, created=500.0, updated=600.0),
+        ]
+    )
+    for path, times in {"imported": (1_000.5, 2_000.25), "old": (500.0, 600.0)}.items():
+        got = backend.get(path)
+        assert got is not None and (got.created, got.updated) == times, path
+    backend.add(Record("imported", second))
+    again = backend.get("imported")
+    assert again is not None and again.created == 1_000.5
+    assert again.updated is not None and again.updated > 2_000.25
+
+
+def test_get_many_is_get_for_many(backend: Backend, rng: np.random.Generator) -> None:
+    sigs = random_signatures(rng, 3)
+    vector = unit_vectors(rng, 1)[0]
+    backend.add_many(
+        [
+            Record("a", sigs[0], {"k": 1}),
+            Record("b", sigs[1], embedding=vector),
+            Record("c", sigs[2]),
+        ]
+    )
+    backend.delete("c")
+    found = backend.get_many(["b", "missing", "a", "c"])
+    assert sorted(found) == ["a", "b"]
+    for path, record in found.items():
+        single = backend.get(path)
+        assert single is not None and record.filepath == path
+        assert record.signature.tobytes() == single.signature.tobytes()
+        assert (record.metadata, record.created, record.updated) == (
+            single.metadata, single.created, single.updated,
+        )  # fmt: skip
+    embedding = found["b"].embedding
+    assert embedding is not None and np.array_equal(embedding, vector.astype(np.float16))
+    assert found["a"].embedding is None
+    assert backend.get_many([]) == {}
+
+
 def test_replace_is_searched_with_the_new_signature(
     backend: Backend, rng: np.random.Generator
 ) -> None:

@@ -837,7 +837,8 @@ def test_previews_are_kept_in_the_document_and_read_with_one_mget(
     }
     assert with_thumbnails.query["_source_includes"] == ["path,preview"]
     assert sizes_only.query["_source_includes"] == [
-        "path,preview.width,preview.height,preview.file_bytes,preview.media_type"
+        "path,preview.width,preview.height,preview.file_bytes,preview.media_type,"
+        "preview.sha256,preview.modified"
     ]
     assert backend.previews([]) == {}
     assert len(cluster.calls("POST", "/images/_mget")) == 2  # none for no filepaths

@@ -23,7 +23,8 @@ import pytest
 from lookalike.backends import open_backend
 from lookalike.backends.sqlite import SQLiteBackend
 from lookalike.backends.sqlite import store as sqlite_store
-from lookalike.errors import BackendUnavailable, ConfigError
+from lookalike.config import Settings
+from lookalike.errors import BackendUnavailable, ConfigError, InvalidRequest
 from lookalike.records import Record
 
 from .conftest import sqlite_url
@@ -100,6 +101,62 @@ def integrity(path: Path) -> str:
 
 
 # -- durability --------------------------------------------------------------------------
+
+
+def test_a_backup_taken_while_writing_holds_every_acknowledged_write(tmp_path: Path) -> None:
+    """``lookalike backup`` (a process of its own) while another process writes: the copy
+    is whole, holds every write acknowledged before the backup began, in order, and the
+    writer was not stopped; the copy opens as a store and is searched."""
+    path, copy = tmp_path / "store.db", tmp_path / "backup" / "copy.db"
+    copy.parent.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOOKALIKE_")}
+    with worker("write", str(path), "0") as (process, lines):
+        deadline = time.monotonic() + TIMEOUT
+        before = [lines.next(deadline) for _ in range(300)]
+        done = subprocess.run(
+            [sys.executable, "-m", "lookalike", "--store", sqlite_url(path), "backup", str(copy)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        facts = json.loads(done.stdout)
+        while int(lines.next(deadline)[2:]) <= facts["images"]:
+            pass  # it writes on, beyond what the copy holds
+        os.kill(process.pid, signal.SIGKILL)
+    assert facts["backup"] == str(copy) and facts["images"] >= len(before)
+    assert integrity(copy) == "ok"
+    assert not copy.with_name("copy.db.partial").exists()
+    assert not copy.with_name("copy.db-wal").exists()  # one self-contained file
+    restored = SQLiteBackend(copy)
+    try:
+        count = restored.count()
+        assert count == facts["images"]
+        assert restored.list(0, EVERYTHING) == [f"w-{i}" for i in range(count)]
+        for i in (0, len(before) - 1, count - 1):
+            record = restored.get(f"w-{i}")
+            assert record is not None and record.metadata == {"i": i}
+            assert record.signature.tobytes() == numbered_signature(i).tobytes()
+        sig = numbered_signature(len(before) - 1)
+        assert found(restored.search(sig, limit=1, max_distance=0.01))[0][0] == before[-1]
+    finally:
+        restored.close()
+
+
+def test_a_backup_is_refused_where_it_cannot_be_made(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    store = SQLiteBackend(path)
+    try:
+        with pytest.raises(InvalidRequest, match="overwrite the store itself"):
+            store.backup(path)
+        with pytest.raises(BackendUnavailable, match="cannot back up"):
+            store.backup(tmp_path / "missing-folder" / "copy.db")
+        assert not (tmp_path / "missing-folder").exists()
+    finally:
+        store.close()
+    with pytest.raises(ConfigError, match="lookalike export"):
+        open_backend("memory://", Settings()).backup(tmp_path / "copy.db")
 
 
 def test_acknowledged_writes_survive_a_kill(tmp_path: Path) -> None:

@@ -55,7 +55,9 @@ __all__ = [
 
 Row = dict[str, Any]
 # filepath, signature, metadata, embedding, preview
-Checked = tuple[str, npt.NDArray[np.int8], Metadata | None, Any, Preview | None]
+Checked = tuple[
+    str, npt.NDArray[np.int8], Metadata | None, Any, Preview | None, float | None, float | None
+]  # filepath, signature, metadata, embedding, preview, created, updated (None: now)
 
 MAX_TEXT = 65_535  # Milvus's longest VARCHAR, in bytes
 MAX_MEDIA_TYPE = 64
@@ -76,7 +78,15 @@ def check_lengths(record: Record) -> Checked:
     text, _ = storable(metadata)
     if len(text.encode("utf-8")) > MAX_TEXT:
         raise InvalidRequest(f"a Milvus store keeps metadata of at most {MAX_TEXT} bytes of JSON")
-    return filepath, record.signature, metadata, record.embedding, record.preview
+    return (
+        filepath,
+        record.signature,
+        metadata,
+        record.embedding,
+        record.preview,
+        record.created,
+        record.updated,
+    )
 
 
 def storable(metadata: Metadata | None) -> tuple[str, dict[str, Any]]:
@@ -108,7 +118,7 @@ def record_rows(
     record: Checked, *, seq: int, created: float, updated: float, version: int
 ) -> tuple[Row, Row | None]:
     """The record's row, and its embedding's row (None without an embedding)."""
-    filepath, sig, metadata, embedding, _ = record
+    filepath, sig, metadata, embedding, *_ = record
     text, keys = storable(metadata)
     row = {
         "filepath": filepath,

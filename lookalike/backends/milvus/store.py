@@ -176,24 +176,36 @@ class MilvusBackend(Backend):
     # -- reads --------------------------------------------------------------------------
 
     def _get_trusted(self, filepath: str) -> Record | None:
+        return self._get_many_trusted([filepath]).get(filepath)
+
+    def _get_many_trusted(self, filepaths: builtins.list[str]) -> dict[str, Record]:
+        """Two queries per thousand filepaths: the records, then the embeddings of those
+        that have one (an embedding of another version is half written: ignored)."""
         fields = [*RECORD, "created", "updated", "version", "has_embedding"]
-        found = self._client.fetch(self.name, [filepath], fields)
-        if not found:
-            return None
-        row = found[0]
-        embedding = None
-        if row["has_embedding"]:
-            vectors = self._client.fetch(self.vectors_name, [filepath], _VECTORS)
-            if vectors and vectors[0]["version"] == row["version"]:
-                embedding = embedding_of(vectors[0])
-        return Record(
-            filepath,
-            signature_of(row),
-            metadata_of(row),
-            float(row["created"]),
-            float(row["updated"]),
-            embedding=embedding,
+        rows = self._client.fetch(self.name, filepaths, fields)
+        embedded = [row["filepath"] for row in rows if row["has_embedding"]]
+        vectors = (
+            {
+                v["filepath"]: v
+                for v in self._client.fetch(self.vectors_name, embedded, ["filepath", *_VECTORS])
+            }
+            if embedded
+            else {}
         )
+        found = {}
+        for row in rows:
+            vector = vectors.get(row["filepath"])
+            if vector is not None and vector["version"] != row["version"]:
+                vector = None
+            found[row["filepath"]] = Record(
+                row["filepath"],
+                signature_of(row),
+                metadata_of(row),
+                float(row["created"]),
+                float(row["updated"]),
+                embedding=None if vector is None else embedding_of(vector),
+            )
+        return found
 
     def _previews_trusted(
         self, filepaths: builtins.list[str], thumbnails: bool
@@ -396,8 +408,8 @@ class MilvusBackend(Backend):
                 row, vector = record_rows(
                     record,
                     seq=int(before["seq"]) if before else next_seq(),
-                    created=float(before["created"]) if before else now,
-                    updated=now,
+                    created=_given(record[5], float(before["created"]) if before else now),
+                    updated=_given(record[6], now),
                     version=version,
                 )
                 rows.append(row)
@@ -446,3 +458,8 @@ class MilvusBackend(Backend):
             return
         path, self._lite_path = self._lite_path, None
         release(path, self._shared)
+
+
+def _given(time: float | None, otherwise: float) -> float:
+    """A record's own time (an import keeps it), else ``otherwise``."""
+    return otherwise if time is None else time

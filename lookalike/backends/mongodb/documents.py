@@ -70,7 +70,9 @@ def document_of(record: Record, now: float) -> tuple[dict[str, Any], dict[str, A
     fields: dict[str, Any] = {"path": record.filepath, "signature": signature.tolist()}
     fields[SIGNATURE_BYTES] = signature.astype(np.int8).tobytes()
     fields.update(zip(WORDS, words(signature).tolist(), strict=True))
-    fields[UPDATED] = now
+    fields[UPDATED] = now if record.updated is None else record.updated
+    if record.created is not None:  # an import: its own time, else set on insert only
+        fields[CREATED] = record.created
     absent = []
     if record.metadata is None:
         absent += ["metadata", METADATA_TEXT]

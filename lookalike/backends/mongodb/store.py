@@ -106,7 +106,7 @@ class MongoBackend(Backend):
                     fields, absent = document_of(record, now)
                     known = stored.get(record.filepath)
                     if known is None:
-                        inserted = self._records.insert_one({**fields, CREATED: now})
+                        inserted = self._records.insert_one({CREATED: now, **fields})
                         stored[record.filepath] = inserted.inserted_id
                         continue
                     update: dict[str, Any] = {"$set": fields}

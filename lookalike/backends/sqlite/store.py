@@ -29,7 +29,9 @@ crash of the process or the machine.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -43,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...config import Settings
-from ...errors import BackendUnavailable, ConfigError, NotFound
+from ...errors import BackendUnavailable, ConfigError, InvalidRequest, NotFound
 from ...orientations import ORIENTATIONS
 from ...records import Filter, Match, Preview, Record, loads_metadata
 from ...signature import LENGTH
@@ -98,13 +100,15 @@ INSERT OR IGNORE INTO lookalike (key, value)
 VALUES ('schema', 1), ('version', 0), ('pruned', 0), ('identity', abs(random()));
 """
 
+# ?8: the record's own creation time (an import), else NULL: a replace keeps the first
 _UPSERT = """
 INSERT INTO images (filepath, signature, metadata, embedding, created, updated, version)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
 ON CONFLICT (filepath) DO UPDATE SET
     signature = excluded.signature,
     metadata = excluded.metadata,
     embedding = excluded.embedding,
+    created = coalesce(?8, images.created),
     updated = excluded.updated,
     version = excluded.version
 """
@@ -199,18 +203,23 @@ class SQLiteBackend(Backend):
     # -- reads ----------------------------------------------------------------------------
 
     def _get_trusted(self, filepath: str) -> Record | None:
-        row = self._read(
-            "SELECT filepath, signature, metadata, created, updated, embedding FROM images"
-            " WHERE filepath = ?",
-            (filepath,),
-        )
-        if not row:
-            return None
-        path, blob, metadata, created, updated, embedding = row[0]
-        signature = np.frombuffer(blob, dtype=np.int8).copy()
-        return Record(
-            path, signature, loads_metadata(metadata), created, updated, decode(embedding)
-        )
+        return self._get_many_trusted([filepath]).get(filepath)
+
+    def _get_many_trusted(self, filepaths: builtins.list[str]) -> dict[str, Record]:
+        found = {}
+        for start in range(0, len(filepaths), 500):
+            chunk = filepaths[start : start + 500]
+            rows = self._read(
+                "SELECT filepath, signature, metadata, created, updated, embedding FROM images"
+                f" WHERE filepath IN ({','.join('?' * len(chunk))})",
+                tuple(chunk),
+            )
+            for path, blob, metadata, created, updated, embedding in rows:
+                signature = np.frombuffer(blob, dtype=np.int8).copy()
+                found[path] = Record(
+                    path, signature, loads_metadata(metadata), created, updated, decode(embedding)
+                )
+        return found
 
     def _previews_trusted(
         self, filepaths: builtins.list[str], thumbnails: bool
@@ -401,6 +410,42 @@ class SQLiteBackend(Backend):
         """Bytes of search state private to this process (a shared index not counted)."""
         return self._signatures.nbytes + self._embeddings.nbytes
 
+    def backup(self, destination: Path) -> dict[str, Any]:
+        """SQLite's online backup, in one step: a read transaction's snapshot (in WAL
+        mode writers go on meanwhile), so the copy holds every write committed before it
+        began. Written beside ``destination``, checked, then renamed; the index files
+        are not copied (a store opened without them rebuilds or scans, as it decides)."""
+        destination = Path(destination)
+        if destination.resolve() == self.path.resolve():
+            raise InvalidRequest("the backup would overwrite the store itself")
+        unfinished = destination.with_name(destination.name + ".partial")
+        unfinished.unlink(missing_ok=True)
+        started = time.monotonic()
+        try:
+            source = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True)
+            try:
+                with contextlib.closing(sqlite3.connect(unfinished)) as copy:
+                    source.backup(copy)
+                    copy.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+                    (verdict,) = copy.execute("PRAGMA quick_check").fetchone()
+                    (count,) = copy.execute("SELECT count(*) FROM images").fetchone()
+            finally:
+                source.close()
+            if verdict != "ok":
+                raise BackendUnavailable(f"the backup failed its check: {verdict}")
+            os.replace(unfinished, destination)
+        except (sqlite3.Error, OSError) as error:
+            unfinished.unlink(missing_ok=True)
+            raise BackendUnavailable(
+                f"cannot back up {self.path} to {destination}: {error}"
+            ) from None
+        return {
+            "backup": str(destination),
+            "images": int(count),
+            "bytes": destination.stat().st_size,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+
     # -- internals ------------------------------------------------------------------------
 
     def _create_schema(self) -> None:
@@ -419,7 +464,20 @@ class SQLiteBackend(Backend):
         self, rows: builtins.list[_Row], records: builtins.list[Record], version: int
     ) -> None:
         now = time.time()
-        self._db.executemany(_UPSERT, [(*row, now, now, version) for row in rows])
+        times = [(r.created, r.updated) for r in records]
+        self._db.executemany(
+            _UPSERT,
+            [
+                (
+                    *row,
+                    now if made is None else made,
+                    now if changed is None else changed,
+                    version,
+                    made,
+                )
+                for row, (made, changed) in zip(rows, times, strict=True)
+            ],
+        )
         self._db.executemany(_DROP_PREVIEW, [(r.filepath,) for r in records if r.preview is None])
         self._db.executemany(
             _SET_PREVIEW,
