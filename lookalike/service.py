@@ -18,16 +18,23 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
-from typing import Any, Self, Unpack
+from typing import IO, Any, Self, Unpack
 
 import numpy as np
 import numpy.typing as npt
 
-from . import embeddings, ingest, orientations, selfjoin, signature
+from . import embeddings, export, ingest, orientations, selfjoin, signature
 from .backends import Backend, open_backend
 from .config import Settings
 from .duplicates import KEEP_RULES, Group, grouped
-from .errors import InvalidImage, InvalidRequest, LookalikeError, NotFound, Overloaded
+from .errors import (
+    ConfigError,
+    InvalidImage,
+    InvalidRequest,
+    LookalikeError,
+    NotFound,
+    Overloaded,
+)
 from .fetch import AddressPolicy
 from .fetch import fetch as fetch_url
 from .ingest import BLANK, ImageSource
@@ -59,6 +66,17 @@ _FILE_WINDOW = 50_000  # files checked against the store, then signed, at a time
 _BATCH_CHUNK = 64  # images of a batch stored in one write
 _BATCH_THREADS = 4  # of a batch fetched at once (as many decoded as decode slots allow)
 _WRITTEN = ("added", "replaced")
+_EXPORT_PAGE = 1000  # records read, or written, at a time by export and import
+
+
+def _same_import(stored: Record | None, record: Record) -> bool:
+    """Whether ``stored`` is ``record`` as an earlier run of the same import wrote it."""
+    return (
+        stored is not None
+        and record.updated is not None
+        and stored.updated == record.updated
+        and np.array_equal(stored.signature, record.signature)
+    )
 
 
 def _once(item: BatchItem, seen: set[str]) -> BatchItem:
@@ -219,6 +237,68 @@ class Lookalike:
             lambda progress: (self.add_batch(items, progress), {}),
             {"items": len(items)},
         )
+
+    def export(self, out: IO[str], progress: Callable[[int], object] | None = None) -> int:
+        """Write the whole collection to ``out`` in the export format (``export``), oldest
+        first, then the distinct marks; returns how many records. Records added while it
+        runs may be left out (for a consistent copy of a SQLite store: ``backup``)."""
+        out.write(export.header(self.backend.count()) + "\n")
+        written = offset = 0
+        while page := self.backend.list(offset, _EXPORT_PAGE):
+            offset += len(page)
+            previews, records = self.backend.previews(page), self.backend.get_many(page)
+            for path in page:
+                record = records.get(path)
+                if record is not None:  # unless deleted since it was listed
+                    out.write(export.record_line(record, previews.get(path)) + "\n")
+                    written += 1
+            if progress is not None:
+                progress(len(page))
+        for mark in self.backend.distinct():
+            out.write(export.mark_line(mark) + "\n")
+        return written
+
+    def import_(
+        self, lines: Iterable[str], progress: Callable[[int], object] | None = None
+    ) -> dict[str, int]:
+        """Load an export into the store, ``_EXPORT_PAGE`` records per write, keeping every
+        field as exported (times included). A record already stored as exported (the same
+        update time and signature) is skipped, so an interrupted import run again resumes;
+        InvalidRequest naming the line of a malformed one (the lines before it are
+        stored). Returns the records imported and skipped, and the marks."""
+        counts = {"imported": 0, "skipped": 0, "marks": 0, "marks_skipped": 0}
+        batch: list[Record] = []
+        marks: list[export.Mark] = []
+
+        def flush() -> None:
+            stored = self.backend.get_many([r.filepath for r in batch])
+            fresh = [r for r in batch if not _same_import(stored.get(r.filepath), r)]
+            self.backend.add_many(fresh)
+            counts["imported"] += len(fresh)
+            counts["skipped"] += len(batch) - len(fresh)
+            if progress is not None:
+                progress(len(batch))
+            batch.clear()
+
+        try:
+            for _, item in export.read(lines):
+                if isinstance(item, Record):
+                    batch.append(item)
+                    if len(batch) >= _EXPORT_PAGE:
+                        flush()
+                else:
+                    marks.append(item)
+        except InvalidRequest:
+            flush()  # what was read before a malformed line is stored
+            raise
+        flush()
+        for first, second in marks:
+            try:
+                self.backend.mark_distinct(first, second)
+                counts["marks"] += 1
+            except (ConfigError, NotFound):  # a store without marks, or a record left out
+                counts["marks_skipped"] += 1
+        return counts
 
     def _same_source(self, stored: Record, source: ImageSource, metadata: Metadata | None) -> bool:
         if stored.metadata != metadata or (self.settings.embeddings and stored.embedding is None):
@@ -541,6 +621,11 @@ class Lookalike:
         """Copy the store's collection, written by an older system (Match or image-match
         on Elasticsearch), into lookalike's layout under ``target``."""
         return self.backend.migrate(target, swap=swap, progress=progress)
+
+    def backup(self, destination: Path) -> dict[str, Any]:
+        """A consistent copy of the store (a SQLite file) at ``destination``, taken while
+        the service keeps serving and writing; what was copied."""
+        return self.backend.backup(destination)
 
     def reindex(self) -> dict[str, Any]:
         """Rebuild the store's search index from its records now; returns ``stats()``."""

@@ -13,10 +13,11 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, TextIO
 
-from .. import tuning
+from .. import export, tuning
 from ..config import METHODS, Settings
 from ..errors import (
     BackendUnavailable,
@@ -162,6 +163,26 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--quiet", action="store_true", help="no progress bar")
     migrate.set_defaults(run=_migrate)
 
+    exporting = commands.add_parser(
+        "export", help="write the whole collection to FILE (JSON Lines; gzip if FILE ends .gz)"
+    )
+    exporting.add_argument("file", type=Path, metavar="FILE")
+    exporting.add_argument("--quiet", action="store_true", help="no progress bar")
+    exporting.set_defaults(run=_export)
+
+    importing = commands.add_parser(
+        "import", help="load an export into the store (run again to resume)"
+    )
+    importing.add_argument("file", type=Path, metavar="FILE")
+    importing.add_argument("--quiet", action="store_true", help="no progress bar")
+    importing.set_defaults(run=_import)
+
+    backup = commands.add_parser(
+        "backup", help="copy the SQLite store to DEST while it keeps serving and writing"
+    )
+    backup.add_argument("destination", type=Path, metavar="DEST")
+    backup.set_defaults(run=_backup)
+
     from . import duplicates  # (it imports this module's helpers)
 
     duplicates.add_parser(commands)
@@ -294,6 +315,43 @@ def _migrate(service: Lookalike, args: argparse.Namespace) -> int:
     with Progress(service.count(), args.quiet) as bar:
         facts = service.migrate(args.to, swap=args.swap, progress=bar.update)
     _print_json(facts)
+    return 0
+
+
+def _export(service: Lookalike, args: argparse.Namespace) -> int:
+    """Written beside FILE, then renamed: a FILE that exists is a whole export."""
+    partial = args.file.with_name(args.file.name + ".partial")
+    started = time.perf_counter()
+    with (
+        Progress(service.count(), args.quiet) as bar,
+        export.open_export(partial, "w", name=args.file.name) as out,
+    ):
+        written = service.export(out, progress=bar.update)
+    partial.replace(args.file)
+    elapsed = time.perf_counter() - started
+    print(f"exported {written} images to {shown(str(args.file))} in {elapsed:.1f} s")
+    return 0
+
+
+def _import(service: Lookalike, args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    try:
+        with export.open_export(args.file, "r") as lines:  # read once: FILE may be a pipe
+            header = lines.readline()
+            with Progress(export.count_of(header), args.quiet) as bar:
+                counts = service.import_(chain([header], lines), progress=bar.update)
+    except (OSError, EOFError) as error:  # EOFError: a gzip file cut short
+        raise InvalidRequest(f"cannot read {shown(str(args.file))}: {error}") from None
+    elapsed = time.perf_counter() - started
+    summary = f"imported {counts['imported']} images, {counts['skipped']} already there"
+    if counts["marks"] or counts["marks_skipped"]:
+        summary += f", {counts['marks']} distinct marks ({counts['marks_skipped']} not kept)"
+    print(f"{summary}, in {elapsed:.1f} s")
+    return 0
+
+
+def _backup(service: Lookalike, args: argparse.Namespace) -> int:
+    _print_json(service.backup(args.destination))
     return 0
 
 
