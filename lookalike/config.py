@@ -172,9 +172,12 @@ class Settings:
     port: int = _setting(8888, "Port `lookalike serve` listens on", env="PORT")
     workers: int = _setting(4, "Worker processes of `lookalike serve`", env="WORKER_COUNT")
     api_key: str = _setting(
-        "", "If set, every endpoint but /ping needs `Authorization: Bearer <key>`"
+        "", "If set, every endpoint but /ping and /ready needs `Authorization: Bearer <key>`"
     )
     log_level: str = _setting("info", "Logging level: debug, info, warning or error")
+    metrics_public: bool = _setting(
+        False, "Let `GET /metrics` answer without the API key (for a scraper without it)"
+    )
     allow_private_urls: bool = _setting(
         False, "Let `url` inputs reach loopback, private, link-local and reserved addresses"
     )

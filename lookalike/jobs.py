@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import metrics
 from .errors import InvalidRequest, NotFound
 
 __all__ = ["Cancelled", "Jobs", "Progress", "Work"]
@@ -49,6 +50,7 @@ class Jobs:
         state = {"id": job_id, "kind": kind, "state": "running", "done": 0, "total": 0}
         state |= {"started": time.time(), "updated": time.time(), "options": facts}
         self._write(job_id, state)
+        metrics.JOBS.labels(kind, "started").inc()
         thread = threading.Thread(
             target=self._run, args=(job_id, state, work), name=f"job-{job_id}", daemon=True
         )
@@ -104,6 +106,7 @@ class Jobs:
             state.update(found, state="done", done=state["total"] or state["done"])
         state.update(finished=time.time(), updated=time.time())
         self._write(job_id, state)
+        metrics.JOBS.labels(state["kind"], state["state"]).inc()
         cancel.unlink(missing_ok=True)
 
     def _path(self, job_id: str, suffix: str) -> Path:

@@ -23,12 +23,14 @@ from typing import IO, Any, Self, Unpack
 import numpy as np
 import numpy.typing as npt
 
-from . import embeddings, export, ingest, orientations, selfjoin, signature
+from . import embeddings, export, ingest, metrics, orientations, selfjoin, signature
 from .backends import Backend, open_backend
 from .config import Settings
 from .duplicates import KEEP_RULES, Group, grouped
 from .errors import (
     ConfigError,
+    FetchError,
+    ImageTooLarge,
     InvalidImage,
     InvalidRequest,
     LookalikeError,
@@ -133,13 +135,17 @@ class Lookalike:
 
     def fetch(self, url: str) -> bytes:
         """Download an image URL within the configured limits and address policy."""
-        return fetch_url(
-            url,
-            max_bytes=self.settings.max_image_bytes,
-            policy=self._policy,
-            timeout=self.settings.fetch_timeout,
-            connect_timeout=self.settings.fetch_connect_timeout,
-        )
+        try:
+            return fetch_url(
+                url,
+                max_bytes=self.settings.max_image_bytes,
+                policy=self._policy,
+                timeout=self.settings.fetch_timeout,
+                connect_timeout=self.settings.fetch_connect_timeout,
+            )
+        except (FetchError, ImageTooLarge) as error:
+            metrics.fetch_failed(error)
+            raise
 
     def signature(self, source: ImageSource) -> npt.NDArray[np.int8]:
         """The image-match signature of an image (648 values in -2..2)."""
@@ -170,6 +176,7 @@ class Lookalike:
             return stored, "unchanged"
         record = self._made_record(name, source, meta)
         self.backend.add(record)
+        metrics.IMAGES_ADDED.labels("add").inc()
         return record, "added" if stored is None else "replaced"
 
     def _made_record(
@@ -201,7 +208,10 @@ class Lookalike:
             for start in range(0, len(items), _BATCH_CHUNK):
                 chunk = [_once(item, seen) for item in items[start : start + _BATCH_CHUNK]]
                 made = list(pool.map(self._batch_record, chunk))
-                self.backend.add_many(r for r, done in made if r is not None and done in _WRITTEN)
+                written = self.backend.add_many(
+                    r for r, done in made if r is not None and done in _WRITTEN
+                )
+                metrics.IMAGES_ADDED.labels("batch").inc(written)
                 for item, (record, status) in zip(chunk, made, strict=True):
                     answer: dict[str, Any] = {"filepath": item.filepath}
                     if record is None:
@@ -274,6 +284,7 @@ class Lookalike:
             stored = self.backend.get_many([r.filepath for r in batch])
             fresh = [r for r in batch if not _same_import(stored.get(r.filepath), r)]
             self.backend.add_many(fresh)
+            metrics.IMAGES_ADDED.labels("import").inc(len(fresh))
             counts["imported"] += len(fresh)
             counts["skipped"] += len(batch) - len(fresh)
             if progress is not None:
@@ -397,12 +408,14 @@ class Lookalike:
         records, outcomes = ingest.records_of(batch)
         if records:
             self.backend.add_many(records)
+            metrics.IMAGES_ADDED.labels("files").inc(len(records))
         return outcomes
 
     def delete(self, filepath: str) -> None:
         """Remove the image stored under ``filepath``; NotFound if there is none."""
         if not self.backend.delete(filepath):
             raise NotFound(f"no image is stored under {filepath!r}")
+        metrics.IMAGES_DELETED.inc()
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -454,6 +467,7 @@ class Lookalike:
         options: SearchOptions,
     ) -> list[Match]:
         limit, where = options.fetch_limit, options.where
+        metrics.SEARCHES.labels(options.method).inc()
         found: list[Match] = []
         if signatures is not None and options.method != "embedding":
             queries = np.atleast_2d(signatures)

@@ -32,6 +32,7 @@ from ..records import INT64_RANGE
 from ..service import Lookalike
 from .batch import add_batch_routes
 from .guard import DOCS_ASSETS, WEB_PATH, add_guard
+from .health import add_health_routes
 from .jobs import add_job_routes
 from .parameters import (
     MAX_LISTED,
@@ -262,6 +263,7 @@ def create_app(service: Lookalike) -> FastAPI:
 
     add_job_routes(app, service)
     add_batch_routes(app, service)
+    add_health_routes(app, service)
 
     # The page: static files of the package, no build step, talking only to this API.
     @app.get("/", include_in_schema=False)

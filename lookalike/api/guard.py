@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
+from .. import metrics
 from ..config import Settings
 from .batch import PATH as BATCH_PATH
 from .responses import fail
@@ -21,7 +22,9 @@ log = logging.getLogger("lookalike.http")
 
 DOCS_ASSETS = "/docs-assets"
 WEB_PATH = "/web"
-_UNAUTHENTICATED = frozenset({"/", "/ping", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+_UNAUTHENTICATED = frozenset(
+    {"/", "/ping", "/ready", "/docs", "/docs/oauth2-redirect", "/openapi.json"}
+)
 _PUBLIC_FOLDERS = (DOCS_ASSETS + "/", WEB_PATH + "/")
 # Every answer: the page runs only its own scripts and styles, shows images from here
 # (thumbnails arrive as blobs fetched with the API key), and no one may frame it.
@@ -52,6 +55,10 @@ def add_guard(app: FastAPI, settings: Settings) -> None:
             # and then re-raises to the server, which drops the keep-alive connection.
             log.exception("%s %s crashed", request.method, request.url.path)
             response = fail(request, 500, "internal error", method=request.url.path.strip("/"))
+        elapsed = time.perf_counter() - started
+        endpoint = _endpoint(request)
+        metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        metrics.REQUEST_SECONDS.labels(endpoint).observe(elapsed)
         for name, value in SECURITY_HEADERS.items():
             # Swagger UI (/docs) runs inline scripts: it keeps its own policy.
             if name != "Content-Security-Policy" or not request.url.path.startswith("/docs"):
@@ -61,7 +68,7 @@ def add_guard(app: FastAPI, settings: Settings) -> None:
             request.method,
             request.url.path,
             response.status_code,
-            (time.perf_counter() - started) * 1000,
+            elapsed * 1000,
         )
         return response
 
@@ -74,7 +81,11 @@ async def _checked(
 ) -> Any:
     # Before routing, so the envelope is named after the path rather than the route.
     method = request.url.path.strip("/")
-    public = request.url.path in _UNAUTHENTICATED or request.url.path.startswith(_PUBLIC_FOLDERS)
+    public = (
+        request.url.path in _UNAUTHENTICATED
+        or request.url.path.startswith(_PUBLIC_FOLDERS)
+        or (request.url.path == "/metrics" and settings.metrics_public)
+    )
     if settings.api_key and not public:
         given = request.headers.get("authorization", "")
         expected = f"Bearer {settings.api_key}"
@@ -98,6 +109,18 @@ async def _checked(
         if name is not None:
             return fail(request, 400, f"{name} is not valid UTF-8", method=method)
     return await call_next(request)
+
+
+def _endpoint(request: Request) -> str:
+    """The route a request reached, as its path template (``/jobs/{job}``: few label
+    values); ``/web/`` for the page's files, ``other`` for an unknown path."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    if request.url.path.startswith(_PUBLIC_FOLDERS):
+        return "/" + request.url.path.split("/")[1] + "/"
+    return "other"
 
 
 def _multipart_boundary(content_type: str) -> bytes | None:

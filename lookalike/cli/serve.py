@@ -8,11 +8,16 @@ environment, which a process reads as it starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import json
+import os
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -68,8 +73,29 @@ def serve(settings: Settings) -> int:
     # "not TCP" and so leaves Nagle on: every answer then waited ~40 ms for a delayed ACK
     # (measured by bench/http.py). A socket made with IPPROTO_TCP gets TCP_NODELAY.
     print(f"lookalike: serving http://{settings.host}:{settings.port}", file=sys.stderr)
-    Multiprocess(config, sockets=[listen(settings.host, settings.port)]).run()
+    with _metrics_folder():
+        Multiprocess(config, sockets=[listen(settings.host, settings.port)]).run()
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_folder() -> Iterator[None]:
+    """A folder for the workers' metrics (prometheus_client's multiprocess mode), set in
+    the environment they start with: the given ``PROMETHEUS_MULTIPROC_DIR`` emptied of an
+    earlier run's counts, else a temporary one removed at the end."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for old in Path(given).glob("*.db"):
+            old.unlink()
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="lookalike-metrics-") as temporary:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = temporary
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
 
 
 class DeadlineH11Protocol(H11Protocol):

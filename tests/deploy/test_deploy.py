@@ -518,16 +518,18 @@ def test_kustomization_applies_everything_but_the_example_secret_and_the_alterna
     assert listed == top_level - {"secret.example.yaml"}
 
 
-def test_probes_ask_ping_on_the_container_port() -> None:
-    """Readiness and liveness (and startup, where present) probes are HTTP GETs of /ping on a port
-    the container declares, the port lookalike listens on (8888, the image's PORT). Does not
+def test_probes_ask_ready_and_ping_on_the_container_port() -> None:
+    """Readiness probes are HTTP GETs of /ready (503 until the store answers), liveness
+    and startup ones of /ping, on a port the container declares, the port lookalike
+    listens on (8888, the image's PORT); both are open without the API key. Does not
     prove that a kubelet reaches it."""
+    paths = {"startupProbe": "/ping", "readinessProbe": "/ready", "livenessProbe": "/ping"}
     for _pod, container in containers():
         assert {"readinessProbe", "livenessProbe"} <= set(container)
         for key in ("startupProbe", "readinessProbe", "livenessProbe"):
             if key in container:
                 probe = container[key]["httpGet"]
-                assert probe["path"] == "/ping", key
+                assert probe["path"] == paths[key], key
                 assert container_port(container, probe["port"]) == int(image_env()["PORT"])
         plain = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
         assert int(plain.get("PORT", image_env()["PORT"])) == 8888
