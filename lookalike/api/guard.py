@@ -56,7 +56,7 @@ def add_guard(app: FastAPI, settings: Settings) -> None:
             log.exception("%s %s crashed", request.method, request.url.path)
             response = fail(request, 500, "internal error", method=request.url.path.strip("/"))
         elapsed = time.perf_counter() - started
-        endpoint = _endpoint(request)
+        endpoint = _endpoint(request, app)
         metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
         metrics.REQUEST_SECONDS.labels(endpoint).observe(elapsed)
         for name, value in SECURITY_HEADERS.items():
@@ -111,13 +111,16 @@ async def _checked(
     return await call_next(request)
 
 
-def _endpoint(request: Request) -> str:
+def _endpoint(request: Request, app: FastAPI) -> str:
     """The route a request reached, as its path template (``/jobs/{job}``: few label
-    values); ``/web/`` for the page's files, ``other`` for an unknown path."""
+    values), or the route of its path when it was answered before routing (a 401, a
+    413); ``/web/`` for the page's files, ``other`` for an unknown path."""
     route = request.scope.get("route")
     path = getattr(route, "path", None)
     if isinstance(path, str):
         return path
+    if any(getattr(r, "path", None) == request.url.path for r in app.routes):
+        return request.url.path
     if request.url.path.startswith(_PUBLIC_FOLDERS):
         return "/" + request.url.path.split("/")[1] + "/"
     return "other"

@@ -88,7 +88,15 @@ def test_metrics_are_behind_the_api_key_unless_public(
     public = start_server(api_key="k3y", metrics_public=True)
     assert public.call("GET", "/metrics").status_code == 200
     assert public.call("HEAD", "/metrics").status_code == 200
+    before = samples(public.call("GET", "/metrics").text)
     assert public.call("GET", "/count").status_code == 401  # only the metrics are opened
+    after = samples(public.call("GET", "/metrics").text)
+    refused = {"endpoint": "/count", "status": "401"}  # answered before routing, still named
+    assert (
+        value(after, "lookalike_requests_total", **refused)
+        - value(before, "lookalike_requests_total", **refused)
+        == 1
+    )
 
 
 def test_a_batch_job_is_counted_as_started_and_done(
