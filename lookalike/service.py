@@ -168,15 +168,28 @@ class Lookalike:
         """``add``, and what it did: "added", "replaced", or "unchanged" when the record
         under ``filepath`` was made from the same bytes, with the same metadata and all
         this collection keeps (then nothing is decoded or written)."""
+        record, status = self._prepared(filepath, source, metadata)
+        if status != "unchanged":
+            self.backend.add(record)
+            metrics.IMAGES_ADDED.labels("add").inc()
+        return record, status
+
+    def _prepared(
+        self,
+        filepath: str,
+        source: ImageSource,
+        metadata: Metadata | None,
+        patient: bool = False,
+    ) -> tuple[Record, str]:
+        """The record to store under ``filepath`` and what storing it does (added,
+        replaced), or the stored record, "unchanged" (``_same_source``)."""
         # A bad request fails before it costs a decode (the store checks the record again:
         # it may be used without the service).
         name, meta = check_filepath(filepath, new=True), check_metadata(metadata)
         stored = self.backend.get(name)
         if stored is not None and self._same_source(stored, source, meta):
             return stored, "unchanged"
-        record = self._made_record(name, source, meta)
-        self.backend.add(record)
-        metrics.IMAGES_ADDED.labels("add").inc()
+        record = self._made_record(name, source, meta, patient)
         return record, "added" if stored is None else "replaced"
 
     def _made_record(
@@ -228,14 +241,10 @@ class Lookalike:
         try:
             if item.error is not None:
                 raise InvalidRequest(item.error)
-            name = check_filepath(item.filepath or "", new=True)
-            meta = check_metadata(item.metadata)
+            filepath = check_filepath(item.filepath or "", new=True)  # before a fetch
+            check_metadata(item.metadata)
             source = item.content if item.content is not None else self.fetch(item.url or "")
-            stored = self.backend.get(name)
-            if stored is not None and self._same_source(stored, source, meta):
-                return stored, "unchanged"
-            record = self._made_record(name, source, meta, patient=True)
-            return record, "added" if stored is None else "replaced"
+            return self._prepared(filepath, source, item.metadata, patient=True)
         except LookalikeError as error:
             return None, str(error)
 
@@ -385,24 +394,18 @@ class Lookalike:
             chunk = files[start : start + 1000]
             names = [name for name, _ in chunk if _valid_filepath(name)]
             stored = self.backend.previews(names, thumbnails=False) if names else {}
+            same = [(name, path) for name, path in chunk if _same_file(stored.get(name), path)]
+            if same and self.settings.embeddings:  # and the records have all that is kept
+                records = self.backend.get_many([name for name, _ in same])
+                same = [
+                    (n, p) for n, p in same if n in records and records[n].embedding is not None
+                ]
+            unchanged = {name for name, _ in same}
             for name, path in chunk:
-                if self._unchanged(name, stored.get(name), path):
+                if name in unchanged:
                     yield FileResult(name, unchanged=True)
                 else:
                     yield name, path
-
-    def _unchanged(self, filepath: str, stored: Preview | None, path: str) -> bool:
-        """Whether the file holds what ``filepath``'s record was made from, and the record
-        has all this collection keeps (an embedding, when embeddings are on)."""
-        try:
-            if not ingest.unchanged(stored, path):
-                return False
-        except OSError:
-            return False  # signing it reports why it cannot be read
-        if not self.settings.embeddings:
-            return True
-        record = self.backend.get(filepath)
-        return record is not None and record.embedding is not None
 
     def _store(self, batch: list[ingest.Signed]) -> list[FileResult]:
         records, outcomes = ingest.records_of(batch)
@@ -652,6 +655,14 @@ class Lookalike:
         if limit < 0:
             raise InvalidRequest("limit must be 0 or more")
         return self.backend.list(offset, limit)
+
+
+def _same_file(stored: Preview | None, path: str) -> bool:
+    """``ingest.unchanged``, False where the file cannot be read (signing it says why)."""
+    try:
+        return ingest.unchanged(stored, path)
+    except OSError:
+        return False
 
 
 def _valid_filepath(name: str) -> bool:
