@@ -44,7 +44,12 @@ class ImageTooLarge(InvalidImage):
 
 
 class FetchError(LookalikeError):
-    """A URL could not be fetched, or the address policy refused it."""
+    """A URL could not be fetched, or the address policy refused it; ``reason`` names
+    which (refused, http_status, dns, timeout, connection), for the metrics."""
+
+    def __init__(self, message: str, reason: str = "connection") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class InvalidRequest(LookalikeError):

@@ -82,9 +82,9 @@ class AddressPolicy:
         try:
             reason = self._refusal(ipaddress.ip_address(address))
         except ValueError:
-            raise FetchError(f"URL refused: {address!r} is not an IP address") from None
+            raise FetchError(f"URL refused: {address!r} is not an IP address", "refused") from None
         if reason is not None:
-            raise FetchError(f"URL refused: {address} is {reason} ({_HINT})")
+            raise FetchError(f"URL refused: {address} is {reason} ({_HINT})", "refused")
 
     def _refusal(self, ip: IPAddress) -> str | None:
         if self.allow_private or any(ip in network for network in self.allowlist):
@@ -172,7 +172,9 @@ def fetch(
                     location = response.headers.get("location")
                     if response.status_code not in _REDIRECTS or location is None:
                         if not 200 <= response.status_code < 300:
-                            raise FetchError(f"URL returned HTTP {response.status_code}")
+                            raise FetchError(
+                                f"URL returned HTTP {response.status_code}", "http_status"
+                            )
                         return _read(response, max_bytes, deadline)
                 finally:
                     response.close()
@@ -181,7 +183,7 @@ def fetch(
                 raise _failure(current, error, deadline) from None
             hops += 1
             if hops > max_redirects:
-                raise FetchError(f"URL refused: more than {max_redirects} redirects")
+                raise FetchError(f"URL refused: more than {max_redirects} redirects", "refused")
             current = _parse(target, redirect=True)
 
 
@@ -203,7 +205,9 @@ def _parse(text: str, *, redirect: bool) -> httpx.URL:
 
 
 def _refused(reason: str, url: object, redirect: bool) -> FetchError:
-    return FetchError(f"URL refused: {f'redirect to {url}: ' if redirect else ''}{reason}")
+    return FetchError(
+        f"URL refused: {f'redirect to {url}: ' if redirect else ''}{reason}", "refused"
+    )
 
 
 def _addresses(
@@ -219,13 +223,15 @@ def _addresses(
             answer = _within(deadline.remaining(), resolve, host, port)
             found = [ipaddress.ip_address(address) for address in answer]
         except TimeoutError:
-            raise FetchError(f"could not resolve {host} within {deadline.timeout:g} s") from None
+            raise FetchError(
+                f"could not resolve {host} within {deadline.timeout:g} s", "dns"
+            ) from None
         except (OSError, ValueError):
-            raise FetchError(f"could not resolve {host}") from None
+            raise FetchError(f"could not resolve {host}", "dns") from None
         # The addresses stay out of the message: they would map internal DNS for anyone.
         subject = f"{host} resolves to"
     if not found:
-        raise FetchError(f"could not resolve {host}")
+        raise FetchError(f"could not resolve {host}", "dns")
     for ip in found:  # every one, not only the first: a connection may go to any of them
         reason = policy._refusal(ip)
         if reason is not None:
@@ -287,10 +293,10 @@ def _read(response: httpx.Response, max_bytes: int, deadline: _Deadline) -> byte
 
 def _failure(url: httpx.URL, error: Exception, deadline: _Deadline) -> FetchError:
     if isinstance(error, httpx.TimeoutException) or deadline.remaining() <= 0:
-        cause = f"no complete answer within {deadline.timeout:g} s"
+        cause, reason = f"no complete answer within {deadline.timeout:g} s", "timeout"
     else:
-        cause = str(error) or type(error).__name__
-    return FetchError(f"could not fetch {url}: {cause}")
+        cause, reason = str(error) or type(error).__name__, "connection"
+    return FetchError(f"could not fetch {url}: {cause}", reason)
 
 
 @cache

@@ -26,7 +26,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .errors import ImageTooLarge, LookalikeError
+from .errors import FetchError, ImageTooLarge, LookalikeError
 
 __all__ = [
     "CONTENT_TYPE",
@@ -65,21 +65,10 @@ JOBS = Counter(
     "lookalike_jobs", "Background jobs started and ended, by kind and state", ["kind", "state"]
 )
 
-# The fetch module's messages, by how they begin: the reason a failure is counted under.
-_FETCH_REASONS = (
-    ("URL refused", "refused"),
-    ("URL returned HTTP", "http_status"),
-    ("could not resolve", "dns"),
-    ("could not fetch", "connection"),
-)
 
-
-def fetch_failed(error: LookalikeError) -> None:
-    """Count a failed URL fetch under its reason."""
-    reason = "too_large" if isinstance(error, ImageTooLarge) else "other"
-    for start, name in _FETCH_REASONS:
-        if str(error).startswith(start):
-            reason = name
+def fetch_failed(error: FetchError | ImageTooLarge) -> None:
+    """Count a failed URL fetch under its reason (``FetchError.reason``)."""
+    reason = error.reason if isinstance(error, FetchError) else "too_large"
     FETCH_FAILURES.labels(reason).inc()
 
 

@@ -295,8 +295,9 @@ def test_connects_to_the_checked_address_but_keeps_the_name(server: Server) -> N
 def test_redirects_are_followed_up_to_three(server: Server) -> None:
     assert fetch(server.url("/redirect/1"), max_bytes=LIMIT, policy=LOCAL) == IMAGE
     assert fetch(server.url("/redirect/3"), max_bytes=LIMIT, policy=LOCAL) == IMAGE
-    with pytest.raises(FetchError, match="more than 3 redirects"):
+    with pytest.raises(FetchError, match="more than 3 redirects") as refused:
         fetch(server.url("/redirect/4"), max_bytes=LIMIT, policy=LOCAL)
+    assert refused.value.reason == "refused"
     assert [path for path, _ in server.seen][-1] == "/redirect/1"  # the 4th hop was not taken
 
 
@@ -390,26 +391,30 @@ def test_the_timeout_bounds_the_whole_fetch(
 ) -> None:
     port = raw_server(behave)
     started = time.monotonic()
-    with pytest.raises(FetchError, match=r"no complete answer within 1 s"):
+    with pytest.raises(FetchError, match=r"no complete answer within 1 s") as failed:
         fetch(f"http://127.0.0.1:{port}/", max_bytes=LIMIT, policy=LOCAL, timeout=1.0)
     assert time.monotonic() - started < 3
+    assert failed.value.reason == "timeout"
 
 
 def test_http_errors_and_network_failures_become_fetch_errors(server: Server) -> None:
-    with pytest.raises(FetchError, match="URL returned HTTP 404"):
+    with pytest.raises(FetchError, match="URL returned HTTP 404") as failed:
         fetch(server.url("/missing"), max_bytes=LIMIT, policy=LOCAL)
+    assert failed.value.reason == "http_status"
     with socket.create_server(("127.0.0.1", 0)) as closed:
         port = closed.getsockname()[1]
-    with pytest.raises(FetchError, match=r"could not fetch .*refused"):
+    with pytest.raises(FetchError, match=r"could not fetch .*refused") as failed:
         fetch(f"http://127.0.0.1:{port}/", max_bytes=LIMIT, policy=LOCAL)
+    assert failed.value.reason == "connection"
     with pytest.raises(FetchError, match="could not fetch https://"):  # TLS to a plain server
         fetch(server.url("/image").replace("http", "https"), max_bytes=LIMIT, policy=LOCAL)
 
     def unknown(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
-    with pytest.raises(FetchError, match=re.escape("could not resolve nowhere.test")):
+    with pytest.raises(FetchError, match=re.escape("could not resolve nowhere.test")) as failed:
         fetch("http://nowhere.test/", max_bytes=LIMIT, policy=LOCAL, resolver=unknown)
+    assert failed.value.reason == "dns"
 
 
 def test_a_resolver_that_hangs_is_given_up_on_at_the_deadline() -> None:
