@@ -527,6 +527,37 @@ def test_persistence_across_reopen(tmp_path: Path, rng: np.random.Generator) -> 
         again.close()
 
 
+def test_distinct_marks_are_a_collection_made_by_the_first_mark(
+    tmp_path: Path, rng: np.random.Generator
+) -> None:
+    """A store that never marks has no fourth collection (and deletes without one); the
+    marks persist across a reopen, a second store of the process sees one made by the
+    first, and they go with either image, filepaths that look like expressions included."""
+    url = milvus_url(tmp_path / "marks.db")
+    odd = 'x" or first != "'
+    sigs = random_signatures(rng, 4)
+    first = MilvusBackend(url)
+    first.add_many(Record(p, sigs[i]) for i, p in enumerate(("a", "b", odd, "c")))
+    first.delete("c")
+    assert first.distinct() == [] and not first.unmark_distinct("a", "b")
+    assert not first._client.exists(first.distinct_name)
+    second = MilvusBackend(url)
+    assert second.distinct() == []  # looked, found none
+    first.mark_distinct("b", "a")
+    first.mark_distinct(odd, "a")
+    assert second.distinct() == [("a", "b"), ("a", odd)]
+    second.close()
+    first.close()
+
+    again = MilvusBackend(url)
+    try:
+        assert again.distinct() == [("a", "b"), ("a", odd)]
+        again.delete(odd)
+        assert again.distinct() == [("a", "b")]
+    finally:
+        again.close()
+
+
 def test_a_second_process_is_told_the_file_is_in_use(tmp_path: Path) -> None:
     url = milvus_url(tmp_path / "busy.db")
     holder = MilvusBackend(url)

@@ -8,26 +8,28 @@ with pymilvus. The same code talks to all of them; the test suite
 runs it on Milvus Lite.
 
 **Layout.** Milvus Lite holds one dense vector field per collection, so a store is three
-collections. ``<name>`` has a row per record: ``filepath`` (VARCHAR primary key, so an add
-is an upsert), ``signature`` (FLOAT_VECTOR of 648: the int8 values are exact in float32,
-and Milvus Lite has no INT8_VECTOR), ``blank`` (an all-zero signature, whose cosine is
-undefined: its vector is a placeholder, and it is re-ranked as the zeros it is),
-``metadata`` (the exact JSON text; each key also as the dynamic field ``m:<key>``, which
-filters read), ``seq`` (insertion order: kept when a record is replaced, new for one added
-again), ``created``, ``updated``, ``version`` (random, new on every write) and
-``has_embedding``. ``<name>_embeddings`` has a row only for records with an embedding:
-``filepath``, ``embedding`` (FLOAT_VECTOR of 1280), the same dynamic fields, and the
-record's ``version``. So "no embedding" is no row, not a placeholder; a row whose version
-is not its record's (left by a write that failed halfway) is ignored. ``<name>_previews``
-has a row for records kept with a preview: ``width``, ``height``, ``file_bytes``,
-``media_type``, ``thumbnail`` (base64 text, "" for none: never indexed, read only by
-``previews``), the record's ``version``, and a constant two-float ``placeholder`` (Milvus
-wants a vector in every collection), and as dynamic fields the ``sha256`` and ``modified``
-of the image's source; a previews collection made before those were kept has no dynamic
-fields, and keeps neither (so ``lookalike add`` signs its files again on every run, as
-before). A store made before previews gains the collection, empty, when it is opened.
-No field is nullable, so that Milvus versions without nullable fields take the same
-schema.
+collections (four once an image is marked distinct). ``<name>`` has a row per record:
+``filepath`` (VARCHAR primary key, so an add is an upsert), ``signature`` (FLOAT_VECTOR of
+648: the int8 values are exact in float32, and Milvus Lite has no INT8_VECTOR), ``blank``
+(an all-zero signature, whose cosine is undefined: its vector is a placeholder, and it is
+re-ranked as the zeros it is), ``metadata`` (the exact JSON text; each key also as the
+dynamic field ``m:<key>``, which filters read), ``seq`` (insertion order: kept when a record
+is replaced, new for one added again), ``created``, ``updated``, ``version`` (random, new on
+every write) and ``has_embedding``. ``<name>_embeddings`` has a row only for records with an
+embedding: ``filepath``, ``embedding`` (FLOAT_VECTOR of 1280), the same dynamic fields, and
+the record's ``version``. So "no embedding" is no row, not a placeholder; a row whose
+version is not its record's (left by a write that failed halfway) is ignored.
+``<name>_previews`` has a row for records kept with a preview: ``width``, ``height``,
+``file_bytes``, ``media_type``, ``thumbnail`` (base64 text, "" for none: never indexed, read
+only by ``previews``), the record's ``version``, and a constant two-float ``placeholder``
+(Milvus wants a vector in every collection), and as dynamic fields the ``sha256`` and
+``modified`` of the image's source; a previews collection made before those were kept has no
+dynamic fields, and keeps neither (so ``lookalike add`` signs its files again on every run,
+as before). A store made before previews gains the collection, empty, when it is opened.
+``<name>_distinct``, made by the first mark, keeps "not a copy" marks: ``first`` and
+``second`` (the sorted pair), keyed by a hash of the pair, with the same constant
+placeholder vector; deleting an image deletes the marks that name it. No field is nullable,
+so that Milvus versions without nullable fields take the same schema.
 
 **Search.** All query rows (orientations) go in one request, ranked by cosine similarity
 on an HNSW index (or FLAT, or AUTOINDEX on Zilliz); then the candidates' stored vectors

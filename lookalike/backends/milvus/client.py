@@ -28,7 +28,12 @@ __all__ = ["HNSW", "KINDS", "Client", "check_installed", "schema"]
 T = TypeVar("T")
 
 HNSW = {"M": 16, "efConstruction": 200}  # Milvus Lite's own defaults, said explicitly
-KINDS = {"records": "signature", "embeddings": "embedding", "previews": "placeholder"}
+KINDS = {
+    "records": "signature",
+    "embeddings": "embedding",
+    "previews": "placeholder",
+    "distinct": "placeholder",
+}
 _KEYS = 1000  # filepaths per `filepath in [...]` query, rows per iterator batch
 _STRONG = {"consistency_level": "Strong"}  # a write is seen by the next read
 
@@ -86,11 +91,16 @@ class Client:
         self.request(self.milvus.load_collection, name)
         return bool(described.get("enable_dynamic_field"))
 
+    def exists(self, name: str) -> bool:
+        return bool(self.request(self.milvus.has_collection, name))
+
     def upsert(self, collection: str, rows: builtins.list[Row]) -> None:
         self.request(self.milvus.upsert, collection, rows)
 
     def delete(self, collection: str, paths: builtins.list[str]) -> None:
-        where = in_expression("filepath", paths)
+        self.delete_where(collection, in_expression("filepath", paths))
+
+    def delete_where(self, collection: str, where: str) -> None:
         self.request(self.milvus.delete, collection, filter=where)
 
     def flush(self, collection: str) -> None:
@@ -173,7 +183,7 @@ class Client:
     def _create(self, name: str, kind: str, index: str) -> None:
         client = self.milvus
         vector = KINDS[kind]
-        if kind == "previews":
+        if KINDS[kind] == "placeholder":
             index = "FLAT"  # never searched: the least index that lets Milvus load it
         try:
             client.create_collection(name, schema=schema(kind), timeout=self.timeout, **_STRONG)
@@ -194,11 +204,16 @@ class Client:
 
 
 def schema(kind: str) -> Any:
-    """The schema of a store's collection of ``kind``: records, embeddings or previews.
-    Milvus wants a vector field in every collection: the previews' is a constant."""
+    """The schema of a store's collection of ``kind``: records, embeddings, previews or
+    distinct marks. Milvus wants a vector field in every collection: the previews' and the
+    marks' is a constant. A mark's ``filepath`` (the key) is a hash of its pair."""
     built = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=True)
     built.add_field("filepath", DataType.VARCHAR, is_primary=True, max_length=MAX_TEXT)
-    if kind == "previews":
+    if kind == "distinct":
+        built.add_field("placeholder", DataType.FLOAT_VECTOR, dim=PLACEHOLDER_DIMENSION)
+        built.add_field("first", DataType.VARCHAR, max_length=MAX_TEXT)
+        built.add_field("second", DataType.VARCHAR, max_length=MAX_TEXT)
+    elif kind == "previews":
         built.add_field("placeholder", DataType.FLOAT_VECTOR, dim=PLACEHOLDER_DIMENSION)
         built.add_field("version", DataType.INT64)
         built.add_field("width", DataType.INT64)

@@ -1,9 +1,10 @@
-"""``MilvusBackend``: a lookalike store in three Milvus collections, through ``client``; the
-package's docstring says how records are kept, searched and listed."""
+"""``MilvusBackend``: a lookalike store in three (or four) Milvus collections, through
+``client``; the package's docstring says how records are kept, searched and listed."""
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import math
 import random
 import time
@@ -17,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ...config import Settings
-from ...errors import ConfigError
+from ...errors import ConfigError, NotFound
 from ...records import Filter, Match, Preview, Record
 from ...signature import LENGTH
 from ...vectors import EMBEDDING_DIMENSION
@@ -32,11 +33,13 @@ from .queries import (
     embedding_bound,
     embedding_floor,
     filter_expression,
+    literal,
     parse_url,
     signature_bound,
     signature_floor,
 )
 from .rows import (
+    PLACEHOLDER_DIMENSION,
     PREVIEW,
     PREVIEW_SOURCE,
     RECORD,
@@ -73,7 +76,7 @@ class _Space:
 
 
 class MilvusBackend(Backend):
-    """A lookalike store in three Milvus collections (created if missing)."""
+    """A lookalike store in Milvus collections (created if missing)."""
 
     @classmethod
     def from_url(cls, url: str, settings: Settings) -> MilvusBackend:
@@ -116,6 +119,8 @@ class MilvusBackend(Backend):
         self.name = check_collection_name(collection)
         self.vectors_name = f"{self.name}_embeddings"
         self.previews_name = f"{self.name}_previews"
+        self.distinct_name = f"{self.name}_distinct"  # made by the first mark
+        self._marks_made = False  # known to exist: collections are never dropped
         self.index = index
         self.candidates = candidates
         self.timeout = timeout
@@ -169,9 +174,45 @@ class MilvusBackend(Backend):
             if found[0]["has_embedding"]:
                 self._client.delete(self.vectors_name, [filepath])
             self._client.delete(self.previews_name, [filepath])
+            if self._have_marks():
+                either = f"first == {literal(filepath)} or second == {literal(filepath)}"
+                self._client.delete_where(self.distinct_name, either)
             if (order := self._shared.order(self.name)) is not None:
                 order.remove(filepath)
             return True
+
+    def _mark_distinct_trusted(self, first: str, second: str) -> None:
+        with self._lock:
+            found = {row["filepath"] for row in self._client.fetch(self.name, [first, second], [])}
+            for path in (first, second):
+                if path not in found:
+                    raise NotFound(f"no image is stored under {path!r}")
+            if not self._have_marks():
+                self._client.prepare(self.distinct_name, "distinct", self.index)
+                self._marks_made = True
+            row = {
+                "filepath": _mark_key(first, second),
+                "first": first,
+                "second": second,
+                "placeholder": [1.0] + [0.0] * (PLACEHOLDER_DIMENSION - 1),
+            }
+            self._upsert(self.distinct_name, [row])
+
+    def _unmark_distinct_trusted(self, first: str, second: str) -> bool:
+        with self._lock:
+            if not self._have_marks():
+                return False
+            key = _mark_key(first, second)
+            if not self._client.fetch(self.distinct_name, [key], []):
+                return False
+            self._client.delete(self.distinct_name, [key])
+            return True
+
+    def _distinct_trusted(self) -> builtins.list[tuple[str, str]]:
+        if not self._have_marks():
+            return []
+        rows = self._client.rows(self.distinct_name, "", ["first", "second"], whole=self._exclusive)
+        return [(row["first"], row["second"]) for batch in rows for row in batch]
 
     # -- reads --------------------------------------------------------------------------
 
@@ -444,6 +485,14 @@ class MilvusBackend(Backend):
         self._client.flush(collection)
         self._shared.unflushed[collection] = 0
 
+    def _have_marks(self) -> bool:
+        """Whether the marks collection exists (loaded, once seen): one cheap request per
+        call until a mark is made, by this process or another."""
+        if not self._marks_made and self._client.exists(self.distinct_name):
+            self._client.prepare(self.distinct_name, "distinct", self.index)
+            self._marks_made = True
+        return self._marks_made
+
     def _seqs(self) -> builtins.list[tuple[int, str]]:
         """(seq, filepath) of every record."""
         return [
@@ -458,6 +507,11 @@ class MilvusBackend(Backend):
             return
         path, self._lite_path = self._lite_path, None
         release(path, self._shared)
+
+
+def _mark_key(first: str, second: str) -> str:
+    """The key of a mark: a hash of its sorted pair (NUL cannot be in a filepath)."""
+    return hashlib.sha256(f"{first}\0{second}".encode()).hexdigest()
 
 
 def _given(time: float | None, otherwise: float) -> float:
