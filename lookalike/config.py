@@ -163,7 +163,9 @@ class Settings:
         "Folder of background jobs' state, shared by the workers (default: beside a SQLite"
         " store, else in the temporary folder)",
     )
-    ingest_workers: int = _setting(0, "Processes used by `lookalike add`; 0 means one per core")
+    ingest_workers: int = _setting(
+        0, "Processes that sign images for `lookalike add` and `POST /add_batch`; 0: one per core"
+    )
     batch_max_items: int = _setting(1000, "Most images one `POST /add_batch` may carry")
     batch_max_bytes: int = _setting(
         100_000_000, "Largest `POST /add_batch` body, in bytes (it is held in memory)"

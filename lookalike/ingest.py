@@ -43,11 +43,13 @@ __all__ = [
     "BLANK",
     "ImageSource",
     "Signed",
+    "Signer",
     "decoded",
     "embedded",
     "file_sha256",
     "preview",
     "records_of",
+    "sign_images",
     "signed",
     "unchanged",
 ]
@@ -157,8 +159,58 @@ def signed(
     """``(filepath, path)`` files signed in chunks by ``workers`` processes, in order."""
     if workers > 1 and settings.embedding_threads == 0:  # a process per core already
         settings = settings.replace(embedding_threads=1)
-    sign = partial(_sign_files, settings)  # pickled once per chunk, not per file
+    sign = partial(sign_images, settings)  # pickled once per chunk, not per file
     yield from _parallel_map(sign, _chunks(files), workers)
+
+
+class Signer:
+    """Worker processes that sign the images of HTTP batches for the whole life of a
+    service, started by the first batch (a process pool per batch would cost a second of
+    start-up each time). ``sign`` spreads a batch over them, so that one client's batches
+    use every core rather than one process's share of the GIL."""
+
+    def __init__(self, settings: Settings, workers: int) -> None:
+        if settings.embedding_threads == 0:  # a process per core already
+            settings = settings.replace(embedding_threads=1)
+        self.workers = workers
+        self._settings = settings
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def sign(self, items: list[tuple[str, ImageSource]]) -> list[Signed]:
+        """``(filepath, source)`` items signed as ``lookalike add`` signs files, in order;
+        LookalikeError if a worker died (the next call starts new ones)."""
+        if not items:
+            return []
+        size = -(-len(items) // (2 * self.workers))  # two parts a worker: even loads
+        parts = [items[start : start + size] for start in range(0, len(items), size)]
+        pool = self._started()
+        try:
+            return [
+                item
+                for part in pool.map(partial(sign_images, self._settings), parts)
+                for item in part
+            ]
+        except BrokenProcessPool:
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise LookalikeError(
+                "a decoding worker process died (killed, or out of memory?); try again"
+            ) from None
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _started(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = _process_pool(self.workers)
+            return self._pool
 
 
 def records_of(batch: list[Signed]) -> tuple[list[Record], list[FileResult]]:
@@ -185,9 +237,9 @@ def records_of(batch: list[Signed]) -> tuple[list[Record], list[FileResult]]:
     return stored, outcomes
 
 
-def _sign_files(settings: Settings, chunk: list[tuple[str, str]]) -> list[Signed]:
-    """A chunk of ``(filepath, path)`` files signed, and embedded when the collection has
-    embeddings (in one batch)."""
+def sign_images(settings: Settings, chunk: list[tuple[str, ImageSource]]) -> list[Signed]:
+    """A chunk of ``(filepath, path)`` files (or image bytes) signed, and embedded when the
+    collection has embeddings (in one batch)."""
     out: list[Signed] = []
     pixels: dict[int, npt.NDArray[np.uint8]] = {}
     for name, path in chunk:
@@ -216,14 +268,7 @@ def _parallel_map(function: Callable[[T], R], items: Iterator[T], workers: int) 
     if workers <= 1:
         yield from map(function, items)
         return
-    # Spawned, not forked: workers start clean (no inherited threads or connections) and
-    # read the environment the caller prepared for them.
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=get_context("spawn"),
-        initializer=_exit_with_parent,
-        initargs=(os.getpid(),),
-    ) as pool:
+    with _process_pool(workers) as pool:
         in_flight: deque[Future[R]] = deque()
         try:
             for item in items:
@@ -241,6 +286,17 @@ def _parallel_map(function: Callable[[T], R], items: Iterator[T], workers: int) 
                 "a decoding worker process died (killed, or out of memory?); the images"
                 " signed before it died were stored"
             ) from None
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    # Spawned, not forked: workers start clean (no inherited threads or connections) and
+    # read the environment the caller prepared for them.
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any, Self, Unpack
+from typing import IO, Any, NamedTuple, Self, Unpack
 
 import numpy as np
 import numpy.typing as npt
@@ -81,6 +81,28 @@ def _same_import(stored: Record | None, record: Record) -> bool:
     )
 
 
+class _Pending(NamedTuple):
+    """An image to sign, then store under ``name``: "added" or "replaced"."""
+
+    name: str
+    source: ImageSource
+    metadata: Metadata | None
+    status: str
+
+
+def _signed_record(pending: _Pending, signed: ingest.Signed) -> tuple[Record | None, str]:
+    """The record of a signed image and what storing it does, or None and why not."""
+    if signed.error is not None:
+        return None, signed.error
+    sig = np.frombuffer(signed.signature or b"", dtype=np.int8)
+    if signed.embedding is None and not sig.any():
+        return None, BLANK
+    record = Record(
+        pending.name, sig, pending.metadata, embedding=signed.embedding, preview=signed.preview
+    )
+    return record, pending.status
+
+
 def _once(item: BatchItem, seen: set[str]) -> BatchItem:
     """The item, or a failed one if its filepath came earlier in the batch."""
     if item.error is None and item.filepath is not None:
@@ -102,6 +124,8 @@ class Lookalike:
             backend = open_backend(self.settings.store, self.settings)
         self.backend = backend
         self._decode_slots = threading.BoundedSemaphore(self.settings.max_decodes)
+        signers = self.settings.ingest_workers or os.cpu_count() or 1
+        self._signer = ingest.Signer(self.settings, signers) if signers > 1 else None
 
     @contextlib.contextmanager
     def _decoding(self, patient: bool = False) -> Iterator[None]:
@@ -125,7 +149,13 @@ class Lookalike:
         self.close()
 
     def close(self) -> None:
+        self.stop_workers()
         self.backend.close()
+
+    def stop_workers(self) -> None:
+        """Stop the processes that sign batches (a later batch starts new ones)."""
+        if self._signer is not None:
+            self._signer.close()
 
     # -- images ---------------------------------------------------------------------------
 
@@ -179,25 +209,30 @@ class Lookalike:
         filepath: str,
         source: ImageSource,
         metadata: Metadata | None,
-        patient: bool = False,
     ) -> tuple[Record, str]:
         """The record to store under ``filepath`` and what storing it does (added,
         replaced), or the stored record, "unchanged" (``_same_source``)."""
+        pending = self._pending(filepath, source, metadata)
+        if isinstance(pending, Record):
+            return pending, "unchanged"
+        return self._made_record(pending.name, source, pending.metadata), pending.status
+
+    def _pending(
+        self, filepath: str, source: ImageSource, metadata: Metadata | None
+    ) -> Record | _Pending:
+        """The stored record if it was made from this very source, else what is left to
+        do: sign the source, then store it (added, or replacing a record)."""
         # A bad request fails before it costs a decode (the store checks the record again:
         # it may be used without the service).
         name, meta = check_filepath(filepath, new=True), check_metadata(metadata)
         stored = self.backend.get(name)
         if stored is not None and self._same_source(stored, source, meta):
-            return stored, "unchanged"
-        record = self._made_record(name, source, meta, patient)
-        return record, "added" if stored is None else "replaced"
+            return stored
+        return _Pending(name, source, meta, "added" if stored is None else "replaced")
 
-    def _made_record(
-        self, name: str, source: ImageSource, metadata: Metadata | None, patient: bool = False
-    ) -> Record:
-        """The record of an image: decoded, signed, embedded, previewed (``patient``:
-        waiting as long as it takes for a decode slot, as a background job may)."""
-        with self._decoding(patient):
+    def _made_record(self, name: str, source: ImageSource, metadata: Metadata | None) -> Record:
+        """The record of an image: decoded, signed, embedded, previewed."""
+        with self._decoding():
             pixels, footprint = ingest.decoded(source, self.settings)
             embedding = self.embed([pixels])[0] if self.settings.embeddings else None
             sig = signature.signature(pixels, footprint)
@@ -217,10 +252,10 @@ class Lookalike:
         alone; so does a filepath given again later in the batch)."""
         seen: set[str] = set()
         results: list[dict[str, Any]] = []
-        with ThreadPoolExecutor(_BATCH_THREADS, thread_name_prefix="batch") as pool:
+        with ThreadPoolExecutor(_BATCH_THREADS, thread_name_prefix="batch") as threads:
             for start in range(0, len(items), _BATCH_CHUNK):
                 chunk = [_once(item, seen) for item in items[start : start + _BATCH_CHUNK]]
-                made = list(pool.map(self._batch_record, chunk))
+                made = self._batch_records(chunk, threads)
                 written = self.backend.add_many(
                     r for r, done in made if r is not None and done in _WRITTEN
                 )
@@ -236,17 +271,43 @@ class Lookalike:
                     progress(len(results), len(items))
         return results
 
-    def _batch_record(self, item: BatchItem) -> tuple[Record | None, str]:
-        """An item's record and what storing it does, or None and why it fails."""
+    def _batch_records(
+        self, chunk: list[BatchItem], threads: ThreadPoolExecutor
+    ) -> list[tuple[Record | None, str]]:
+        """Each item's record and what storing it does, or None and why it fails: URLs
+        fetched and stored records compared by ``threads``, the images left to sign signed
+        by the signing processes (by ``threads`` where there are none)."""
+        made = list(threads.map(self._batch_item, chunk))
+        todo = {i: one for i, one in enumerate(made) if isinstance(one, _Pending)}
+        sources = [(one.name, one.source) for one in todo.values()]
+        try:
+            if self._signer is not None and len(sources) > 1:
+                signed = self._signer.sign(sources)
+            else:
+                signed = list(threads.map(self._signed_here, sources))
+        except LookalikeError as error:  # a signing process died: these fail, alone
+            signed = [ingest.Signed(name, error=str(error)) for name, _ in sources]
+        done = {i: _signed_record(one, s) for (i, one), s in zip(todo.items(), signed, strict=True)}
+        return [done[i] if isinstance(one, _Pending) else one for i, one in enumerate(made)]
+
+    def _batch_item(self, item: BatchItem) -> tuple[Record | None, str] | _Pending:
+        """An item's stored record if unchanged, what is left to do, or why it fails."""
         try:
             if item.error is not None:
                 raise InvalidRequest(item.error)
             filepath = check_filepath(item.filepath or "", new=True)  # before a fetch
             check_metadata(item.metadata)
             source = item.content if item.content is not None else self.fetch(item.url or "")
-            return self._prepared(filepath, source, item.metadata, patient=True)
+            pending = self._pending(filepath, source, item.metadata)
         except LookalikeError as error:
             return None, str(error)
+        return (pending, "unchanged") if isinstance(pending, Record) else pending
+
+    def _signed_here(self, item: tuple[str, ImageSource]) -> ingest.Signed:
+        """One image signed in this process, in a decode slot (waiting as long as it
+        takes, as a background job may)."""
+        with self._decoding(patient=True):
+            return ingest.sign_images(self.settings, [item])[0]
 
     def start_add_batch(self, items: Sequence[BatchItem]) -> str:
         """``add_batch`` as a background job (``jobs``); its id."""

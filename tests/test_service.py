@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from io import BytesIO
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from PIL import Image
 from skimage import data
 
 from lookalike import InvalidImage, InvalidRequest, NotFound, Settings, signature
+from lookalike.records import BatchItem
 from lookalike.service import Lookalike
 
 
@@ -142,6 +145,64 @@ def test_add_files_without_workers_gives_the_same_store(service, photo_files):
     files = [(p.name, p) for p in photo_files.values()]
     assert all(r.error is None for r in service.add_files(files, workers=1))
     assert sorted(service.list(limit=100)) == sorted(p.name for p in photo_files.values())
+
+
+def batch_store(tmp_path: Path, name: str, workers: int) -> Lookalike:
+    store = "sqlite:///" + str(tmp_path / f"{name}.db")
+    return Lookalike(Settings(backend=store, ingest_workers=workers))
+
+
+def test_a_batch_signed_by_worker_processes_stores_what_one_process_stores(tmp_path, photo_bytes):
+    """The signing processes (two) and this process (one worker) give the same records,
+    previews included, and the same outcome per item: a bad and a blank image fail alone,
+    an unchanged one is not signed again."""
+    blank = BytesIO()
+    Image.new("RGB", (64, 48), "grey").save(blank, "PNG")
+    items = [
+        BatchItem(f"{name}.jpg", content, metadata={"n": i})
+        for i, (name, content) in enumerate(photo_bytes.items())
+    ]
+    items += [BatchItem("broken.jpg", b"\xff\xd8\xff truncated"),
+              BatchItem("blank.png", blank.getvalue())]  # fmt: skip
+    answers, stores = {}, {}
+    for name, workers in (("pooled", 2), ("here", 1)):
+        with batch_store(tmp_path, name, workers) as service:
+            assert (service._signer is not None) == (workers > 1)
+            answers[name] = service.add_batch(items)
+            again = service.add_batch(items[:2])
+            assert [a["status"] for a in again] == ["unchanged", "unchanged"]
+            paths = service.list(limit=100)
+            stores[name] = {p: (service.get(p), service.backend.previews([p])[p]) for p in paths}
+    assert answers["pooled"] == answers["here"]
+    statuses = [a["status"] for a in answers["pooled"]]
+    assert statuses == ["added"] * len(photo_bytes) + ["failed", "failed"]
+    assert "no detail for the signature" in answers["pooled"][-1]["error"]
+    assert stores["pooled"].keys() == stores["here"].keys() == {i.filepath for i in items[:-2]}
+    for path, (record, preview) in stores["pooled"].items():
+        other, other_preview = stores["here"][path]
+        assert record.signature.tobytes() == other.signature.tobytes()
+        assert record.metadata == other.metadata and preview == other_preview
+        assert preview.thumbnail and preview.sha256
+
+
+def test_a_signing_process_that_dies_fails_its_items_and_the_next_batch_works(
+    tmp_path, photo_bytes
+):
+    """A worker killed with SIGKILL (as the OOM killer would) fails the items it was
+    given, with a message; the service starts new workers for the next batch."""
+    items = [BatchItem(f"{n}.jpg", c) for n, c in photo_bytes.items()]
+    with batch_store(tmp_path, "killed", 2) as service:
+        assert service.add_batch(items[:2])[0]["status"] == "added"
+        pool = service._signer._pool
+        for process in list(pool._processes.values()):
+            os.kill(process.pid, signal.SIGKILL)
+            process.join(timeout=10)
+        failed = service.add_batch(items[2:])
+        assert {a["status"] for a in failed} == {"failed"}
+        assert "worker process died" in failed[0]["error"]
+        assert service.count() == 2
+        assert {a["status"] for a in service.add_batch(items[2:])} == {"added"}
+        assert service.count() == len(items)
 
 
 def test_add_files_again_window_by_window_reports_every_file_once(

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path, PurePath
 from typing import Annotated, Any
 
@@ -60,7 +60,14 @@ FormText = Annotated[str | None, Form()]
 def create_app(service: Lookalike) -> FastAPI:
     """The Match-compatible API over one service."""
     settings = service.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(service.stop_workers)  # the signing processes go with it
+
     app = FastAPIOffline(  # /docs loads Swagger UI from the package: it works offline
+        lifespan=lifespan,
         redoc_url=None,
         static_url=DOCS_ASSETS,
         title="lookalike",
