@@ -201,7 +201,8 @@ def open_milvus(tmp_path: Path) -> Backend:
 
 
 class ThrowawayIndex:
-    """An Elasticsearch index of its own for one test, deleted by ``close``."""
+    """An Elasticsearch index of its own for one test, deleted by ``close`` with its
+    marks index."""
 
     def __new__(cls, tmp_path: Path) -> Any:
         from lookalike.backends.elasticsearch import ElasticsearchBackend
@@ -211,7 +212,8 @@ class ThrowawayIndex:
         close = backend.close
 
         def drop_and_close() -> None:
-            backend._es.options(ignore_status=404).indices.delete(index=name)
+            for index in (name, f"{name}-distinct"):
+                backend._es.options(ignore_status=404).indices.delete(index=index)
             close()
 
         backend.close = drop_and_close  # type: ignore[method-assign]

@@ -11,8 +11,10 @@ cluster interprets the bodies as we expect (its scoring, refresh and mapping rul
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import random
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,13 @@ from lookalike import signature as sig
 from lookalike.backends import open_backend
 from lookalike.backends.elasticsearch import ElasticsearchBackend
 from lookalike.backends.elasticsearch.queries import (
+    DISTINCT_PAGE,
+    distinct_delete_query,
+    distinct_document,
+    distinct_id,
+    distinct_index,
+    distinct_mapping,
+    distinct_page_body,
     document_id,
     embedding_field_problem,
     embedding_knn_body,
@@ -43,7 +52,7 @@ from lookalike.backends.elasticsearch.queries import (
     word_body,
 )
 from lookalike.config import Settings
-from lookalike.errors import BackendUnavailable, ConfigError
+from lookalike.errors import BackendUnavailable, ConfigError, NotFound
 from lookalike.records import Preview, Record
 from lookalike.signature import ORIENTATIONS
 from lookalike.vectors import EMBEDDING_DIMENSION
@@ -942,6 +951,258 @@ def test_a_refused_index_creation_is_reported(cluster: FakeCluster) -> None:
     )
     with pytest.raises(BackendUnavailable, match="refused to create 'images': bad"):
         store(cluster)._is_legacy()
+
+
+# -- distinct marks: a second index beside the store's ----------------------------------------
+
+
+class MarksCluster:
+    """A lookalike-layout index ``images`` holding ``paths`` and, once created, the marks
+    index ``images-distinct``, answering as the documentation pages show: get and delete
+    by id, _bulk, and for the marks index create, index, delete by id, a search sorted on
+    the fields its body names continued with ``search_after``, and _delete_by_query of a
+    bool of should terms. It keeps no mapping rules: a mark indexed before its index is
+    created is refused (a real cluster would create it with a dynamic mapping)."""
+
+    def __init__(self, paths: list[str], marks: bool = False) -> None:
+        self.images = {document_id(p): p for p in paths}
+        self.marks: dict[str, dict[str, str]] | None = {} if marks else None
+        self.answers: dict[str, Answer] = {}  # path -> answer, before anything else
+
+    def __call__(self, request: Request) -> Answer:
+        if request.path in self.answers:
+            return self.answers[request.path]
+        parts = request.path.strip("/").split("/")
+        if parts[0] == "images-distinct":
+            return self.distinct(request, parts[1:])
+        if request.method == "HEAD" and parts == ["images"]:
+            return 200, None
+        if request.path == "/images/_mapping":
+            return 200, {"images": {"mappings": mapping()}}
+        if request.path == "/_bulk":
+            for action in request.ndjson()[0::2]:
+                self.images[action["update"]["_id"]] = "(replaced)"
+            return bulk_into({}, request)
+        if parts[:2] == ["images", "_doc"] and request.method == "GET":
+            path = self.images.get(parts[2])
+            if path is None:
+                return 404, {"_index": "images", "_id": parts[2], "found": False}
+            source = {"path": path, "signature": [0] * sig.LENGTH}
+            return 200, {"_index": "images", "_id": parts[2], "found": True, "_source": source}
+        if parts[:2] == ["images", "_doc"] and request.method == "DELETE":
+            found = self.images.pop(parts[2], None) is not None
+            return (200 if found else 404), {"result": "deleted" if found else "not_found"}
+        return 404, {"error": "unexpected"}
+
+    def distinct(self, request: Request, rest: list[str]) -> Answer:
+        missing = {"error": {"type": "index_not_found_exception"}, "status": 404}
+        if not rest:
+            if request.method == "HEAD":
+                return (404 if self.marks is None else 200), None
+            if request.method == "PUT" and self.marks is None:
+                self.marks = {}
+                return 200, {"acknowledged": True, "index": "images-distinct"}
+            exists = {"type": "resource_already_exists_exception", "reason": "exists"}
+            return 400, {"error": exists, "status": 400}
+        if self.marks is None:
+            return 404, missing
+        if rest[0] == "_doc" and request.method == "PUT":
+            created = rest[1] not in self.marks
+            self.marks[rest[1]] = request.json()
+            return (201 if created else 200), {"result": "created" if created else "updated"}
+        if rest[0] == "_doc" and request.method == "DELETE":
+            found = self.marks.pop(rest[1], None) is not None
+            return (200 if found else 404), {"result": "deleted" if found else "not_found"}
+        if rest == ["_search"]:
+            body = request.json()
+            keys = [next(iter(rule)) for rule in body["sort"]]
+            rows = sorted(([doc[k] for k in keys], doc) for doc in self.marks.values())
+            after = body.get("search_after")
+            rows = [row for row in rows if after is None or row[0] > after][: body["size"]]
+            return 200, search_response(
+                [{"_id": "", "_source": doc, "sort": values} for values, doc in rows]
+            )
+        if rest == ["_delete_by_query"]:
+            terms = [clause["term"] for clause in request.json()["query"]["bool"]["should"]]
+            gone = [
+                key
+                for key, doc in self.marks.items()
+                if any(doc[name] == value for term in terms for name, value in term.items())
+            ]
+            for key in gone:
+                del self.marks[key]
+            return 200, {"took": 3, "timed_out": False, "deleted": len(gone), "failures": []}
+        return 404, {"error": "unexpected"}
+
+
+def marks_requests(cluster: FakeCluster) -> list[tuple[str, str]]:
+    return [(r.method, r.path) for r in cluster.requests if r.path.startswith("/images-distinct")]
+
+
+def test_the_marks_bodies_are_the_documented_shapes() -> None:
+    """Written from the mapping (dynamic, keyword), index, term, bool, delete-by-query and
+    search_after pages. Does not prove a cluster accepts them or applies them as we expect:
+    the contract suite does, against a real one."""
+    assert distinct_index("images") == "images-distinct"
+    marks = distinct_mapping()
+    assert marks["dynamic"] == "strict"
+    assert marks["properties"] == {"first": {"type": "keyword"}, "second": {"type": "keyword"}}
+    assert distinct_document("a.jpg", "b.jpg") == {"first": "a.jpg", "second": "b.jpg"}
+    assert distinct_id("a.jpg", "b.jpg") == hashlib.sha256(b"a.jpg\0b.jpg").hexdigest()
+    ids = {distinct_id(*pair) for pair in [("a", "bc"), ("ab", "c"), ("a", "b"), ("b", "a")]}
+    assert len(ids) == 4
+    assert distinct_delete_query("a.jpg") == {
+        "query": {
+            "bool": {
+                "should": [{"term": {"first": "a.jpg"}}, {"term": {"second": "a.jpg"}}],
+                "minimum_should_match": 1,
+            }
+        }
+    }
+    first = distinct_page_body(None, 100)
+    assert first == {
+        "size": 100,
+        "query": {"match_all": {}},
+        "sort": [{"first": "asc"}, {"second": "asc"}],
+        "_source": ["first", "second"],
+        "track_total_hits": False,
+    }
+    assert distinct_page_body(["a", "b"], 100) == {**first, "search_after": ["a", "b"]}
+    assert DISTINCT_PAGE == 10_000  # index.max_result_window's default
+
+
+def test_a_mark_creates_its_index_once_and_marking_twice_sends_the_same_id(
+    cluster: FakeCluster,
+) -> None:
+    """The first mark creates ``images-distinct`` with the strict mapping, then each mark
+    is indexed under the pair's id with the store's refresh. Does not prove a cluster
+    overwrites a document indexed twice under one id (the index page says it does)."""
+    state = MarksCluster(["a.jpg", "b.jpg", "c.jpg"])
+    cluster.respond = state
+    backend = store(cluster)
+    backend.mark_distinct("b.jpg", "a.jpg")
+    backend.mark_distinct("a.jpg", "b.jpg")
+    [create] = cluster.calls("PUT", "/images-distinct")
+    assert create.json() == {"mappings": distinct_mapping()}
+    puts = cluster.calls("PUT", f"/images-distinct/_doc/{distinct_id('a.jpg', 'b.jpg')}")
+    assert [put.json() for put in puts] == [{"first": "a.jpg", "second": "b.jpg"}] * 2
+    assert all(put.query["refresh"] == ["wait_for"] for put in puts)
+    assert len(cluster.calls("HEAD", "/images-distinct")) == 1  # seen: not asked again
+    assert backend.distinct() == [("a.jpg", "b.jpg")]
+
+    other = store(cluster, refresh="false")  # another process: finds the index
+    other.mark_distinct("c.jpg", "a.jpg")
+    assert len(cluster.calls("PUT", "/images-distinct")) == 1
+    [put] = cluster.calls("PUT", f"/images-distinct/_doc/{distinct_id('a.jpg', 'c.jpg')}")
+    assert put.query["refresh"] == ["false"]
+    assert backend.distinct() == [("a.jpg", "b.jpg"), ("a.jpg", "c.jpg")]
+
+
+@pytest.mark.parametrize("pair", [("a.jpg", "missing.jpg"), ("missing.jpg", "a.jpg")])
+def test_marking_a_missing_image_raises_not_found_and_writes_nothing(
+    cluster: FakeCluster, pair: tuple[str, str]
+) -> None:
+    """Either image missing (looked up by its document id, or in a legacy index by the
+    path query): NotFound, and no request reaches the marks index. Does not prove a real
+    cluster's get is realtime (its documentation says it is)."""
+    cluster.respond = MarksCluster(["a.jpg"])
+    with pytest.raises(NotFound, match=r"missing\.jpg"):
+        store(cluster).mark_distinct(*pair)
+    assert marks_requests(cluster) == []
+
+    cluster.requests.clear()
+    cluster.respond = legacy_index(lambda request: (404, {"error": "unexpected"}))
+    with pytest.raises(NotFound):
+        store(cluster).mark_distinct(*pair)
+    assert cluster.calls("POST", "/images/_search")  # looked for by path
+    assert marks_requests(cluster) == []
+
+
+def test_deleting_an_image_deletes_its_marks_and_replacing_it_keeps_them(
+    cluster: FakeCluster, rng: np.random.Generator
+) -> None:
+    """After the record's delete, one _delete_by_query into ``images-distinct`` for
+    either field, refreshed, version conflicts let through; an add sends none. Does not
+    prove a real cluster matches the terms as the stand-in does (exact keyword terms)."""
+    state = MarksCluster(["a.jpg", "b.jpg", "c.jpg"])
+    cluster.respond = state
+    backend = store(cluster)
+    for pair in [("a.jpg", "b.jpg"), ("a.jpg", "c.jpg"), ("b.jpg", "c.jpg")]:
+        backend.mark_distinct(*pair)
+    backend.add(Record("b.jpg", random_signatures(rng, 1)[0]))  # replaced: the same image
+    assert cluster.calls("POST", "/images-distinct/_delete_by_query") == []
+    assert len(backend.distinct()) == 3
+
+    cluster.requests.clear()
+    assert backend.delete("a.jpg")
+    [delete, by_query] = [r for r in cluster.requests if r.method != "HEAD"]
+    assert (delete.method, delete.path) == ("DELETE", f"/images/_doc/{document_id('a.jpg')}")
+    assert (by_query.method, by_query.path) == ("POST", "/images-distinct/_delete_by_query")
+    assert by_query.json() == {
+        "query": {
+            "bool": {
+                "should": [{"term": {"first": "a.jpg"}}, {"term": {"second": "a.jpg"}}],
+                "minimum_should_match": 1,
+            }
+        }
+    }
+    assert by_query.query["refresh"] == ["true"] and by_query.query["conflicts"] == ["proceed"]
+    assert backend.distinct() == [("b.jpg", "c.jpg")]
+
+    state.answers["/images-distinct/_delete_by_query"] = (
+        200,
+        {"deleted": 0, "failures": [{"cause": {"type": "x", "reason": "shard failed"}}]},
+    )
+    with pytest.raises(BackendUnavailable, match=r"distinct marks of 'b\.jpg'.*shard failed"):
+        backend.delete("b.jpg")
+
+
+def test_a_store_without_marks_sends_no_delete_by_query_nor_marks_search(
+    cluster: FakeCluster,
+) -> None:
+    """No marks index: a delete asks once whether it exists (HEAD) and sends nothing else
+    there, ``distinct`` is [] and unmark False, and nothing creates the index. Does not
+    prove what a real cluster answers a HEAD with beyond the exists page's 200/404."""
+    cluster.respond = MarksCluster(["a.jpg", "b.jpg"])
+    backend = store(cluster)
+    assert backend.delete("a.jpg")
+    assert marks_requests(cluster) == [("HEAD", "/images-distinct")]
+    assert backend.distinct() == []
+    assert not backend.unmark_distinct("a.jpg", "b.jpg")
+    assert all(method in ("HEAD", "DELETE") for method, _ in marks_requests(cluster))
+    assert cluster.calls("POST", "/images-distinct/_delete_by_query") == []
+    assert cluster.calls("PUT", "/images-distinct") == []
+
+
+def test_distinct_pages_through_more_marks_than_one_page_holds(cluster: FakeCluster) -> None:
+    """More than 10,000 marks (index.max_result_window's default): two sorted pages, the
+    second after the first's last sort values. Does not prove a real cluster's keyword
+    sort order (byte order of UTF-8, which equals Python's for these names)."""
+    pairs = [(f"p{i:05d}", f"q{i % 7}") for i in range(DISTINCT_PAGE + 3)]
+    state = MarksCluster([], marks=True)
+    shuffled = pairs[:]
+    random.Random(5).shuffle(shuffled)
+    assert state.marks is not None
+    state.marks.update({distinct_id(*pair): distinct_document(*pair) for pair in shuffled})
+    cluster.respond = state
+    assert store(cluster).distinct() == pairs
+    first, second = [r.json() for r in cluster.calls("POST", "/images-distinct/_search")]
+    assert first == distinct_page_body(None, DISTINCT_PAGE)
+    assert second == distinct_page_body(list(pairs[DISTINCT_PAGE - 1]), DISTINCT_PAGE)
+
+
+def test_unmark_answers_from_the_delete(cluster: FakeCluster) -> None:
+    """True for a ``deleted`` answer, False for ``not_found`` or a missing index (both
+    404s, as the delete page shows). Does not prove a cluster's refresh of the delete."""
+    cluster.respond = MarksCluster(["a.jpg", "b.jpg"])
+    backend = store(cluster)
+    assert not backend.unmark_distinct("a.jpg", "b.jpg")  # no index yet
+    backend.mark_distinct("a.jpg", "b.jpg")
+    assert backend.unmark_distinct("b.jpg", "a.jpg")
+    assert not backend.unmark_distinct("a.jpg", "b.jpg")
+    deletes = cluster.calls("DELETE", f"/images-distinct/_doc/{distinct_id('a.jpg', 'b.jpg')}")
+    assert len(deletes) == 3 and all(d.query["refresh"] == ["wait_for"] for d in deletes)
+    assert backend.distinct() == []
 
 
 # -- failures --------------------------------------------------------------------------------

@@ -17,6 +17,18 @@ when it is opened (adding a field to a mapping is allowed). Legacy indices hold 
 embeddings and no previews: an embedding added there is dropped with a warning, a preview
 silently (the page shows "no preview"), and an embedding search finds nothing.
 
+Distinct marks ("these two are not copies") live in a second index beside the store's,
+``<index>-distinct`` (``queries.distinct_index``; lowercase, as every index name must be),
+in either layout. It is created by the first mark, with an explicit strict mapping
+(``queries.distinct_mapping``: ``first`` and ``second``, the sorted pair, as keywords),
+so a store that never marks anything has no such index and pays one ``HEAD`` request per
+read of the marks or delete of an image to learn it, none once the index has been seen.
+A mark's id is a hash of the pair (``queries.distinct_id``): marking twice is one mark.
+Deleting an image deletes its marks (one ``_delete_by_query``); replacing it keeps them.
+The index is named after the store's index name, so marks survive ``lookalike migrate
+--swap`` (the name becomes an alias of the new index); the migration does not copy marks
+(Match and image-match kept none).
+
 A search sends one body per query orientation in a single ``_msearch`` — image-match's
 should-of-terms over the words, or a kNN query — takes the union of the candidates, and
 re-ranks them exactly with the normalised distance, so scores equal brute force and only

@@ -1,7 +1,8 @@
 """One Elasticsearch index as the store and the migration use it, through the official
 client (``connect``): every request retried (``call``), the layout read once when the index
 is first used (``layout``: the index created if missing, the ``embedding`` and ``preview``
-fields added to a lookalike index made before they existed), and bulk upserts (``write``)."""
+fields added to a lookalike index made before they existed), and bulk upserts (``write``).
+``DistinctMarks`` keeps a store's distinct marks in a second index beside it."""
 
 from __future__ import annotations
 
@@ -10,17 +11,27 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from ...errors import BackendUnavailable, ConfigError
 from ...records import Record
 from .queries import (
+    DISTINCT_PAGE,
     EMBEDDING,
     PREVIEW,
     Layout,
+    distinct_delete_query,
+    distinct_document,
+    distinct_id,
+    distinct_index,
+    distinct_mapping,
+    distinct_page_body,
+    distinct_pairs,
     embedding_field,
     embedding_field_problem,
     error_reason,
+    hits_of,
     layout_of,
     mapping,
     preview_field,
@@ -34,7 +45,7 @@ try:
 except ImportError:  # pragma: no cover - exercised where the extra is missing
     elasticsearch = None  # type: ignore[assignment]
 
-__all__ = ["Index", "check_installed", "connect"]
+__all__ = ["DistinctMarks", "Index", "check_installed", "connect"]
 
 T = TypeVar("T")
 
@@ -204,18 +215,100 @@ class Index:
         return problem
 
     def _create(self) -> None:
-        """Create the index; another process creating it first is fine, a refused mapping
-        (e.g. a cluster too old for it) is reported rather than found missing later."""
-        answer = self.call(
-            lambda: self.es.options(ignore_status=400).indices.create(
-                index=self.name, mappings=mapping()
-            )
+        _create(self, self.name, mapping())
+
+
+@dataclass(eq=False)
+class DistinctMarks:
+    """The distinct marks of the store on ``index``: one document per sorted pair, its id
+    ``distinct_id``, in the index ``distinct_index(index.name)``, created with
+    ``distinct_mapping`` by the first mark. Until that index has been seen, a read or a
+    delete of the store asks whether it exists (one HEAD request); once seen, nothing."""
+
+    index: Index
+    name: str = field(init=False)
+    _seen: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self.name = distinct_index(self.index.name)
+
+    def exists(self) -> bool:
+        if not self._seen:
+            es = self.index.es
+            self._seen = bool(self.index.call(lambda: es.indices.exists(index=self.name)))
+        return self._seen
+
+    def mark(self, first: str, second: str) -> None:
+        """Keep the mark of the sorted pair (again: the same document)."""
+        if not self.exists():
+            _create(self.index, self.name, distinct_mapping())
+            self._seen = True
+        put = partial(
+            self.index.es.index,
+            index=self.name,
+            id=distinct_id(first, second),
+            document=distinct_document(first, second),
+            refresh=self.index.refresh,
         )
-        error = answer.get("error")
-        if error is not None and not (
-            isinstance(error, dict) and error.get("type") == "resource_already_exists_exception"
-        ):
+        self.index.call(put)
+
+    def unmark(self, first: str, second: str) -> bool:
+        """Delete the mark of the sorted pair; True if it was there (a missing index or
+        document is a 404, and False)."""
+        remove = partial(
+            self.index.es.options(ignore_status=404).delete,
+            index=self.name,
+            id=distinct_id(first, second),
+            refresh=self.index.refresh,
+        )
+        return bool(self.index.call(remove).get("result") == "deleted")
+
+    def pairs(self) -> builtins.list[tuple[str, str]]:
+        """Every mark in pair order, a page of ``DISTINCT_PAGE`` at a time."""
+        if not self.exists():
+            return []
+        found: builtins.list[tuple[str, str]] = []
+        after = None
+        while True:
+            body = distinct_page_body(after, DISTINCT_PAGE)
+            hits = hits_of(self.index.call(partial(self.index.es.search, index=self.name, **body)))
+            found.extend(distinct_pairs(hits))
+            if len(hits) < DISTINCT_PAGE:
+                return found
+            after = hits[-1]["sort"]
+
+    def forget(self, filepath: str) -> None:
+        """Delete every mark naming ``filepath`` (its image is deleted), refreshed before
+        it returns; a store that never kept a mark sends no _delete_by_query."""
+        if not self.exists():
+            return
+        remove = partial(
+            self.index.es.options(ignore_status=404).delete_by_query,
+            index=self.name,
+            conflicts="proceed",  # a mark deleted meanwhile is no failure
+            refresh=True,
+            **distinct_delete_query(filepath),
+        )
+        answer = self.index.call(remove)
+        if answer.get("status") == 404:  # the marks index was deleted meanwhile
+            self._seen = False
+        if failures := answer.get("failures"):
             raise BackendUnavailable(
-                f"Elasticsearch at {self.shown_url} refused to create {self.name!r}:"
-                f" {error_reason(error)}"
+                f"Elasticsearch at {self.index.shown_url} failed to delete the distinct marks"
+                f" of {filepath!r} from {self.name!r}: {error_reason(failures[0].get('cause'))}"
             )
+
+
+def _create(index: Index, name: str, mappings: dict[str, Any]) -> None:
+    """Create the index ``name``; another process creating it first is fine, a refused
+    mapping (e.g. a cluster too old for it) is reported rather than found missing later."""
+    answer = index.call(
+        lambda: index.es.options(ignore_status=400).indices.create(index=name, mappings=mappings)
+    )
+    error = answer.get("error")
+    if error is not None and not (
+        isinstance(error, dict) and error.get("type") == "resource_already_exists_exception"
+    ):
+        raise BackendUnavailable(
+            f"Elasticsearch at {index.shown_url} refused to create {name!r}: {error_reason(error)}"
+        )

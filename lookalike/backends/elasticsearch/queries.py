@@ -31,6 +31,7 @@ from ...vectors import EMBEDDING_DIMENSION, as_stored, cosine_distances
 from ..base import ranked, signature_distances
 
 __all__ = [
+    "DISTINCT_PAGE",
     "EMBEDDING",
     "EMBEDDING_SOURCE",
     "LAYOUT_VERSION",
@@ -41,6 +42,13 @@ __all__ = [
     "PREVIEW_SIZES",
     "SOURCE",
     "Layout",
+    "distinct_delete_query",
+    "distinct_document",
+    "distinct_id",
+    "distinct_index",
+    "distinct_mapping",
+    "distinct_page_body",
+    "distinct_pairs",
     "document_id",
     "embedding_field",
     "embedding_field_problem",
@@ -79,6 +87,7 @@ PREVIEW_SIZES = [
     f"{PREVIEW}.{key}"
     for key in ("width", "height", "file_bytes", "media_type", "sha256", "modified")
 ]
+DISTINCT_PAGE = 10_000  # marks per search: index.max_result_window's default
 # Keep the first insert time when a document is replaced, so that list order holds.
 _REPLACE = (
     "def added = ctx._source.added; ctx._source.clear(); ctx._source.putAll(params.doc);"
@@ -98,6 +107,68 @@ def document_id(filepath: str) -> str:
     """The id of a filepath's document: SHA-256 of its UTF-8 bytes, in hex (64 chars,
     under Elasticsearch's 512-byte id limit whatever the path's length)."""
     return hashlib.sha256(check_filepath(filepath).encode("utf-8")).hexdigest()
+
+
+# -- distinct marks: one document per pair, in an index of their own beside the store's --
+
+
+def distinct_index(index: str) -> str:
+    """The name of the index that keeps ``index``'s distinct marks."""
+    return f"{index}-distinct"
+
+
+def distinct_mapping() -> dict[str, Any]:
+    """The explicit mapping of a marks index: the two filepaths of a pair, sorted, as
+    keywords (exact terms, sortable on doc values); nothing else is accepted."""
+    return {
+        "dynamic": "strict",
+        "_meta": {"lookalike": LAYOUT_VERSION, "holds": "distinct marks"},
+        "properties": {"first": {"type": "keyword"}, "second": {"type": "keyword"}},
+    }
+
+
+def distinct_id(first: str, second: str) -> str:
+    """The id of the mark of a sorted pair: SHA-256 of ``first`` NUL ``second`` (no
+    filepath holds a NUL, so no two pairs share it), so that marking twice is one mark."""
+    pair = f"{check_filepath(first)}\0{check_filepath(second)}"
+    return hashlib.sha256(pair.encode("utf-8")).hexdigest()
+
+
+def distinct_document(first: str, second: str) -> dict[str, str]:
+    """The document of the mark of a sorted pair."""
+    return {"first": first, "second": second}
+
+
+def distinct_delete_query(filepath: str) -> dict[str, Any]:
+    """The _delete_by_query body removing every mark that names ``filepath``."""
+    return {
+        "query": {
+            "bool": {
+                "should": [{"term": {"first": filepath}}, {"term": {"second": filepath}}],
+                "minimum_should_match": 1,
+            }
+        }
+    }
+
+
+def distinct_page_body(after: list[Any] | None, size: int = DISTINCT_PAGE) -> dict[str, Any]:
+    """One page of marks in pair order: a sort on both fields (unique per document, so a
+    tiebreaker of its own) continued with ``search_after`` from the last hit's sort."""
+    body: dict[str, Any] = {
+        "size": size,
+        "query": {"match_all": {}},
+        "sort": [{"first": "asc"}, {"second": "asc"}],
+        "_source": ["first", "second"],
+        "track_total_hits": False,
+    }
+    if after is not None:
+        body["search_after"] = after
+    return body
+
+
+def distinct_pairs(hits: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The pairs of a page of marks."""
+    return [(hit["_source"]["first"], hit["_source"]["second"]) for hit in hits]
 
 
 def embedding_field() -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """``ElasticsearchBackend``: a lookalike store in one Elasticsearch index, written in one of
 the two layouts that ``queries.Layout`` tells apart (the package's docstring says how
-documents are kept and searched); requests go through ``index.Index``."""
+documents are kept and searched), its distinct marks in a second (``index.DistinctMarks``);
+requests go through ``index.Index``."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from ...config import Settings
-from ...errors import BackendUnavailable, ConfigError
+from ...errors import BackendUnavailable, ConfigError, NotFound
 from ...records import Match, Preview, Record
 from ..base import Backend, Search, redacted
-from .index import Index, check_installed, connect
+from .index import DistinctMarks, Index, check_installed, connect
 from .migrate import copy_index
 from .queries import (
     EMBEDDING,
@@ -89,6 +90,7 @@ class ElasticsearchBackend(Backend):
         self._remote = Index(
             self._es, index, shown_url=self.shown_url, refresh=refresh, retries=retries
         )
+        self._marks = DistinctMarks(self._remote)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -109,16 +111,34 @@ class ElasticsearchBackend(Backend):
         return total
 
     def _delete_trusted(self, filepath: str) -> bool:
+        """Delete the record, then every distinct mark naming its filepath (even if the
+        record was gone already: a mark left by a race or another program must not
+        survive into an image added again under that path)."""
         if not self._remote.exists():
             return False
         if self._is_legacy():
-            return self._delete_legacy(filepath) > 0
-        response = self._remote.call(
-            lambda: self._es.options(ignore_status=404).delete(
-                index=self.index, id=document_id(filepath), refresh=self.refresh
+            gone = self._delete_legacy(filepath) > 0
+        else:
+            response = self._remote.call(
+                lambda: self._es.options(ignore_status=404).delete(
+                    index=self.index, id=document_id(filepath), refresh=self.refresh
+                )
             )
-        )
-        return bool(response.get("result") == "deleted")
+            gone = response.get("result") == "deleted"
+        self._marks.forget(filepath)
+        return gone
+
+    def _mark_distinct_trusted(self, first: str, second: str) -> None:
+        for path in (first, second):
+            if self._find(path) is None:
+                raise NotFound(f"no image is stored under {path!r}")
+        self._marks.mark(first, second)
+
+    def _unmark_distinct_trusted(self, first: str, second: str) -> bool:
+        return self._marks.unmark(first, second)
+
+    def _distinct_trusted(self) -> builtins.list[tuple[str, str]]:
+        return self._marks.pairs()
 
     # -- reads --------------------------------------------------------------------------
 
