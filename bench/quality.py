@@ -30,7 +30,7 @@ sys.path.append(sys.path.pop(0))
 
 import argparse
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -58,6 +58,7 @@ from common import (
     watermark,
     write_results,
 )
+from disc import DISC_EDITS, Edited, disc_edit
 
 from lookalike.config import Settings
 from lookalike.service import Lookalike
@@ -84,6 +85,24 @@ EDITS: dict[str, Edit] = {
 }
 
 
+NamedEdit = Callable[[str, RGB], Edited]  # (photo name, photo) -> the edited copy
+
+
+def edits_of(kind: str, seed: int) -> dict[str, NamedEdit]:
+    """The everyday edits, the DISC21-style ones (``disc``), or both (``all``)."""
+    everyday: dict[str, NamedEdit] = {
+        name: (lambda photo_name, image, edit=edit: Edited(edit(image), None, None))
+        for name, edit in EDITS.items()
+    }
+    disc: dict[str, NamedEdit] = {
+        name: (lambda photo_name, image, name=name: disc_edit(name, photo_name, seed)(image))
+        for name in DISC_EDITS
+    }
+    if kind == "disc":
+        return {ORIGINAL: everyday[ORIGINAL], **disc}
+    return everyday if kind == "everyday" else {**everyday, **disc}
+
+
 def as_query(image: RGB) -> bytes:
     """Lossless bytes of an edited image (the JPEG edit has already been through JPEG)."""
     return encode(image, "PNG")
@@ -106,27 +125,30 @@ def new_service(method: str) -> Lookalike:
 
 
 def retrieval(
-    service: Lookalike, library: dict[str, RGB], method: str
+    service: Lookalike, library: dict[str, RGB], method: str, edits: dict[str, NamedEdit]
 ) -> tuple[list[list[Any]], list[dict[str, Any]]]:
-    """One row per edit: recall@1, found inside the cutoff, distances to the original."""
+    """One row per edit: recall@1, found inside the cutoff, found first and inside it,
+    distances to the original."""
     stored = service.count()
     cutoff = cutoff_of(method)
     widest = 2.0 if method == "embedding" else 1.0
     rows, results = [], []
-    for edit_name, edit in EDITS.items():
+    for edit_name, edit in edits.items():
         first, found, distances = [], [], []
         for name, image in library.items():
-            query = as_query(edit(image))
+            query = as_query(edit(name, image).image)
             key = f"photo/{name}"
             everything = service.search(query, max_distance=widest, limit=stored, method=method)
             first.append(bool(everything) and everything[0].filepath == key)
             distances.append(next((m.distance for m in everything if m.filepath == key), widest))
             found.append(distances[-1] < cutoff)
+        both = np.logical_and(first, found)
         rows.append(
             [
                 edit_name,
                 f"{np.mean(first):.2f}",
                 f"{np.mean(found):.2f}",
+                f"{np.mean(both):.2f}",
                 f"{median(distances):.3f}",
                 f"{max(distances):.3f}",
                 missed_names([n for n, ok in zip(library, found, strict=True) if not ok]),
@@ -138,6 +160,7 @@ def retrieval(
                 "queries": len(library),
                 "recall_at_1": float(np.mean(first)),
                 f"found_within_{cutoff}": float(np.mean(found)),
+                "first_and_within": float(np.mean(both)),
                 "median_distance": median(distances),
                 "max_distance": max(distances),
                 "distances": dict(zip(library, distances, strict=True)),
@@ -170,7 +193,11 @@ def store(
 
 
 def false_matches(
-    library: dict[str, RGB], distractors: dict[str, bytes], unstored: list[bytes], method: str
+    library: dict[str, RGB],
+    distractors: dict[str, bytes],
+    unstored: list[bytes],
+    method: str,
+    edits: dict[str, NamedEdit],
 ) -> list[dict[str, Any]]:
     """Share of never-added images that get any match inside the default cutoff."""
     names = list(library)
@@ -184,9 +211,9 @@ def false_matches(
     for stored_half, held_half in (halves, halves[::-1]):
         with store(library, stored_half, distractors, method) as service:
             for name in held_half:
-                for edit_name, edit in EDITS.items():
+                for edit_name, edit in edits.items():
                     kind = "held-out photos" if edit_name == ORIGINAL else "held-out photos, edited"
-                    found = nearest(service, as_query(edit(library[name])), method)
+                    found = nearest(service, as_query(edit(name, library[name]).image), method)
                     outcomes[kind].append((f"{name}: {edit_name}", *found))
     with store(library, names, distractors, method) as service:
         for i, query in enumerate(unstored):
@@ -216,7 +243,8 @@ def report(
         f"\n{method}: near-duplicate retrieval, {photos} scikit-image photos + {distractors} "
         f"stored 1/f distractors, all 8 orientations, default cutoff {cutoff}"
     )
-    print(table(["edit", "recall@1", f"found <{cutoff}", "median d", "max d", "missed"], rows))
+    headers = ["edit", "recall@1", f"found <{cutoff}", "first and <", "median d", "max d"]
+    print(table([*headers, "missed"], rows))
     print(f"\n{method}: never-added images with any result inside the default cutoff ({cutoff})")
     print(
         table(
@@ -250,12 +278,12 @@ def side_by_side(measured: dict[str, dict[str, Any]]) -> None:
         for method in methods:
             row = measured[method]["retrieval"][i]
             found = next(v for k, v in row.items() if k.startswith("found_within"))
-            cells.append(f"{row['recall_at_1']:.2f} / {found:.2f}")
+            cells.append(f"{row['recall_at_1']:.2f} / {found:.2f} / {row['first_and_within']:.2f}")
         rows.append([edit, *cells])
     for kind_index, kind in enumerate(f["queries"] for f in measured[methods[0]]["false"]):
         cells = [f"{measured[m]['false'][kind_index]['with_match']:.3f}" for m in methods]
         rows.append([f"false matches: {kind}", *cells])
-    print("\nside by side: recall@1 / found inside the default cutoff; false-match rates")
+    print("\nside by side: recall@1 / found inside the default cutoff / both; false-match rates")
     print(table(["edit", *methods], rows))
 
 
@@ -266,6 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--unstored", type=int, help="1/f photos searched, not stored (200)")
     parser.add_argument("--seed", type=int, default=2025)
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
+    parser.add_argument(
+        "--edits", choices=("everyday", "disc", "all"), default="everyday",
+        help="the everyday edits, the DISC21-style ones (bench/disc.py), or both",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     n_distractors = args.distractors or (40 if args.quick else 200)
     n_unstored = args.unstored or (40 if args.quick else 200)
@@ -290,12 +322,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("the cnn extra is not installed: signature only", file=sys.stderr)
         methods = ["signature"]
 
+    edits = edits_of(args.edits, args.seed)
     measured: dict[str, dict[str, Any]] = {}
     for method in methods:
         with store(library, list(library), distractors, method) as service:
             print(f"{method}: stored {service.count()} images; searching ...", file=sys.stderr)
-            rows, per_edit = retrieval(service, library, method)
-        false = false_matches(library, distractors, unstored, method)
+            rows, per_edit = retrieval(service, library, method, edits)
+        false = false_matches(library, distractors, unstored, method, edits)
         measured[method] = {"cutoff": cutoff_of(method), "retrieval": per_edit, "false": false}
         report(method, rows, false, len(library), n_distractors)
     if len(methods) > 1:
@@ -308,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "unstored": n_unstored,
             "seed": args.seed,
             "cutoffs": {method: cutoff_of(method) for method in methods},
-            "edits": list(EDITS),
+            "edits": list(edits),
         },
         measured,
     )
