@@ -30,6 +30,7 @@ sys.path.append(sys.path.pop(0))
 
 import argparse
 import importlib.util
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -111,8 +112,11 @@ def as_query(image: RGB) -> bytes:
 METHODS = ("signature", "embedding", "hybrid")
 
 
+VERIFY = {"on": True}  # --no-verify turns geometric verification off
+
+
 def settings_for(method: str) -> Settings:
-    return Settings(backend="memory://", embeddings=method != "signature")
+    return Settings(backend="memory://", embeddings=method != "signature", verify=VERIFY["on"])
 
 
 def cutoff_of(method: str) -> float:
@@ -135,13 +139,28 @@ def retrieval(
     rows, results = [], []
     for edit_name, edit in edits.items():
         first, found, distances = [], [], []
+        verified, overlaps, latencies = [], [], []
         for name, image in library.items():
-            query = as_query(edit(name, image).image)
+            edited = edit(name, image)
+            query = as_query(edited.image)
             key = f"photo/{name}"
+            started = time.perf_counter()
+            service.search(query, method=method)  # as a user would: timed
+            latencies.append((time.perf_counter() - started) * 1000)
             everything = service.search(query, max_distance=widest, limit=stored, method=method)
             first.append(bool(everything) and everything[0].filepath == key)
-            distances.append(next((m.distance for m in everything if m.filepath == key), widest))
+            original = next((m for m in everything if m.filepath == key), None)
+            distances.append(widest if original is None else original.distance)
             found.append(distances[-1] < cutoff)
+            if original is not None and original.verified is not None:
+                verified.append(original.verified)
+                if original.region is not None and edited.query and edited.stored:
+                    overlaps.append(
+                        min(
+                            iou(original.region.query, edited.query),
+                            iou(original.region.stored, edited.stored),
+                        )
+                    )
         both = np.logical_and(first, found)
         rows.append(
             [
@@ -151,6 +170,9 @@ def retrieval(
                 f"{np.mean(both):.2f}",
                 f"{median(distances):.3f}",
                 f"{max(distances):.3f}",
+                f"{np.mean(verified):.2f}" if verified else "-",
+                f"{median(overlaps):.2f}" if overlaps else "-",
+                f"{median(latencies):.0f}",
                 missed_names([n for n, ok in zip(library, found, strict=True) if not ok]),
             ]
         )
@@ -162,12 +184,24 @@ def retrieval(
                 f"found_within_{cutoff}": float(np.mean(found)),
                 "first_and_within": float(np.mean(both)),
                 "median_distance": median(distances),
+                "verified": float(np.mean(verified)) if verified else None,
+                "region_iou_median": median(overlaps) if overlaps else None,
+                "search_ms_median": median(latencies),
+                "search_ms": latencies,
                 "max_distance": max(distances),
                 "distances": dict(zip(library, distances, strict=True)),
             }
         )
         print(f"  {edit_name}", file=sys.stderr)
     return rows, results
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two boxes [x0, y0, x1, y1]."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union if union > 0 else 0.0
 
 
 def missed_names(names: list[str], most: int = 4) -> str:
@@ -244,6 +278,7 @@ def report(
         f"stored 1/f distractors, all 8 orientations, default cutoff {cutoff}"
     )
     headers = ["edit", "recall@1", f"found <{cutoff}", "first and <", "median d", "max d"]
+    headers += ["verified", "region IoU", "ms (p50)"]
     print(table([*headers, "missed"], rows))
     print(f"\n{method}: never-added images with any result inside the default cutoff ({cutoff})")
     print(
@@ -298,7 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--edits", choices=("everyday", "disc", "all"), default="everyday",
         help="the everyday edits, the DISC21-style ones (bench/disc.py), or both",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-verify", action="store_true", help="without geometric verification (as before)"
+    )
     args = parser.parse_args(argv)
+    VERIFY["on"] = not args.no_verify
     n_distractors = args.distractors or (40 if args.quick else 200)
     n_unstored = args.unstored or (40 if args.quick else 200)
 
@@ -331,6 +370,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         false = false_matches(library, distractors, unstored, method, edits)
         measured[method] = {"cutoff": cutoff_of(method), "retrieval": per_edit, "false": false}
         report(method, rows, false, len(library), n_distractors)
+        edited = [r for r in per_edit if r["edit"] != ORIGINAL]
+        overall = {
+            "first_and_within": float(np.mean([r["first_and_within"] for r in edited])),
+            "search_ms_p50": median(ms for r in per_edit for ms in r["search_ms"]),
+        }
+        measured[method]["overall"] = overall
+        print(
+            f"\n{method}, every edit: found first and inside the cutoff"
+            f" {overall['first_and_within']:.3f}; default search p50"
+            f" {overall['search_ms_p50']:.0f} ms (query decode included)"
+        )
     if len(methods) > 1:
         side_by_side(measured)
     path = write_results(
@@ -340,6 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "distractors": n_distractors,
             "unstored": n_unstored,
             "seed": args.seed,
+            "verify": not args.no_verify,
             "cutoffs": {method: cutoff_of(method) for method in methods},
             "edits": list(edits),
         },

@@ -102,6 +102,15 @@ class Settings:
         "signature",
         "Default search method: signature (copies), embedding (look-alikes, crops) or hybrid",
     )
+    verify: bool = _setting(
+        True,
+        "Check the best embedding and hybrid results with local features (the verify extra;"
+        " needs the stored thumbnails): a copy the embeddings put beyond the cutoff is found"
+        " when it verifies, and results say which region of each picture the other shows",
+    )
+    verify_candidates: int = _setting(
+        5, "Results (and candidates beyond the cutoff) one search checks by verification"
+    )
     embedding_max_distance: float = _setting(
         0.25, "Default embedding search cutoff, as 1 − cosine similarity (score above 75)"
     )
@@ -241,6 +250,8 @@ class Settings:
             raise ConfigError("LOOKALIKE_SEARCH_METHOD must be signature, embedding or hybrid")
         if self.search_method != "signature" and not self.embeddings:
             raise ConfigError(f"search method {self.search_method} needs LOOKALIKE_EMBEDDINGS=true")
+        if self.verify_candidates < 0:
+            raise ConfigError("verify_candidates must be 0 (none) or more")
         if not 0.0 < self.embedding_max_distance <= 2.0:
             raise ConfigError("embedding_max_distance must be in (0, 2]")
         if self.embedding_threads < 0 or self.milvus_timeout <= 0:

@@ -37,6 +37,7 @@ __all__ = [
     "Metadata",
     "Preview",
     "Record",
+    "Region",
     "check_filepath",
     "check_filter",
     "check_metadata",
@@ -304,10 +305,32 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class Region:
+    """Where a query and a stored picture show the same scene, in relative coordinates
+    ``[x0, y0, x1, y1]``: ``query``, the part of the query that shows the stored picture;
+    ``stored``, the part of the stored picture that the query shows; ``overlap``, that
+    part's share of the stored picture; ``inliers``, the local matches that agree."""
+
+    query: tuple[float, float, float, float]
+    stored: tuple[float, float, float, float]
+    overlap: float
+    inliers: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query": [round(v, 4) for v in self.query],
+            "stored": [round(v, 4) for v in self.stored],
+            "overlap": round(self.overlap, 4),
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Match:
     """One search result. ``orientation`` names the transform of the query image under
     which it matched (one of ``signature.ORIENTATIONS``, "identity" if not turned);
-    ``method`` says what found it, and so what ``distance`` means (see ``score_of``)."""
+    ``method`` says what found it, and so what ``distance`` means (see ``score_of``).
+    ``verified`` says whether local features confirmed it (None: not checked) and
+    ``region`` which part of each picture the other shows, when they did."""
 
     filepath: str
     distance: float
@@ -315,6 +338,8 @@ class Match:
     metadata: Metadata | None = field(default=None, compare=False)
     method: str = "signature"
     preview: Preview | None = field(default=None, compare=False)  # sizes only
+    verified: bool | None = field(default=None, compare=False)
+    region: Region | None = field(default=None, compare=False)
 
     @property
     def score(self) -> float:
@@ -331,6 +356,10 @@ class Match:
             "orientation": self.orientation,
             "method": self.method,
         }
+        if self.verified is not None:
+            out["verified"] = self.verified
+            if self.region is not None:
+                out["region"] = self.region.to_json()
         return out if self.preview is None else {**out, **self.preview.to_json()}
 
 

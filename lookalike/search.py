@@ -36,7 +36,9 @@ __all__ = [
     "hybrid_scale",
     "method_of",
     "results",
+    "sure_distance",
     "vetoed",
+    "with_verdicts",
 ]
 
 SIGNATURE_SURE = 0.40
@@ -192,6 +194,27 @@ def vetoed(
         return False
     distance, _ = cosine_distances(query, stored[None])
     return bool(distance[0] >= veto_distance)
+
+
+def sure_distance(options: SearchOptions) -> float | None:
+    """The distance, on the method's scale, that a match local features verify is given
+    at most: as sure as a signature at ``SIGNATURE_SURE`` (in hybrid, that very distance);
+    None when the request's cutoff is stricter than that (verdicts then move nothing)."""
+    hybrid = options.method == "hybrid"
+    distance = SIGNATURE_SURE if hybrid else SIGNATURE_SURE / options.hybrid_scale
+    cutoff = options.signature_cutoff if hybrid else options.embedding_cutoff
+    return distance if distance < cutoff else None
+
+
+def with_verdicts(found: list[Match], options: SearchOptions) -> list[Match]:
+    """The matches, each verified one at most at ``sure_distance``, best first."""
+    sure = sure_distance(options)
+    if sure is None:
+        return found
+    moved = [
+        dataclasses.replace(m, distance=min(m.distance, sure)) if m.verified else m for m in found
+    ]
+    return sorted(moved, key=lambda m: (m.distance, m.filepath))
 
 
 def collapsed(found: Iterable[Match], key: str) -> Iterator[Match]:

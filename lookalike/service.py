@@ -23,7 +23,7 @@ from typing import IO, Any, NamedTuple, Self, Unpack
 import numpy as np
 import numpy.typing as npt
 
-from . import embeddings, export, ingest, metrics, orientations, selfjoin, signature
+from . import embeddings, export, ingest, metrics, orientations, selfjoin, signature, verify
 from .backends import Backend, open_backend
 from .config import Settings
 from .duplicates import KEEP_RULES, Group, grouped
@@ -53,12 +53,15 @@ from .records import (
     check_metadata,
 )
 from .search import (
+    SIGNATURE_SURE,
     SearchOptions,
     SearchParameters,
     chosen_comparison,
     hybrid_scale,
     method_of,
     results,
+    sure_distance,
+    with_verdicts,
 )
 from .vectors import cosine_distances
 
@@ -79,6 +82,13 @@ def _same_import(stored: Record | None, record: Record) -> bool:
         and stored.updated == record.updated
         and np.array_equal(stored.signature, record.signature)
     )
+
+
+def _cropped(pixels: npt.NDArray[np.uint8], box: tuple[float, ...]) -> npt.NDArray[np.uint8]:
+    """The part of an image inside a box of relative coordinates [x0, y0, x1, y1]."""
+    height, width = pixels.shape[:2]
+    x0, y0, x1, y1 = box
+    return pixels[round(y0 * height) : round(y1 * height), round(x0 * width) : round(x1 * width)]
 
 
 class _Pending(NamedTuple):
@@ -502,7 +512,7 @@ class Lookalike:
         method = options.method
         rotate = self.settings.all_orientations if all_orientations is None else all_orientations
         turns = range(len(orientations.ORIENTATIONS) if rotate else 1)
-        signatures = embedded = None
+        signatures = embedded = inner = query = None
         with self._decoding():  # after the cheap checks
             pixels, footprint = ingest.decoded(source, self.settings)
             if method != "embedding":
@@ -511,9 +521,14 @@ class Lookalike:
                 if method == "signature" and not signatures.any():
                     raise InvalidImage(BLANK)
             if method != "signature":
-                embedded = self.embed([orientations.turn(pixels, i) for i in turns])
+                rows = [orientations.turn(pixels, i) for i in turns]
+                if self._verifies:  # and the pictures that may be inside this one
+                    query = verify.Query(pixels)
+                    rows += [_cropped(pixels, box) for box in verify.rectangles(pixels)]
+                vectors = self.embed(rows)
+                embedded, inner = vectors[: len(turns)], vectors[len(turns) :]
             del pixels
-        return self._search(signatures, embedded, options)
+        return self._search(signatures, embedded, options, query, inner)
 
     def search_stored(self, filepath: str, **parameters: Unpack[SearchParameters]) -> list[Match]:
         """Stored images like the one stored under ``filepath`` (itself included)."""
@@ -529,7 +544,13 @@ class Lookalike:
         signatures: npt.NDArray[np.int8] | None,
         embedded: npt.NDArray[np.float32] | None,
         options: SearchOptions,
+        query: verify.Query | None = None,
+        inner: npt.NDArray[np.float32] | None = None,
     ) -> list[Match]:
+        """The matches of a search. With a ``query`` to verify with, candidates are kept
+        if local features verify them: embedding matches up to twice the cutoff, and the
+        images nearest to the ``inner`` embeddings (of pictures that may be inside the
+        query); then the best results are checked (``verify.checked``)."""
         limit, where = options.fetch_limit, options.where
         metrics.SEARCHES.labels(options.method).inc()
         found: list[Match] = []
@@ -539,10 +560,50 @@ class Lookalike:
             found += self.backend.search(queries, limit=limit, max_distance=cutoff, where=where)
         if embedded is not None and options.method != "signature":
             cutoff = options.embedding_cutoff
-            found += self.backend.search_embedding(
-                embedded, limit=limit, max_distance=cutoff, where=where
+            lift = query is not None and sure_distance(options) is not None
+            wide = max(cutoff, options.veto_distance) if lift else cutoff
+            matches = self.backend.search_embedding(
+                embedded, limit=limit, max_distance=wide, where=where
             )
-        return self._with_sizes(results(found, options, embedded, self._embedding_of))
+            found += [m for m in matches if m.distance < cutoff]
+            if lift and query is not None:  # candidates beyond the cutoff, if verified
+                most = self.settings.verify_candidates
+                candidates = [m for m in matches if m.distance >= cutoff][:most]
+                if inner is not None and len(inner):
+                    known = {m.filepath for m in matches}
+                    candidates += [
+                        dataclasses.replace(m, orientation="identity")  # a row, not a turn
+                        for m in self.backend.search_embedding(
+                            inner, limit=most, max_distance=wide, where=where
+                        )
+                        if m.filepath not in known
+                    ]
+                sure = SIGNATURE_SURE / options.hybrid_scale  # on the embedding's scale
+                found += [
+                    dataclasses.replace(m, distance=sure)
+                    for m in self._checked(candidates, query, len(candidates))
+                    if m.verified
+                ]
+        answer = results(found, options, embedded, self._embedding_of)
+        if query is not None:
+            answer = with_verdicts(self._checked(answer, query), options)
+        return self._with_sizes(answer)
+
+    @functools.cached_property
+    def _verifies(self) -> bool:
+        """Whether searches by embedding check their best results with local features."""
+        settings = self.settings
+        return settings.verify and settings.verify_candidates > 0 and verify.available()
+
+    def _checked(
+        self, matches: list[Match], query: verify.Query, most: int | None = None
+    ) -> list[Match]:
+        def thumbnails(paths: list[str]) -> dict[str, bytes]:
+            previews = self.backend.previews(paths)
+            return {p: v.thumbnail for p, v in previews.items() if v.thumbnail is not None}
+
+        count = self.settings.verify_candidates if most is None else most
+        return verify.checked(matches, query, thumbnails, count)
 
     def _with_sizes(self, matches: list[Match]) -> list[Match]:
         """The matches with their images' sizes, where the store kept them."""

@@ -71,7 +71,7 @@ def test_every_setting_is_in_the_readme_table_with_its_default():
 def test_importing_lookalike_pulls_in_no_heavy_optional_library():
     code = (
         "import sys, lookalike, lookalike.service, lookalike.cli\n"
-        "heavy = {'torch', 'elasticsearch', 'pymilvus', 'onnxruntime', 'fastapi'}\n"
+        "heavy = {'torch', 'elasticsearch', 'pymilvus', 'onnxruntime', 'fastapi', 'cv2'}\n"
         "print(sorted(heavy & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
