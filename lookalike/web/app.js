@@ -174,8 +174,8 @@ async function showResults(matches, queryUrl) {
     const name = nameOf(match.filepath);
     const details = document.createElement("dl");
     facts(details, [["score", match.score.toFixed(1)], ["distance", match.distance.toFixed(3)],
-      ["orientation", match.orientation], ["method", match.method], ["size", size(match)],
-      ["metadata", match.metadata]]);
+      ["orientation", match.orientation], ["method", match.method], ["verified", verdict(match)],
+      ["size", size(match)], ["metadata", match.metadata]]);
     open.append(slot, name, details);
     open.addEventListener("click", async () => sideBySide(match, await loaded, queryUrl));
     item.append(open);
@@ -184,17 +184,34 @@ async function showResults(matches, queryUrl) {
   await Promise.all(pending);
 }
 
+function verdict(match) { // local features checked it (absent: not checked)
+  if (match.verified === undefined || match.verified === null) return null;
+  return match.verified ? "yes: the same scene" : "no";
+}
+
 function sideBySide(match, storedUrl, queryUrl) {
   const shown = $("side-query");
   shown.src = queryUrl || $("search-preview").src;
-  shown.style.transform = TURNS[match.orientation] || "";
+  // the frame turns, so that the query's region (on the query as sent) turns with it
+  $("side-query-frame").style.transform = TURNS[match.orientation] || "";
+  const region = match.region || null;
+  for (const [id, box] of [["side-query-region", region && region.query], ["side-stored-region", region && region.stored]]) {
+    const drawn = $(id);
+    drawn.hidden = !box;
+    if (box) {
+      const [x0, y0, x1, y1] = box.map((value) => value * 100);
+      Object.assign(drawn.style, { left: `${x0}%`, top: `${y0}%`, width: `${x1 - x0}%`, height: `${y1 - y0}%` });
+    }
+  }
   const stored = $("side-stored");
   stored.hidden = !storedUrl;
   if (storedUrl) stored.src = storedUrl;
   stored.alt = match.filepath;
   $("side-caption").textContent = match.filepath;
   facts($("side-facts"), [["score", match.score.toFixed(1)], ["orientation", match.orientation],
-    ["method", match.method], ["size", size(match)], ["metadata", match.metadata]]);
+    ["method", match.method], ["verified", verdict(match)],
+    ["overlap", region ? `${Math.round(region.overlap * 100)} % of the stored picture` : null],
+    ["size", size(match)], ["metadata", match.metadata]]);
   $("side-by-side").showModal();
 }
 

@@ -149,7 +149,7 @@ def test_a_turned_copy_is_found_and_shown_turned_back(
     playwright.expect(first.locator(".name")).to_have_text("rocket")
     playwright.expect(first.locator("dl")).to_contain_text("rot270")
     first.locator("button").click()
-    turn = page.locator("#side-query").evaluate("image => image.style.transform")
+    turn = page.locator("#side-query-frame").evaluate("frame => frame.style.transform")
     assert turn == "rotate(90deg)"  # the query, turned back as the stored picture stands
     assert page.errors == []  # type: ignore[attr-defined]
 
@@ -301,7 +301,7 @@ def test_at_phone_width_with_labelled_controls(server: Served, browser: playwrig
         context.close()
 
 
-def test_with_embeddings_a_heavy_crop_is_found(
+def test_with_embeddings_a_heavy_crop_is_found_and_the_region_drawn(
     tmp_path: Path, photos: dict[str, Path], page: playwright.Page, model_cache: Path
 ) -> None:
     for server in serve(
@@ -327,7 +327,47 @@ def test_with_embeddings_a_heavy_crop_is_found(
         first = page.locator("#results li").first
         playwright.expect(first.locator(".name")).to_have_text("chelsea")
         playwright.expect(first.locator("dl")).to_contain_text("embedding")
+        first.locator("button").click()  # side by side: the part of the photo it shows
+        playwright.expect(page.locator("#side-facts")).to_contain_text("the same scene")
+        drawn = shown_box(page, "#side-stored-region", "#side-stored")
+        assert iou(drawn, (0.15, 0.15, 0.85, 0.85)) > 0.8
+        assert iou(shown_box(page, "#side-query-region", "#side-query"), (0, 0, 1, 1)) > 0.9
+        page.click("#side-by-side button")
+
+        # the photo inside a page of text: found, and where it is on the page
+        sheet, box = Image.new("RGB", (1200, 800), (245, 245, 245)), (150, 160, 550, 0)
+        for y in range(40, 800, 40):
+            sheet.paste((70, 70, 70), (700, y, 1160, y + 10))
+        inner = image.resize((400, round(400 * height / width)))
+        sheet.paste(inner, box[:2])
+        box = (150 / 1200, 160 / 800, 550 / 1200, (160 + inner.height) / 800)
+        sheet.save(tmp_path / "page.jpg")
+        page.select_option("#search-method", "hybrid")
+        page.set_input_files("#search-file", str(tmp_path / "page.jpg"))
+        page.click("#search-form button[type=submit]")
+        playwright.expect(first.locator(".name")).to_have_text("chelsea")
+        playwright.expect(first.locator("dl")).to_contain_text("0.400")  # verified: 0.40
+        first.locator("button").click()
+        playwright.expect(page.locator("#side-query-region")).to_be_visible()
+        assert iou(shown_box(page, "#side-query-region", "#side-query"), box) > 0.8
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "region.png"))
         assert page.errors == []  # type: ignore[attr-defined]
+
+
+def shown_box(page: playwright.Page, region: str, picture: str) -> tuple[float, ...]:
+    """Where ``region`` is drawn on ``picture``, relative to the picture as shown."""
+    outer = page.locator(picture).bounding_box()
+    inner = page.locator(region).bounding_box()
+    assert outer is not None and inner is not None
+    x, y = (inner["x"] - outer["x"]) / outer["width"], (inner["y"] - outer["y"]) / outer["height"]
+    return (x, y, x + inner["width"] / outer["width"], y + inner["height"] / outer["height"])
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    return w * h / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h)
 
 
 def test_the_duplicates_view_groups_copies_and_remembers_not_a_copy(
