@@ -89,6 +89,13 @@ class Query:
     in: its features in each orientation computed once, when first needed."""
 
     def __init__(self, rgb: npt.NDArray[np.uint8]) -> None:
+        # kept at the size it is compared at: a search holds no full-size pixels after
+        # its decode slot (a 50-megapixel query is 150 MB)
+        height, width = rgb.shape[:2]
+        scale = SIDE / max(height, width)
+        if scale < 1:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            rgb = _cv2().resize(np.ascontiguousarray(rgb), size, interpolation=_cv2().INTER_AREA)
         self.rgb = rgb
         self._turned: dict[int, Features] = {}
         self.stored: dict[str, Features | None] = {}  # by filepath, None: no thumbnail
@@ -220,8 +227,9 @@ def rectangles(rgb: npt.NDArray[np.uint8], most: int = 3) -> list[Box]:
     for outline in outlines:
         x, y, w, h = _cv2().boundingRect(outline)
         share = w * h / (size[0] * size[1])
-        filled = _cv2().contourArea(_cv2().convexHull(outline)) >= _FILL * w * h
-        if _AREAS[0] <= share <= _AREAS[1] and filled:
+        if not _AREAS[0] <= share <= _AREAS[1]:
+            continue
+        if _cv2().contourArea(_cv2().convexHull(outline)) >= _FILL * w * h:
             box = (x / size[0], y / size[1], (x + w) / size[0], (y + h) / size[1])
             found.append((share, box))
     kept: list[Box] = []
