@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from itertools import islice
 from typing import TypedDict
@@ -206,13 +207,18 @@ def sure_distance(options: SearchOptions) -> float | None:
     return distance if distance < cutoff else None
 
 
-def with_verdicts(found: list[Match], options: SearchOptions) -> list[Match]:
-    """The matches, each verified one at most at ``sure_distance``, best first."""
+def with_verdicts(
+    found: list[Match], options: SearchOptions, by_signature: AbstractSet[str] = frozenset()
+) -> list[Match]:
+    """The matches, each verified one at most at ``sure_distance``, best first, without
+    the look-alikes: those only the embeddings found (not in ``by_signature``) that
+    local features call another scene (``verified`` False)."""
     sure = sure_distance(options)
+    kept = [m for m in found if m.verified is not False or m.filepath in by_signature]
     if sure is None:
-        return found
+        return kept
     moved = [
-        dataclasses.replace(m, distance=min(m.distance, sure)) if m.verified else m for m in found
+        dataclasses.replace(m, distance=min(m.distance, sure)) if m.verified else m for m in kept
     ]
     return sorted(moved, key=lambda m: (m.distance, m.filepath))
 

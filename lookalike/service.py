@@ -586,7 +586,8 @@ class Lookalike:
                 ]
         answer = results(found, options, embedded, self._embedding_of)
         if query is not None:
-            answer = with_verdicts(self._checked(answer, query), options)
+            by_signature = {m.filepath for m in found if m.method == "signature"}
+            answer = with_verdicts(self._checked(answer, query), options, by_signature)
         return self._with_sizes(answer)
 
     @functools.cached_property

@@ -29,6 +29,7 @@ from .orientations import LAYOUTS, ORIENTATIONS, turn
 from .records import Match, Region
 
 __all__ = [
+    "DETAILED",
     "MIN_INLIERS",
     "SIDE",
     "Features",
@@ -42,6 +43,7 @@ __all__ = [
 
 SIDE = 512  # pixels of the long side both pictures are compared at
 MIN_INLIERS = 12
+DETAILED = 400  # features of each picture for a failed fit to say "not the same scene"
 _FEATURES = 1000
 _FAST_THRESHOLD = 10  # ORB's default 20 finds too few corners in soft photos
 _RATIO = 0.8  # Lowe's ratio test
@@ -116,6 +118,12 @@ class Query:
                 return Region(unturned, found.stored, found.overlap, found.inliers)
         return None
 
+    def detailed(self) -> bool:
+        """Whether the query, as it is, has ``DETAILED`` features or more."""
+        if 0 not in self._turned:
+            self._turned[0] = features(self.rgb)
+        return len(self._turned[0].points) >= DETAILED
+
 
 def checked(
     matches: list[Match],
@@ -124,8 +132,9 @@ def checked(
     most: int,
 ) -> list[Match]:
     """The matches, the first ``most`` of them checked against their stored thumbnails
-    (``thumbnails`` reads those of some filepaths): ``verified``, with the ``region``
-    when it is, or not; a match without a thumbnail stays unchecked (None)."""
+    (``thumbnails`` reads those of some filepaths): ``verified`` True with the
+    ``region``, or False when both pictures have ``DETAILED`` features and still no fit;
+    None where it cannot tell (too few features, no thumbnail)."""
     first = [m for m in matches[:most] if m.verified is None]
     missing = [m.filepath for m in first if m.filepath not in query.stored]
     if missing:
@@ -137,7 +146,10 @@ def checked(
         stored = query.stored.get(match.filepath) if i < most else None
         if stored is not None and match.verified is None:
             area = query.region(stored, match.orientation)
-            match = dataclasses.replace(match, verified=area is not None, region=area)
+            if area is not None:
+                match = dataclasses.replace(match, verified=True, region=area)
+            elif query.detailed() and len(stored.points) >= DETAILED:
+                match = dataclasses.replace(match, verified=False)  # else: cannot tell
         out.append(match)
     return out
 

@@ -130,3 +130,22 @@ def test_records_kept_without_a_thumbnail_still_search_unchecked(
         [match, *_] = service.search(encode(photo("coffee"), quality=50), method="hybrid")
         assert match.filepath == "coffee" and match.verified is None
         assert service.search(centre_half("astronaut"), method="hybrid") == []
+
+
+@pytest.mark.parametrize("name", ["brick", "grass", "gravel"])
+def test_a_look_alike_the_embeddings_accept_is_rejected(
+    tmp_path: Path, model_cache: Path, name: str
+) -> None:
+    """Two halves of one texture: another place, the same look. The embeddings put them
+    within their cutoff; local features find no common geometry, and the match goes."""
+    pixels = photo(name)
+    width = pixels.shape[1]
+    left = encode(np.ascontiguousarray(pixels[:, : width // 2]))
+    right = encode(np.ascontiguousarray(pixels[:, width // 2 :]))
+    found = {}
+    for verifying in (False, True):
+        with opened(tmp_path, model_cache, f"{name}-{verifying}", verify=verifying) as service:
+            service.add("left half", left)
+            found[verifying] = service.search(right, method="embedding")
+    assert [m.filepath for m in found[False]] == ["left half"]
+    assert found[True] == []
