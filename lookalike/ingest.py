@@ -33,6 +33,7 @@ from .records import (
     MAX_THUMBNAIL_BYTES,
     FileResult,
     Footprint,
+    Metadata,
     Preview,
     Record,
     check_filepath,
@@ -48,6 +49,7 @@ __all__ = [
     "embedded",
     "file_sha256",
     "preview",
+    "record_of",
     "records_of",
     "sign_images",
     "signed",
@@ -218,23 +220,25 @@ def records_of(batch: list[Signed]) -> tuple[list[Record], list[FileResult]]:
     stored: list[Record] = []
     outcomes: list[FileResult] = []
     for item in batch:
-        error = item.error
-        if error is None:
-            try:
-                check_filepath(item.filepath, new=True)
-            except InvalidRequest as refused:  # e.g. a file name that is not valid Unicode
-                error = str(refused)
-            else:
-                assert item.signature is not None
-                if item.embedding is None and not any(item.signature):
-                    error = BLANK
-        if error is None:
-            sig = np.frombuffer(item.signature or b"", dtype=np.int8)
-            stored.append(
-                Record(item.filepath, sig, embedding=item.embedding, preview=item.preview)
-            )
-        outcomes.append(FileResult(item.filepath, error))
+        made = record_of(item)
+        if isinstance(made, Record):
+            stored.append(made)
+        outcomes.append(FileResult(item.filepath, None if isinstance(made, Record) else made))
     return stored, outcomes
+
+
+def record_of(item: Signed, metadata: Metadata | None = None) -> Record | str:
+    """The record of a signed image, with ``metadata``, or why it cannot be stored."""
+    if item.error is not None:
+        return item.error
+    try:
+        check_filepath(item.filepath, new=True)
+    except InvalidRequest as refused:  # e.g. a file name that is not valid Unicode
+        return str(refused)
+    sig = np.frombuffer(item.signature or b"", dtype=np.int8)
+    if item.embedding is None and not sig.any():
+        return BLANK
+    return Record(item.filepath, sig, metadata, embedding=item.embedding, preview=item.preview)
 
 
 def sign_images(settings: Settings, chunk: list[tuple[str, ImageSource]]) -> list[Signed]:

@@ -102,15 +102,8 @@ class _Pending(NamedTuple):
 
 def _signed_record(pending: _Pending, signed: ingest.Signed) -> tuple[Record | None, str]:
     """The record of a signed image and what storing it does, or None and why not."""
-    if signed.error is not None:
-        return None, signed.error
-    sig = np.frombuffer(signed.signature or b"", dtype=np.int8)
-    if signed.embedding is None and not sig.any():
-        return None, BLANK
-    record = Record(
-        pending.name, sig, pending.metadata, embedding=signed.embedding, preview=signed.preview
-    )
-    return record, pending.status
+    made = ingest.record_of(signed, pending.metadata)
+    return (made, pending.status) if isinstance(made, Record) else (None, made)
 
 
 def _once(item: BatchItem, seen: set[str]) -> BatchItem:
