@@ -38,6 +38,7 @@ __all__ = [
     "method_of",
     "results",
     "sure_distance",
+    "sure_embedding_distance",
     "vetoed",
     "with_verdicts",
 ]
@@ -202,9 +203,15 @@ def sure_distance(options: SearchOptions) -> float | None:
     at most: as sure as a signature at ``SIGNATURE_SURE`` (in hybrid, that very distance);
     None when the request's cutoff is stricter than that (verdicts then move nothing)."""
     hybrid = options.method == "hybrid"
-    distance = SIGNATURE_SURE if hybrid else SIGNATURE_SURE / options.hybrid_scale
+    distance = SIGNATURE_SURE if hybrid else sure_embedding_distance(options)
     cutoff = options.signature_cutoff if hybrid else options.embedding_cutoff
     return distance if distance < cutoff else None
+
+
+def sure_embedding_distance(options: SearchOptions) -> float:
+    """``SIGNATURE_SURE`` on the embedding's scale: what an embedding candidate beyond
+    the cutoff is given once verified (hybrid's fusion scales it back to 0.40)."""
+    return SIGNATURE_SURE / options.hybrid_scale
 
 
 def with_verdicts(

@@ -53,7 +53,6 @@ from .records import (
     check_metadata,
 )
 from .search import (
-    SIGNATURE_SURE,
     SearchOptions,
     SearchParameters,
     chosen_comparison,
@@ -61,6 +60,7 @@ from .search import (
     method_of,
     results,
     sure_distance,
+    sure_embedding_distance,
     with_verdicts,
 )
 from .vectors import cosine_distances
@@ -571,7 +571,7 @@ class Lookalike:
                         )
                         if m.filepath not in known
                     ]
-                sure = SIGNATURE_SURE / options.hybrid_scale  # on the embedding's scale
+                sure = sure_embedding_distance(options)
                 found += [
                     dataclasses.replace(m, distance=sure)
                     for m in self._checked(candidates, query, len(candidates))
