@@ -13,10 +13,10 @@ Small collections are joined exhaustively, in blocks. Large ones are first group
 lists by the spherical k-means the SQLite store's index uses (``kmeans.cluster``), each row
 a member of its ``SPILL`` nearest lists (a copy and its original often fall on either side
 of a border: at 1M rows and 16 probes, three lists a row find 0.996 of the pairs, two
-0.985, one 0.953; one list and 32 probes, as much work as two lists, 0.977); each row, turned each way, is then scored against
-the members of the ``nprobe`` lists nearest to it, as a search would probe them, but a
-list at a time for every row that probes it. A pair is kept from whichever side and list
-finds it: only recall depends on ``nprobe``.
+0.985, one 0.953; one list and 32 probes, as much work as two lists, 0.977); each row,
+turned each way, is then scored against the members of the ``nprobe`` lists nearest to
+it, as a search would probe them, but a list at a time for every row that probes it. A
+pair is kept from whichever side and list finds it: only recall depends on ``nprobe``.
 
 Embeddings are joined the same way by cosine similarity, and each pair found is measured
 again with ``vectors.cosine_distances`` from the first image's embedding taken as a query,
@@ -352,8 +352,7 @@ def _projected(
     energy: lists and probes are found there, and a pair is measured exactly only if its
     distance there, which never exceeds the whole one (an orthonormal projection), is
     within the cutoff. So the filter drops no pair, and each list costs a product of
-    ~130 columns, not 650: many more lists can be probed for the same time."""
-    n = len(rows)
+    ~75 columns, not 648: many more lists can be probed for the same time."""
     basis, narrow = _basis(rows)  # lists and probes in the first, the filter in the second
 
     def unit(block: npt.NDArray[np.int8]) -> npt.NDArray[np.float32]:
