@@ -61,7 +61,7 @@ from common import (
 )
 from disc import DISC_EDITS, Edited, disc_edit
 
-from lookalike.config import Settings
+from lookalike.config import HYBRID_ORIENTATIONS, Settings
 from lookalike.service import Lookalike
 
 ORIGINAL = "none (the original)"
@@ -113,10 +113,16 @@ METHODS = ("signature", "embedding", "hybrid")
 
 
 VERIFY = {"on": True}  # --no-verify turns geometric verification off
+HYBRID = {"orientations": Settings().hybrid_orientations}  # --hybrid-orientations
 
 
 def settings_for(method: str) -> Settings:
-    return Settings(backend="memory://", embeddings=method != "signature", verify=VERIFY["on"])
+    return Settings(
+        backend="memory://",
+        embeddings=method != "signature",
+        verify=VERIFY["on"],
+        hybrid_orientations=HYBRID["orientations"],
+    )
 
 
 def cutoff_of(method: str) -> float:
@@ -336,8 +342,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-verify", action="store_true", help="without geometric verification (as before)"
     )
+    parser.add_argument(
+        "--hybrid-orientations",
+        choices=HYBRID_ORIENTATIONS,
+        default=HYBRID["orientations"],
+        help="what hybrid embeds the query in (LOOKALIKE_HYBRID_ORIENTATIONS)",
+    )
     args = parser.parse_args(argv)
     VERIFY["on"] = not args.no_verify
+    HYBRID["orientations"] = args.hybrid_orientations
     n_distractors = args.distractors or (40 if args.quick else 200)
     n_unstored = args.unstored or (40 if args.quick else 200)
 

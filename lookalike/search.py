@@ -146,10 +146,12 @@ def results(
     options: SearchOptions,
     query: npt.NDArray[np.float32] | None = None,
     embedding_of: Callable[[str], npt.NDArray[np.float32] | None] = lambda filepath: None,
+    covered: AbstractSet[str] | None = None,
 ) -> list[Match]:
     """What a search answers from the stores' matches: fused in hybrid (and vetoed, asked
     lazily, best match first, until enough are kept: ``query`` and ``embedding_of`` as
-    for ``vetoed``), collapsed if asked, at most ``limit``, each servable."""
+    for ``vetoed``; ``covered``, the orientations ``query`` was embedded in, None for
+    all), collapsed if asked, at most ``limit``, each servable."""
     ranked: Iterable[Match] = found
     if options.method == "hybrid" and query is not None:
         by_embedding = {m.filepath for m in found if m.method == "embedding"}
@@ -157,7 +159,7 @@ def results(
             match
             for match in fused(found, options.hybrid_scale)
             if match.filepath in by_embedding
-            or not vetoed(match, query, embedding_of, options.veto_distance)
+            or not vetoed(match, query, embedding_of, options.veto_distance, covered)
         )
     if options.collapse is not None:
         ranked = collapsed(ranked, options.collapse)
@@ -182,14 +184,18 @@ def vetoed(
     query: npt.NDArray[np.float32],
     embedding_of: Callable[[str], npt.NDArray[np.float32] | None],
     veto_distance: float,
+    covered: AbstractSet[str] | None = None,
 ) -> bool:
     """Whether hybrid drops this match found by the signature alone: one the signature
     is unsure of (distance from ``SIGNATURE_SURE`` on) when the embeddings call the two
     pictures unrelated (distance ``veto_distance`` or more, twice the embedding cutoff
-    setting): smooth,
-    featureless images have close signatures without looking alike. A record without
-    an embedding is kept. ``embedding_of`` reads a stored embedding: only when needed."""
+    setting): smooth, featureless images have close signatures without looking alike.
+    A record without an embedding is kept, and so is one the signature found turned a
+    way the query was not embedded in (not in ``covered``, when given): the embeddings
+    cannot tell. ``embedding_of`` reads a stored embedding: only when needed."""
     if match.method != "signature" or match.distance < SIGNATURE_SURE:
+        return False
+    if covered is not None and match.orientation not in covered:
         return False
     stored = embedding_of(match.filepath)
     if stored is None:

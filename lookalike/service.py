@@ -106,6 +106,13 @@ def _signed_record(pending: _Pending, signed: ingest.Signed) -> tuple[Record | N
     return (made, pending.status) if isinstance(made, Record) else (None, made)
 
 
+def _turned(match: Match, turns: Sequence[int]) -> Match:
+    """A store's embedding match, whose orientation names its query row, named by the
+    orientation that row was embedded in."""
+    row = orientations.ORIENTATIONS.index(match.orientation)
+    return dataclasses.replace(match, orientation=orientations.ORIENTATIONS[turns[row]])
+
+
 def _once(item: BatchItem, seen: set[str]) -> BatchItem:
     """The item, or a failed one if its filepath came earlier in the batch."""
     if item.error is None and item.filepath is not None:
@@ -504,7 +511,7 @@ class Lookalike:
         options = SearchOptions.of(self.settings, **parameters)
         method = options.method
         rotate = self.settings.all_orientations if all_orientations is None else all_orientations
-        turns = range(len(orientations.ORIENTATIONS) if rotate else 1)
+        turns: Sequence[int] = range(len(orientations.ORIENTATIONS) if rotate else 1)
         signatures = embedded = inner = query = None
         with self._decoding():  # after the cheap checks
             pixels, footprint = ingest.decoded(source, self.settings)
@@ -514,6 +521,7 @@ class Lookalike:
                 if method == "signature" and not signatures.any():
                     raise InvalidImage(BLANK)
             if method != "signature":
+                turns = self._embedded_turns(method, turns)
                 rows = [orientations.turn(pixels, i) for i in turns]
                 if self._verifies:  # and the pictures that may be inside this one
                     query = verify.Query(pixels)
@@ -521,7 +529,16 @@ class Lookalike:
                 vectors = self.embed(rows)
                 embedded, inner = vectors[: len(turns)], vectors[len(turns) :]
             del pixels
-        return self._search(signatures, embedded, options, query, inner)
+        return self._search(signatures, embedded, options, query, inner, turns)
+
+    def _embedded_turns(self, method: str, turns: Sequence[int]) -> tuple[int, ...]:
+        """The orientations a query is embedded in: those searched, but in hybrid only
+        those ``hybrid_orientations`` names (each a CNN pass), as its signature finds
+        turned copies itself."""
+        if method != "hybrid" or self.settings.hybrid_orientations == "all":
+            return tuple(turns)
+        named = ("identity", "mirror") if self.settings.hybrid_orientations == "mirror" else ()
+        return tuple(i for i in turns if orientations.ORIENTATIONS[i] in ("identity", *named))
 
     def search_stored(self, filepath: str, **parameters: Unpack[SearchParameters]) -> list[Match]:
         """Stored images like the one stored under ``filepath`` (itself included)."""
@@ -539,11 +556,14 @@ class Lookalike:
         options: SearchOptions,
         query: verify.Query | None = None,
         inner: npt.NDArray[np.float32] | None = None,
+        turns: Sequence[int] | None = None,
     ) -> list[Match]:
-        """The matches of a search. With a ``query`` to verify with, candidates are kept
-        if local features verify them: embedding matches up to twice the cutoff, and the
-        images nearest to the ``inner`` embeddings (of pictures that may be inside the
-        query); then the best results are checked (``verify.checked``)."""
+        """The matches of a search. ``embedded`` holds the query's embeddings in the
+        orientations ``turns`` (default: the first ``len(embedded)``). With a ``query`` to
+        verify with, candidates are kept if local features verify them: embedding
+        matches up to twice the cutoff, and the images nearest to the ``inner``
+        embeddings (of pictures that may be inside the query); then the best results are
+        checked (``verify.checked``)."""
         limit, where = options.fetch_limit, options.where
         metrics.SEARCHES.labels(options.method).inc()
         found: list[Match] = []
@@ -558,6 +578,8 @@ class Lookalike:
             matches = self.backend.search_embedding(
                 embedded, limit=limit, max_distance=wide, where=where
             )
+            if turns is not None:  # a store names a match's orientation by its query row
+                matches = [_turned(m, turns) for m in matches]
             found += [m for m in matches if m.distance < cutoff]
             if lift and query is not None:  # candidates beyond the cutoff, if verified
                 most = self.settings.verify_candidates
@@ -577,7 +599,8 @@ class Lookalike:
                     for m in self._checked(candidates, query, len(candidates))
                     if m.verified
                 ]
-        answer = results(found, options, embedded, self._embedding_of)
+        covered = None if turns is None else {orientations.ORIENTATIONS[i] for i in turns}
+        answer = results(found, options, embedded, self._embedding_of, covered)
         if query is not None:
             by_signature = {m.filepath for m in found if m.method == "signature"}
             answer = with_verdicts(self._checked(answer, query), options, by_signature)

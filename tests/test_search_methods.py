@@ -12,9 +12,11 @@ from conftest import PHOTOS
 from PIL import Image
 
 from lookalike import InvalidImage, InvalidRequest, Settings
+from lookalike.orientations import ORIENTATIONS
 from lookalike.records import Record
 from lookalike.service import Lookalike
 from lookalike.signature import distance as signature_distance
+from lookalike.signature import orientations as signature_orientations
 
 
 def crop(fraction: float, left: float = 0.5) -> Callable[[Image.Image], Image.Image]:
@@ -85,6 +87,56 @@ def test_hybrid_puts_what_either_method_is_sure_of_first(stored: Lookalike, edit
     ratio = stored.settings.max_distance / stored.settings.embedding_max_distance
     assert embedding_first[0].distance == pytest.approx(alone * ratio)
     assert len({m.filepath for m in embedding_first}) == len(embedding_first)
+
+
+def test_hybrid_embeds_the_query_as_it_is_and_mirrored(
+    stored: Lookalike, edit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With LOOKALIKE_HYBRID_ORIENTATIONS=mirror, hybrid's query is embedded twice (as it
+    is and mirrored), not 8 times, its signature finding turned copies; a match of the
+    mirrored embedding is reported mirrored; a turned copy is still found."""
+    stored = Lookalike(stored.settings.replace(hybrid_orientations="mirror"), stored.backend)
+    query = edit("coffee", crop(0.6, left=0.8))
+    pixels = stored.pixels(query)
+    flipped = stored.embed([np.ascontiguousarray(pixels[:, ::-1])])[0]
+    unrelated = np.random.default_rng(5).integers(-2, 3, 648).astype(np.int8)
+    stored.add_many([Record("flipped", unrelated, embedding=flipped)])
+    embedded_rows: list[int] = []
+    embed = stored.embed
+    monkeypatch.setattr(
+        stored, "embed", lambda rows: embedded_rows.append(len(rows)) or embed(rows)
+    )
+    found = {m.filepath: m for m in stored.search(query, method="hybrid")}
+    assert (found["flipped"].method, found["flipped"].orientation) == ("embedding", "mirror")
+    assert found["flipped"].distance < 0.01
+    stored.search(query, method="embedding")
+    two, eight = embedded_rows  # and as many of each for the rectangles inside the query
+    assert eight - two == 6
+    turned = edit("rocket", lambda im: im.transpose(Image.Transpose.ROTATE_90))
+    best = stored.search(turned, method="hybrid")[0]
+    assert (best.filepath, best.method, best.orientation) == ("rocket", "signature", "rot270")
+
+
+def test_hybrid_with_all_orientations_embeds_every_turn(
+    service: Lookalike, edit, photo_bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mirrored = Lookalike(service.settings.replace(hybrid_orientations="mirror"), service.backend)
+    alone = Lookalike(service.settings.replace(hybrid_orientations="identity"), service.backend)
+    service.add("rocket", photo_bytes["rocket"])
+    turned_crop = edit("rocket", lambda im: crop(0.7)(im).transpose(Image.Transpose.ROTATE_90))
+    counts = {}
+    for name, searcher in (("all", service), ("identity", alone), ("mirror", mirrored)):
+        rows: list[int] = []
+        embed = searcher.embed
+        monkeypatch.setattr(
+            searcher, "embed", lambda r, rows=rows, e=embed: rows.append(len(r)) or e(r)
+        )
+        found = searcher.search(turned_crop, method="hybrid")
+        counts[name] = rows[0]
+        if name == "all":  # turned back (the network hardly tells a mirror image apart)
+            assert found[0].filepath == "rocket"
+            assert found[0].orientation in ("rot270", "mirror_rot90")
+    assert counts["all"] - counts["mirror"] == 6 and counts["mirror"] - counts["identity"] == 1
 
 
 def test_filters_limits_and_min_score_apply_to_every_method(stored: Lookalike, edit) -> None:
@@ -178,12 +230,12 @@ def test_hybrid_drops_an_unsure_signature_match_the_embeddings_call_unrelated(
     sig = service.signature(query)
     embedding = service.embed([service.pixels(query)])[0]
 
-    def unsure() -> np.ndarray:
-        changed = sig.copy()
-        while signature_distance(changed, sig) < 0.41:
+    def unsure(near: np.ndarray = sig) -> np.ndarray:
+        changed = near.copy()
+        while signature_distance(changed, near) < 0.41:
             i = rng.integers(len(changed))
             changed[i] = rng.integers(-2, 3)
-        assert signature_distance(changed, sig) < 0.44
+        assert signature_distance(changed, near) < 0.44
         return changed
 
     unrelated = rng.normal(size=embedding.shape).astype(np.float32)
@@ -202,6 +254,17 @@ def test_hybrid_drops_an_unsure_signature_match_the_embeddings_call_unrelated(
         ("ally", "embedding"),
         ("plain", "signature"),
     ]
+    # A decoy the signature finds turned: a hybrid query embedded only as it is and
+    # mirrored cannot tell; embedded in every turn (the default), it can.
+    turned = signature_orientations(service.pixels(query))[ORIENTATIONS.index("rot90")]
+    service.delete("decoy")
+    service.add_many(
+        [Record("decoy", unsure(turned), embedding=unrelated.astype(np.float16).astype(np.float32))]
+    )
+    mirrored = Lookalike(service.settings.replace(hybrid_orientations="mirror"), service.backend)
+    kept = {m.filepath: m for m in mirrored.search(query, method="hybrid")}
+    assert kept["decoy"].orientation == "rot90" and kept["decoy"].method == "signature"
+    assert "decoy" not in {m.filepath for m in service.search(query, method="hybrid")}
 
 
 def test_with_embeddings_a_blank_picture_is_stored_and_found_by_its_embedding(
