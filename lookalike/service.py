@@ -537,8 +537,9 @@ class Lookalike:
         turned copies itself."""
         if method != "hybrid" or self.settings.hybrid_orientations == "all":
             return tuple(turns)
-        named = ("identity", "mirror") if self.settings.hybrid_orientations == "mirror" else ()
-        return tuple(i for i in turns if orientations.ORIENTATIONS[i] in ("identity", *named))
+        kept = {"mirror": ("identity", "mirror"), "identity": ("identity",)}
+        named = kept[self.settings.hybrid_orientations]
+        return tuple(i for i in turns if orientations.ORIENTATIONS[i] in named)
 
     def search_stored(self, filepath: str, **parameters: Unpack[SearchParameters]) -> list[Match]:
         """Stored images like the one stored under ``filepath`` (itself included)."""
